@@ -1,0 +1,250 @@
+//! The directory: which peers are alive, what they provide, how to reach them and how fast they
+//! answer. One per node, shared by cheap clones.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::protocol::Announcement;
+
+/// What the directory knows about one peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's latest announcement (endpoints already resolved).
+    pub announcement: Announcement,
+    /// When the peer was last heard directly.
+    pub last_seen: Instant,
+    /// Round-trip time of the latest ping, if any answered.
+    pub rtt: Option<Duration>,
+}
+
+/// Result of recording an announcement.
+#[derive(Debug)]
+pub enum Upsert {
+    /// A peer not known before; `replaced` is an older node at the same request endpoint (a
+    /// restart with a new node_id), now removed.
+    Joined {
+        /// The node this one replaces, if any.
+        replaced: Option<PeerInfo>,
+    },
+    /// A known peer changed its announcement (e.g. its collections).
+    Updated,
+    /// A known peer, unchanged.
+    Refreshed,
+    /// A relayed announcement of a peer already known: nothing changed.
+    Ignored,
+}
+
+/// Shared view of the cluster. Cloning is cheap.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    // std Mutex: every operation is a short map update; never held across an await.
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    peers: HashMap<String, PeerInfo>,
+    /// Every collection name ever provided by a peer (to tell "gone" (503) from "unknown" (404)).
+    seen: BTreeSet<String>,
+    /// Round-robin cursor per collection.
+    cursor: HashMap<String, usize>,
+}
+
+/// Replaces a `0.0.0.0` host in `tcp://0.0.0.0:PORT` by `source` (or 127.0.0.1 when unknown).
+pub(crate) fn resolve_endpoint(ep: &str, source: Option<IpAddr>) -> String {
+    match ep.strip_prefix("tcp://0.0.0.0:") {
+        Some(port) => {
+            let host = match source {
+                Some(IpAddr::V4(ip)) => ip.to_string(),
+                Some(IpAddr::V6(ip)) => format!("[{ip}]"),
+                None => "127.0.0.1".to_owned(),
+            };
+            format!("tcp://{host}:{port}")
+        }
+        None => ep.to_owned(),
+    }
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Directory {
+        Directory::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Plain maps stay consistent even if a holder panicked.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an announcement (endpoints must already be resolved).
+    pub fn upsert(&self, a: Announcement, direct: bool) -> Upsert {
+        let mut inner = self.lock();
+        inner.seen.extend(a.collections.iter().cloned());
+        let now = Instant::now();
+        if let Some(p) = inner.peers.get_mut(&a.node_id) {
+            if !direct {
+                return Upsert::Ignored;
+            }
+            p.last_seen = now;
+            if p.announcement != a {
+                p.announcement = a;
+                return Upsert::Updated;
+            }
+            return Upsert::Refreshed;
+        }
+        let old_id = inner
+            .peers
+            .values()
+            .find(|p| p.announcement.endpoints.request == a.endpoints.request)
+            .map(|p| p.announcement.node_id.clone());
+        let replaced = old_id.and_then(|id| inner.peers.remove(&id));
+        inner.peers.insert(a.node_id.clone(), PeerInfo { announcement: a, last_seen: now, rtt: None });
+        Upsert::Joined { replaced }
+    }
+
+    /// Forgets a peer; returns what was known of it.
+    pub fn remove(&self, node_id: &str) -> Option<PeerInfo> {
+        self.lock().peers.remove(node_id)
+    }
+
+    /// Removes and returns peers silent for more than `missed` of their own heartbeats.
+    pub fn expire(&self, missed: u32) -> Vec<PeerInfo> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let dead: Vec<String> = inner
+            .peers
+            .values()
+            .filter(|p| {
+                let limit = Duration::from_millis(p.announcement.heartbeat_ms) * missed;
+                now.duration_since(p.last_seen) > limit
+            })
+            .map(|p| p.announcement.node_id.clone())
+            .collect();
+        dead.iter().filter_map(|id| inner.peers.remove(id)).collect()
+    }
+
+    /// Records a measured round-trip time.
+    pub fn set_rtt(&self, node_id: &str, rtt: Duration) {
+        if let Some(p) = self.lock().peers.get_mut(node_id) {
+            p.rtt = Some(rtt);
+        }
+    }
+
+    /// Every live peer.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let mut v: Vec<PeerInfo> = self.lock().peers.values().cloned().collect();
+        v.sort_by(|a, b| a.announcement.name.cmp(&b.announcement.name));
+        v
+    }
+
+    /// One peer.
+    pub fn peer(&self, node_id: &str) -> Option<PeerInfo> {
+        self.lock().peers.get(node_id).cloned()
+    }
+
+    /// Node ids of live peers providing `collection`.
+    pub fn providers(&self, collection: &str) -> Vec<String> {
+        let inner = self.lock();
+        let mut v: Vec<String> = inner
+            .peers
+            .values()
+            .filter(|p| p.announcement.collections.iter().any(|c| c == collection))
+            .map(|p| p.announcement.node_id.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Picks the next provider of `collection` in round-robin order, skipping `exclude`.
+    pub fn pick_provider(&self, collection: &str, exclude: &[String]) -> Option<String> {
+        let mut candidates = self.providers(collection);
+        candidates.retain(|c| !exclude.contains(c));
+        if candidates.is_empty() {
+            return None;
+        }
+        let mut inner = self.lock();
+        let cursor = inner.cursor.entry(collection.to_owned()).or_insert(0);
+        *cursor = cursor.wrapping_add(1);
+        Some(candidates[*cursor % candidates.len()].clone())
+    }
+
+    /// Collections provided by live peers.
+    pub fn live_collections(&self) -> BTreeSet<String> {
+        let inner = self.lock();
+        inner.peers.values().flat_map(|p| p.announcement.collections.iter().cloned()).collect()
+    }
+
+    /// True when some peer has ever provided `collection`.
+    pub fn has_seen(&self, collection: &str) -> bool {
+        self.lock().seen.contains(collection)
+    }
+
+    /// Every collection ever provided by a peer.
+    pub fn seen_collections(&self) -> BTreeSet<String> {
+        self.lock().seen.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{AnnounceKind, Endpoints, NodeType, PROTOCOL_VERSION};
+
+    fn ann(id: &str, req: &str, cols: &[&str]) -> Announcement {
+        Announcement {
+            version: PROTOCOL_VERSION,
+            kind: AnnounceKind::Announce,
+            node_id: id.into(),
+            name: "n".into(),
+            node_type: NodeType::Service,
+            collections: cols.iter().map(|c| c.to_string()).collect(),
+            endpoints: Endpoints { request: req.into(), publish: format!("{req}-pub") },
+            heartbeat_ms: 10,
+        }
+    }
+
+    #[test]
+    fn restart_at_same_endpoint_replaces_old_node() {
+        let d = Directory::new();
+        assert!(matches!(d.upsert(ann("a", "tcp://h:1", &["power"]), true), Upsert::Joined { replaced: None }));
+        assert!(matches!(d.upsert(ann("a", "tcp://h:1", &["power"]), true), Upsert::Refreshed));
+        match d.upsert(ann("b", "tcp://h:1", &["power"]), true) {
+            Upsert::Joined { replaced: Some(old) } => assert_eq!(old.announcement.node_id, "a"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(d.providers("power"), vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn relayed_announcements_do_not_refresh_and_silent_peers_expire() {
+        let d = Directory::new();
+        d.upsert(ann("a", "tcp://h:1", &["power"]), true);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(matches!(d.upsert(ann("a", "tcp://h:1", &["power"]), false), Upsert::Ignored));
+        let gone = d.expire(3);
+        assert_eq!(gone.len(), 1);
+        assert!(d.providers("power").is_empty());
+        assert!(d.has_seen("power"));
+    }
+
+    #[test]
+    fn providers_are_picked_round_robin() {
+        let d = Directory::new();
+        d.upsert(ann("a", "tcp://h:1", &["power"]), true);
+        d.upsert(ann("b", "tcp://h:2", &["power"]), true);
+        let picks: BTreeSet<String> = (0..4).filter_map(|_| d.pick_provider("power", &[])).collect();
+        assert_eq!(picks.len(), 2);
+        assert_eq!(d.pick_provider("power", &["a".into()]), Some("b".into()));
+        assert_eq!(d.pick_provider("nothing", &[]), None);
+    }
+
+    #[test]
+    fn unspecified_hosts_resolve_to_the_source() {
+        let src: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(resolve_endpoint("tcp://0.0.0.0:5", Some(src)), "tcp://10.1.2.3:5");
+        assert_eq!(resolve_endpoint("tcp://0.0.0.0:5", None), "tcp://127.0.0.1:5");
+        assert_eq!(resolve_endpoint("tcp://10.0.0.9:5", Some(src)), "tcp://10.0.0.9:5");
+    }
+}

@@ -1,0 +1,41 @@
+//! # ZeroServices core
+//!
+//! Nodes that find each other with zero configuration, talk over ZeroMQ, serve collections,
+//! broadcast every change as an event and run workers on matching events.
+//!
+//! # Layout
+//! - [`protocol`]: the wire format (announcements, frames, replies, topics); see docs/protocol.md.
+//! - [`medium`]: moving bytes between nodes — [`ZmqMedium`], [`MemoryMedium`].
+//! - [`discovery`]: finding peers — [`MulticastDiscovery`], [`StaticDiscovery`], [`MemoryDiscovery`].
+//! - [`directory`]: who is alive, what they provide, round-trip times.
+//! - [`node`]: the [`Node`] tying it together, with the [`Service`] hooks.
+//! - [`resources`]: collections, resource requests, change events, custom actions, schemas.
+//! - [`query`]: the filter/update/sort/projection language shared by every backend.
+//! - [`store`]: [`MemoryCollection`] and the embedded persistent [`EmbeddedStore`].
+//! - [`worker`]: rules that run a callback on matching resources.
+//! - [`testkit`]: the conformance suites every medium and backend must pass.
+//! - [`error`]: the [`Error`] type.
+
+pub mod directory;
+pub mod discovery;
+pub mod error;
+pub mod medium;
+pub mod node;
+pub mod protocol;
+pub mod query;
+pub mod resources;
+pub mod store;
+mod task;
+pub mod testkit;
+pub mod worker;
+
+pub use directory::{Directory, PeerInfo};
+pub use discovery::{Discovery, MemoryDiscovery, MemoryDiscoveryBus, MulticastConfig, MulticastDiscovery, NoDiscovery, StaticDiscovery};
+pub use error::{Error, Result};
+pub use medium::{Event, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
+pub use node::{Node, NodeBuilder, PeerEvent, Service, Subscription};
+pub use protocol::{Announcement, NodeType};
+pub use resources::{ActionContext, Collection, CollectionClient, CollectionSpec, ListPage, Resource, ResourceEvent, ResourceRequest};
+pub use query::ListQuery;
+pub use store::{EmbeddedStore, MemoryCollection};
+pub use worker::Worker;

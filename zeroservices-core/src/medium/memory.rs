@@ -1,0 +1,172 @@
+//! In-process medium: nodes of one [`MemoryNetwork`] exchange requests and events through
+//! channels, with the same semantics as ZeroMQ (publish drops for a full subscriber).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{Event, Inbox, InboundRequest, Incoming, Medium, Replier, INBOX_CAPACITY};
+use crate::error::{Error, Result};
+use crate::protocol::{topic_matches, Endpoints};
+
+/// A shared in-process "network" that [`MemoryMedium`]s attach to.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryNetwork {
+    // std Mutex: every critical section is a few map operations, never across an await.
+    inner: Arc<Mutex<NetInner>>,
+    next: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Default)]
+struct NetInner {
+    slots: HashMap<String, Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    inbox: mpsc::Sender<Incoming>,
+    prefixes: Vec<String>,
+    /// Endpoints of the media that receive this one's events.
+    subscribers: HashSet<String>,
+}
+
+impl MemoryNetwork {
+    /// A new, empty network.
+    pub fn new() -> MemoryNetwork {
+        MemoryNetwork::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NetInner> {
+        // A panic while holding this lock leaves only plain maps behind; keep using them.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A medium attached to a [`MemoryNetwork`]. Dropping it detaches it.
+#[derive(Debug)]
+pub struct MemoryMedium {
+    net: MemoryNetwork,
+    me: String,
+    // std Mutex: short map lookups only.
+    peers: Mutex<HashMap<String, String>>,
+}
+
+impl MemoryMedium {
+    /// Attaches a new medium to `net`; returns it and the inbox the node reads.
+    pub fn attach(net: &MemoryNetwork) -> (MemoryMedium, Inbox) {
+        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let me = format!("mem://{}", net.next.fetch_add(1, Ordering::Relaxed));
+        net.lock().slots.insert(
+            me.clone(),
+            Slot { inbox: tx, prefixes: Vec::new(), subscribers: HashSet::new() },
+        );
+        (MemoryMedium { net: net.clone(), me, peers: Mutex::new(HashMap::new()) }, rx)
+    }
+
+    fn peer_endpoint(&self, node_id: &str) -> Result<String> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.get(node_id).cloned().ok_or_else(|| Error::PeerGone(node_id.to_owned()))
+    }
+
+    fn inbox_of(&self, endpoint: &str, node_id: &str) -> Result<mpsc::Sender<Incoming>> {
+        let net = self.net.lock();
+        let slot = net.slots.get(endpoint).ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
+        Ok(slot.inbox.clone())
+    }
+}
+
+impl Drop for MemoryMedium {
+    fn drop(&mut self) {
+        let mut net = self.net.lock();
+        net.slots.remove(&self.me);
+        for slot in net.slots.values_mut() {
+            slot.subscribers.remove(&self.me);
+        }
+    }
+}
+
+#[async_trait]
+impl Medium for MemoryMedium {
+    fn endpoints(&self) -> Endpoints {
+        Endpoints { request: self.me.clone(), publish: self.me.clone() }
+    }
+
+    async fn connect_peer(&self, node_id: &str, endpoints: &Endpoints) -> Result<()> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id.to_owned(), endpoints.request.clone());
+        let mut net = self.net.lock();
+        match net.slots.get_mut(&endpoints.publish) {
+            Some(slot) => {
+                slot.subscribers.insert(self.me.clone());
+                Ok(())
+            }
+            None => Err(Error::PeerGone(node_id.to_owned())),
+        }
+    }
+
+    async fn disconnect_peer(&self, node_id: &str) {
+        let endpoint = self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(node_id);
+        if let Some(ep) = endpoint {
+            if let Some(slot) = self.net.lock().slots.get_mut(&ep) {
+                slot.subscribers.remove(&self.me);
+            }
+        }
+    }
+
+    async fn request(
+        &self,
+        node_id: &str,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let inbox = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
+        let (reply, rx) = Replier::new();
+        let req = InboundRequest { kind: kind.to_owned(), body, reply: Some(reply) };
+        let exchange = async {
+            inbox.send(Incoming::Request(req)).await.map_err(|_| Error::PeerGone(node_id.into()))?;
+            rx.await.map_err(|_| Error::PeerGone(node_id.to_owned()))
+        };
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| Error::Timeout(timeout))?
+    }
+
+    async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {
+        let inbox = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
+        let req = InboundRequest { kind: kind.to_owned(), body, reply: None };
+        inbox.send(Incoming::Request(req)).await.map_err(|_| Error::PeerGone(node_id.to_owned()))
+    }
+
+    async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
+        let targets: Vec<mpsc::Sender<Incoming>> = {
+            let net = self.net.lock();
+            let Some(me) = net.slots.get(&self.me) else { return Err(Error::Shutdown) };
+            me.subscribers
+                .iter()
+                .filter_map(|ep| net.slots.get(ep))
+                .filter(|s| s.prefixes.iter().any(|p| topic_matches(p, topic)))
+                .map(|s| s.inbox.clone())
+                .collect()
+        };
+        let event = Event { topic: Arc::from(topic), payload };
+        for inbox in targets {
+            // Like a ZeroMQ PUB socket: a subscriber whose queue is full misses the event.
+            if inbox.try_send(Incoming::Event(event.clone())).is_err() {
+                tracing::debug!(topic, "memory medium: subscriber queue full, event dropped");
+            }
+        }
+        Ok(())
+    }
+
+    fn set_subscriptions(&self, prefixes: Vec<String>) {
+        if let Some(slot) = self.net.lock().slots.get_mut(&self.me) {
+            slot.prefixes = prefixes;
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Media move requests, replies and events between nodes: [`ZmqMedium`] over ZeroMQ for real
+//! use, [`MemoryMedium`] in-process for fast deterministic tests. Both pass
+//! [`crate::testkit::medium_conformance`].
+//!
+//! A medium only moves bytes; the [`Node`](crate::Node) decides what they mean. Everything a
+//! medium receives arrives on its [`Inbox`], a bounded channel: when the node cannot keep up,
+//! the medium stops reading its sockets (back-pressure), it never buffers without bound.
+
+mod memory;
+mod zmq;
+
+pub use self::memory::{MemoryMedium, MemoryNetwork};
+pub use self::zmq::{ZmqConfig, ZmqMedium};
+pub(crate) use self::zmq::DealerClient;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Result;
+use crate::protocol::Endpoints;
+
+/// Capacity of a medium's inbox.
+pub const INBOX_CAPACITY: usize = 8192;
+
+/// Receiving side of a medium: requests and events for the node.
+pub type Inbox = mpsc::Receiver<Incoming>;
+
+/// Something a medium received.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A request (or a one-way notification when `reply` is `None`).
+    Request(InboundRequest),
+    /// An event published by a peer.
+    Event(Event),
+}
+
+/// A request received from a peer.
+#[derive(Debug)]
+pub struct InboundRequest {
+    /// Message kind (see [`crate::protocol::kind`]).
+    pub kind: String,
+    /// JSON body as received.
+    pub body: Bytes,
+    /// Where the reply goes; `None` for one-way messages.
+    pub reply: Option<Replier>,
+}
+
+/// Sends the reply of one request. Dropping it without replying answers the caller with an
+/// `internal` error, so a forgotten reply never leaves the caller hanging until its timeout.
+#[derive(Debug)]
+pub struct Replier(Option<oneshot::Sender<Bytes>>);
+
+impl Replier {
+    /// A replier and the receiver the medium waits on.
+    pub(crate) fn new() -> (Replier, oneshot::Receiver<Bytes>) {
+        let (tx, rx) = oneshot::channel();
+        (Replier(Some(tx)), rx)
+    }
+
+    /// Sends the encoded reply body (see [`crate::protocol::encode_reply`]).
+    pub fn send(mut self, body: Bytes) {
+        if let Some(tx) = self.0.take() {
+            // The medium may have given up on this request (shutdown); nothing to do then.
+            let _ = tx.send(body);
+        }
+    }
+}
+
+impl Drop for Replier {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let e = crate::Error::Internal("request dropped without a reply".into());
+            let _ = tx.send(crate::protocol::encode_reply(&Err(e)));
+        }
+    }
+}
+
+/// An event: its topic and its JSON payload, shared cheaply between subscribers.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `<collection>.<action>.<resource_id>` for resource events, any dotted name otherwise.
+    pub topic: Arc<str>,
+    /// JSON payload bytes.
+    pub payload: Bytes,
+}
+
+impl Event {
+    /// Parses the payload as JSON.
+    pub fn json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&self.payload)?)
+    }
+}
+
+/// Transport between nodes. Object-safe: nodes hold an `Arc<dyn Medium>`.
+#[async_trait]
+pub trait Medium: Send + Sync + fmt::Debug + 'static {
+    /// Endpoints peers use to reach this node (as announced).
+    fn endpoints(&self) -> Endpoints;
+
+    /// Starts receiving `peer`'s events and allows requests to it.
+    async fn connect_peer(&self, node_id: &str, endpoints: &Endpoints) -> Result<()>;
+
+    /// Forgets `node_id`: closes its connections; pending requests fail with `PeerGone`.
+    async fn disconnect_peer(&self, node_id: &str);
+
+    /// Sends a request and waits for the encoded reply body, at most `timeout`.
+    async fn request(&self, node_id: &str, kind: &str, body: Bytes, timeout: Duration)
+        -> Result<Bytes>;
+
+    /// Sends a one-way message.
+    async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()>;
+
+    /// Publishes an event to every peer subscribed to a prefix of `topic`.
+    async fn publish(&self, topic: &str, payload: Bytes) -> Result<()>;
+
+    /// Sets the topic prefixes this node wants from its peers (empty string = everything).
+    fn set_subscriptions(&self, prefixes: Vec<String>);
+}

@@ -1,0 +1,232 @@
+//! Wire format shared by every medium and discovery: announcements, request/reply frames, events.
+//!
+//! The normative description is `docs/protocol.md`; this module is its implementation. Version
+//! [`PROTOCOL_VERSION`] is carried by every announcement; a peer with another major version is
+//! ignored (and logged).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Version of the wire protocol described in `docs/protocol.md`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest datagram, frame body or event payload a node accepts (bytes); bigger ones are dropped.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest discovery datagram (bytes).
+pub const MAX_DATAGRAM_BYTES: usize = 8 * 1024;
+
+/// Message kinds (second frame of a request).
+pub mod kind {
+    /// A user message answered by the service's `on_request` hook; expects a reply.
+    pub const REQUEST: &str = "request";
+    /// A one-way user message; never answered.
+    pub const NOTIFY: &str = "notify";
+    /// A resource action (`{"collection","action","args"}`); expects a reply.
+    pub const RESOURCE: &str = "resource";
+    /// Liveness and round-trip probe; answered with `{}`.
+    pub const PING: &str = "ping";
+    /// Static discovery: the body is an [`Announcement`](super::Announcement); the reply is
+    /// `{"node": Announcement, "peers": [Announcement]}`.
+    pub const ANNOUNCE: &str = "announce";
+    /// Reply frame kind.
+    pub const REPLY: &str = "reply";
+}
+
+/// Role of a node in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    /// Serves collections or requests.
+    #[default]
+    Service,
+    /// Reacts to events.
+    Worker,
+    /// Fronts the cluster over HTTP.
+    Api,
+    /// Only listens (sniffer, `nodes`).
+    Observer,
+}
+
+impl NodeType {
+    /// Lower-case name as on the wire.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeType::Service => "service",
+            NodeType::Worker => "worker",
+            NodeType::Api => "api",
+            NodeType::Observer => "observer",
+        }
+    }
+}
+
+/// `announce` (I am here, re-sent every heartbeat) or `bye` (I am leaving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnounceKind {
+    /// Periodic presence.
+    #[default]
+    Announce,
+    /// Graceful departure.
+    Bye,
+}
+
+/// Where a node can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Endpoints {
+    /// ROUTER endpoint taking requests, e.g. `tcp://127.0.0.1:41234`.
+    pub request: String,
+    /// PUB endpoint publishing events.
+    pub publish: String,
+}
+
+/// What a node says about itself: a discovery datagram, a static-discovery `announce` body, and
+/// the directory's record of a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// Protocol version ([`PROTOCOL_VERSION`]).
+    pub version: u32,
+    /// `announce` or `bye`.
+    #[serde(default)]
+    pub kind: AnnounceKind,
+    /// Unique per process run.
+    pub node_id: String,
+    /// Human name (several nodes may share one).
+    pub name: String,
+    /// Role.
+    #[serde(default)]
+    pub node_type: NodeType,
+    /// Collections this node provides.
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// Request and publish endpoints.
+    pub endpoints: Endpoints,
+    /// Announce period in milliseconds (peers use it to decide when this node is gone).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+
+impl Announcement {
+    /// Parses and checks an announcement (version, field sizes). Never panics on any input.
+    pub fn decode(bytes: &[u8]) -> Result<Announcement> {
+        if bytes.len() > MAX_DATAGRAM_BYTES {
+            return Err(Error::TooLarge(format!("announcement of {} bytes", bytes.len())));
+        }
+        let a: Announcement = serde_json::from_slice(bytes)?;
+        if a.version != PROTOCOL_VERSION {
+            return Err(Error::BadRequest(format!("unsupported protocol version {}", a.version)));
+        }
+        if a.node_id.is_empty() || a.node_id.len() > 128 {
+            return Err(Error::BadRequest("node_id must be 1-128 bytes".into()));
+        }
+        for ep in [&a.endpoints.request, &a.endpoints.publish] {
+            if !ep.starts_with("tcp://") && !ep.starts_with("mem://") {
+                return Err(Error::BadRequest(format!("unsupported endpoint {ep:?}")));
+            }
+        }
+        if a.heartbeat_ms == 0 || a.heartbeat_ms > 60_000 {
+            return Err(Error::BadRequest("heartbeat_ms must be 1..=60000".into()));
+        }
+        Ok(a)
+    }
+
+    /// JSON bytes of this announcement.
+    pub fn encode(&self) -> Bytes {
+        // Serializing a struct of strings and integers cannot fail.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// The body of a reply frame: `{"ok": true, "data": ...}` or `{"ok": false, "error": {...}}`.
+pub fn encode_reply(result: &Result<Value>) -> Bytes {
+    let v = match result {
+        Ok(data) => serde_json::json!({"ok": true, "data": data}),
+        Err(e) => serde_json::json!({"ok": false, "error": {"code": e.code(), "message": e.wire_message()}}),
+    };
+    Bytes::from(v.to_string())
+}
+
+/// Parses a reply body back into the result the remote handler returned.
+pub fn decode_reply(body: &[u8]) -> Result<Value> {
+    #[derive(Deserialize)]
+    struct WireError {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    #[derive(Deserialize)]
+    struct Reply {
+        ok: bool,
+        #[serde(default)]
+        data: Value,
+        error: Option<WireError>,
+    }
+    let r: Reply = serde_json::from_slice(body)
+        .map_err(|e| Error::Transport(format!("malformed reply: {e}")))?;
+    if r.ok {
+        Ok(r.data)
+    } else {
+        let e = r.error.unwrap_or(WireError { code: "internal".into(), message: String::new() });
+        Err(Error::from_wire(&e.code, e.message))
+    }
+}
+
+/// True when `topic` is `prefix` or lies under it at a dot boundary (`power` covers
+/// `power.patch.42` but not `powerplant.create.1`). The empty prefix and `*` cover everything.
+pub fn topic_matches(prefix: &str, topic: &str) -> bool {
+    if prefix.is_empty() || prefix == "*" {
+        return true;
+    }
+    match topic.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('.'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_at_dot_boundaries() {
+        assert!(topic_matches("power", "power.create.1"));
+        assert!(topic_matches("power.patch", "power.patch.42"));
+        assert!(topic_matches("power.patch.42", "power.patch.42"));
+        assert!(!topic_matches("power", "powerplant.create.1"));
+        assert!(!topic_matches("power.patch.4", "power.patch.42"));
+        assert!(topic_matches("*", "anything"));
+        assert!(topic_matches("", "anything"));
+    }
+
+    #[test]
+    fn hostile_datagrams_are_rejected_not_panicking() {
+        let bad: [&[u8]; 6] = [
+            b"",
+            b"\xff\xfe",
+            b"{}",
+            b"[1,2,3]",
+            br#"{"version":99,"node_id":"a","name":"n","endpoints":{"request":"tcp://x:1","publish":"tcp://x:2"}}"#,
+            br#"{"version":1,"node_id":"a","name":"n","endpoints":{"request":"http://x","publish":"tcp://x:2"}}"#,
+        ];
+        for b in bad {
+            assert!(Announcement::decode(b).is_err(), "{b:?}");
+        }
+        assert!(Announcement::decode(&vec![b' '; MAX_DATAGRAM_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let ok = encode_reply(&Ok(serde_json::json!({"a": 1})));
+        assert_eq!(decode_reply(&ok).unwrap(), serde_json::json!({"a": 1}));
+        let err = encode_reply(&Err(Error::Conflict("taken".into())));
+        assert!(matches!(decode_reply(&err), Err(Error::Conflict(m)) if m == "taken"));
+        assert!(matches!(decode_reply(b"garbage"), Err(Error::Transport(_))));
+    }
+}

@@ -1,0 +1,241 @@
+//! Parsed filter documents and their evaluation.
+
+use std::cmp::Ordering;
+
+use regex::{Regex, RegexBuilder};
+use serde_json::Value;
+
+use super::check_path;
+use super::path::{cmp_values, resolve, values_equal};
+use crate::error::{Error, Result};
+
+/// A parsed filter. Parsing rejects unknown operators and malformed operands, so evaluation
+/// never fails.
+#[derive(Debug, Clone)]
+pub struct Filter(Node);
+
+#[derive(Debug, Clone)]
+enum Node {
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Nor(Vec<Node>),
+    Field(String, Vec<Cond>),
+    Text(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+enum Cond {
+    Eq(Value),
+    Ne(Value),
+    Cmp(Ordering, bool, Value), // wanted ordering, or-equal
+    In(Vec<Value>),
+    Nin(Vec<Value>),
+    Exists(bool),
+    Regex(Regex),
+    Not(Vec<Cond>),
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::BadRequest(msg.into())
+}
+
+impl Filter {
+    /// The filter that matches everything.
+    pub fn all() -> Filter {
+        Filter(Node::And(Vec::new()))
+    }
+
+    /// Parses a filter document.
+    pub fn parse(doc: &Value) -> Result<Filter> {
+        Ok(Filter(parse_doc(doc, 0)?))
+    }
+
+    /// True when `data` matches.
+    pub fn matches(&self, data: &Value) -> bool {
+        eval(&self.0, data)
+    }
+
+    /// The text-search terms, if the filter is (or contains at top level) a `$text` clause.
+    pub fn is_all(&self) -> bool {
+        matches!(&self.0, Node::And(v) if v.is_empty())
+    }
+}
+
+const MAX_DEPTH: usize = 32;
+
+fn parse_doc(doc: &Value, depth: usize) -> Result<Node> {
+    if depth > MAX_DEPTH {
+        return Err(bad("filter nested too deeply"));
+    }
+    let obj = doc.as_object().ok_or_else(|| bad("a filter must be a JSON object"))?;
+    let mut parts = Vec::new();
+    for (k, v) in obj {
+        let node = match k.as_str() {
+            "$and" | "$or" | "$nor" => {
+                let items = v
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| bad(format!("{k} takes a non-empty array of filters")))?;
+                let subs = items.iter().map(|i| parse_doc(i, depth + 1)).collect::<Result<Vec<_>>>()?;
+                match k.as_str() {
+                    "$and" => Node::And(subs),
+                    "$or" => Node::Or(subs),
+                    _ => Node::Nor(subs),
+                }
+            }
+            "$text" => {
+                let search = match v {
+                    Value::String(s) => s.as_str(),
+                    Value::Object(o) => o
+                        .get("$search")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad("$text takes a string or {\"$search\": string}"))?,
+                    _ => return Err(bad("$text takes a string or {\"$search\": string}")),
+                };
+                Node::Text(search.split_whitespace().map(str::to_lowercase).collect())
+            }
+            op if op.starts_with('$') => return Err(bad(format!("unknown operator {op}"))),
+            path => {
+                check_path(path)?;
+                Node::Field(path.to_owned(), parse_conds(v, depth)?)
+            }
+        };
+        parts.push(node);
+    }
+    Ok(if parts.len() == 1 { parts.remove(0) } else { Node::And(parts) })
+}
+
+fn is_operator_doc(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| !o.is_empty() && o.keys().all(|k| k.starts_with('$')))
+}
+
+fn parse_conds(v: &Value, depth: usize) -> Result<Vec<Cond>> {
+    if !is_operator_doc(v) {
+        if let Some(o) = v.as_object() {
+            if o.keys().any(|k| k.starts_with('$')) {
+                return Err(bad("cannot mix operators and fields in one condition"));
+            }
+        }
+        return Ok(vec![Cond::Eq(v.clone())]);
+    }
+    let obj = v.as_object().ok_or_else(|| bad("condition must be an object"))?;
+    let options = obj.get("$options").map(|o| o.as_str().ok_or_else(|| bad("$options takes a string"))).transpose()?;
+    let mut conds = Vec::new();
+    for (op, arg) in obj {
+        let c = match op.as_str() {
+            "$eq" => Cond::Eq(arg.clone()),
+            "$ne" => Cond::Ne(arg.clone()),
+            "$gt" => Cond::Cmp(Ordering::Greater, false, arg.clone()),
+            "$gte" => Cond::Cmp(Ordering::Greater, true, arg.clone()),
+            "$lt" => Cond::Cmp(Ordering::Less, false, arg.clone()),
+            "$lte" => Cond::Cmp(Ordering::Less, true, arg.clone()),
+            "$in" | "$nin" => {
+                let list = arg.as_array().ok_or_else(|| bad(format!("{op} takes an array")))?.clone();
+                if op == "$in" { Cond::In(list) } else { Cond::Nin(list) }
+            }
+            "$exists" => Cond::Exists(arg.as_bool().ok_or_else(|| bad("$exists takes a boolean"))?),
+            "$regex" => {
+                let pattern = arg.as_str().ok_or_else(|| bad("$regex takes a string"))?;
+                let mut b = RegexBuilder::new(pattern);
+                b.size_limit(1 << 20);
+                for flag in options.unwrap_or("").chars() {
+                    match flag {
+                        'i' => { b.case_insensitive(true); }
+                        'm' => { b.multi_line(true); }
+                        's' => { b.dot_matches_new_line(true); }
+                        'x' => { b.ignore_whitespace(true); }
+                        f => return Err(bad(format!("unknown $regex option {f:?}"))),
+                    }
+                }
+                Cond::Regex(b.build().map_err(|e| bad(format!("invalid $regex: {e}")))?)
+            }
+            "$options" => {
+                if !obj.contains_key("$regex") {
+                    return Err(bad("$options needs $regex"));
+                }
+                continue;
+            }
+            "$not" => {
+                if depth > MAX_DEPTH || !is_operator_doc(arg) {
+                    return Err(bad("$not takes an operator document such as {\"$gt\": 3}"));
+                }
+                Cond::Not(parse_conds(arg, depth + 1)?)
+            }
+            other => return Err(bad(format!("unknown operator {other}"))),
+        };
+        conds.push(c);
+    }
+    Ok(conds)
+}
+
+fn eval(node: &Node, data: &Value) -> bool {
+    match node {
+        Node::And(v) => v.iter().all(|n| eval(n, data)),
+        Node::Or(v) => v.iter().any(|n| eval(n, data)),
+        Node::Nor(v) => !v.iter().any(|n| eval(n, data)),
+        Node::Field(path, conds) => {
+            let found = resolve(data, path);
+            conds.iter().all(|c| eval_cond(c, &found))
+        }
+        Node::Text(terms) => text_matches(data, terms),
+    }
+}
+
+/// Candidates of a path: each found value, plus the elements of found arrays.
+fn any_candidate(found: &[&Value], f: impl Fn(&Value) -> bool) -> bool {
+    found.iter().any(|v| f(v) || v.as_array().is_some_and(|a| a.iter().any(&f)))
+}
+
+fn eq_matches(found: &[&Value], want: &Value) -> bool {
+    if want.is_null() && found.is_empty() {
+        return true;
+    }
+    any_candidate(found, |c| values_equal(c, want))
+}
+
+fn same_kind(a: &Value, b: &Value) -> bool {
+    matches!(
+        (a, b),
+        (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_)) | (Value::Bool(_), Value::Bool(_))
+    )
+}
+
+fn eval_cond(c: &Cond, found: &[&Value]) -> bool {
+    match c {
+        Cond::Eq(v) => eq_matches(found, v),
+        Cond::Ne(v) => !eq_matches(found, v),
+        Cond::Cmp(want, or_eq, v) => any_candidate(found, |c| {
+            same_kind(c, v) && {
+                let o = cmp_values(c, v);
+                o == *want || (*or_eq && o.is_eq())
+            }
+        }),
+        Cond::In(list) => list.iter().any(|v| eq_matches(found, v)),
+        Cond::Nin(list) => !list.iter().any(|v| eq_matches(found, v)),
+        Cond::Exists(want) => !found.is_empty() == *want,
+        Cond::Regex(re) => any_candidate(found, |c| c.as_str().is_some_and(|s| re.is_match(s))),
+        Cond::Not(conds) => !conds.iter().all(|c| eval_cond(c, found)),
+    }
+}
+
+/// Any term appears as a whole word (case-insensitive) in any string of the document.
+fn text_matches(data: &Value, terms: &[String]) -> bool {
+    if terms.is_empty() {
+        return false;
+    }
+    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    strings(data, &mut all);
+    all.iter().any(|s| {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .any(|w| terms.iter().any(|t| w.to_lowercase() == *t))
+    })
+}

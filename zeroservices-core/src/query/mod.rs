@@ -1,0 +1,147 @@
+//! The query language, one semantics for every backend: [`Filter`] (`$eq $ne $gt $gte $lt $lte
+//! $in $nin $exists $and $or $nor $not $regex $text`, dotted paths, array membership),
+//! [`Update`] (`$set $unset $inc $push $pull $addToSet`), [`Sort`] and [`Projection`].
+//!
+//! ```
+//! use serde_json::json;
+//! use zeroservices_core::query::{Filter, Update};
+//!
+//! let f = Filter::parse(&json!({"status": "pending", "value": {"$gte": 3}})).unwrap();
+//! let mut doc = json!({"status": "pending", "value": 7});
+//! assert!(f.matches(&doc));
+//! Update::parse(&json!({"$set": {"status": "done"}, "$inc": {"value": 1}})).unwrap().apply(&mut doc).unwrap();
+//! assert_eq!(doc, json!({"status": "done", "value": 8}));
+//! ```
+
+mod filter;
+mod path;
+mod update;
+
+pub use self::filter::Filter;
+pub use self::path::{cmp_values, values_equal};
+pub use self::update::Update;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// One sort key: a dotted path and a direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SortKey {
+    /// Dotted path.
+    pub path: String,
+    /// `true` for descending.
+    pub descending: bool,
+}
+
+/// Sort order, parsed from `value,-created` (leading `-` = descending).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sort(pub Vec<SortKey>);
+
+impl Sort {
+    /// Parses `a,-b.c`. Empty keys are an error.
+    pub fn parse(s: &str) -> Result<Sort> {
+        if s.trim().is_empty() {
+            return Ok(Sort::default());
+        }
+        let mut keys = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            let (path, descending) = match part.strip_prefix('-') {
+                Some(p) => (p, true),
+                None => (part.strip_prefix('+').unwrap_or(part), false),
+            };
+            check_path(path)?;
+            keys.push(SortKey { path: path.to_owned(), descending });
+        }
+        Ok(Sort(keys))
+    }
+
+    /// Compares two resources' data by this order (ties broken by `id_a`/`id_b`).
+    pub fn compare(&self, a: &Value, id_a: &str, b: &Value, id_b: &str) -> std::cmp::Ordering {
+        for k in &self.0 {
+            let va = path::first(a, &k.path);
+            let vb = path::first(b, &k.path);
+            let o = cmp_values(va.unwrap_or(&Value::Null), vb.unwrap_or(&Value::Null));
+            let o = if k.descending { o.reverse() } else { o };
+            if o.is_ne() {
+                return o;
+            }
+        }
+        id_a.cmp(id_b)
+    }
+}
+
+/// A projection: the dotted paths to keep (empty = everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Projection(pub Vec<String>);
+
+impl Projection {
+    /// Parses `value,status.code`.
+    pub fn parse(s: &str) -> Result<Projection> {
+        if s.trim().is_empty() {
+            return Ok(Projection::default());
+        }
+        let fields: Vec<String> = s.split(',').map(|p| p.trim().to_owned()).collect();
+        for f in &fields {
+            check_path(f)?;
+        }
+        Ok(Projection(fields))
+    }
+
+    /// Keeps only the projected paths of `data`.
+    pub fn apply(&self, data: Value) -> Value {
+        if self.0.is_empty() {
+            return data;
+        }
+        let mut out = Value::Object(Map::new());
+        for p in &self.0 {
+            if let Some(v) = path::first(&data, p) {
+                // Paths were checked at parse time and `out` only holds objects on the way.
+                let _ = path::set(&mut out, p, v.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A dotted path must have non-empty segments and no `$` operator segments.
+pub(crate) fn check_path(p: &str) -> Result<()> {
+    if p.is_empty() || p.split('.').any(|s| s.is_empty() || s.starts_with('$')) || p.len() > 1024 {
+        return Err(Error::BadRequest(format!("invalid field path {p:?}")));
+    }
+    Ok(())
+}
+
+/// Everything `list` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Filter document (`{}` matches everything).
+    #[serde(default, rename = "where")]
+    pub filter: Value,
+    /// Sort order.
+    #[serde(default)]
+    pub sort: Sort,
+    /// Matches to skip.
+    #[serde(default)]
+    pub skip: u64,
+    /// Maximum matches returned (`None`: all).
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// Projection.
+    #[serde(default)]
+    pub fields: Projection,
+}
+
+impl ListQuery {
+    /// The parsed filter.
+    pub fn parsed_filter(&self) -> Result<Filter> {
+        match &self.filter {
+            Value::Null => Ok(Filter::all()),
+            f => Filter::parse(f),
+        }
+    }
+}

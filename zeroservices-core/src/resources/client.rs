@@ -1,0 +1,82 @@
+//! Typed calls to one collection, wherever it is served.
+
+use serde_json::{json, Value};
+
+use super::{ListPage, Resource, ResourceRequest};
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::query::ListQuery;
+
+/// A handle on a collection of the cluster, from [`Node::collection`].
+///
+/// ```no_run
+/// # async fn demo(node: zeroservices_core::Node) -> zeroservices_core::Result<()> {
+/// use serde_json::json;
+/// let power = node.collection("power");
+/// let created = power.create(None, json!({"value": 7, "status": "pending"})).await?;
+/// let again = power.get(&created.resource_id).await?;
+/// power.patch(&again.resource_id, json!({"$set": {"status": "done"}})).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CollectionClient {
+    node: Node,
+    name: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| Error::Internal(format!("unexpected reply shape: {e}")))
+}
+
+impl CollectionClient {
+    pub(crate) fn new(node: Node, name: &str) -> CollectionClient {
+        CollectionClient { node, name: name.to_owned() }
+    }
+
+    fn req(&self, action: &str, args: Value) -> ResourceRequest {
+        ResourceRequest::new(&self.name, action, args)
+    }
+
+    /// Lists matching resources.
+    pub async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        let args = serde_json::to_value(query).map_err(|e| Error::Internal(e.to_string()))?;
+        parse(self.node.send(self.req("list", args)).await?)
+    }
+
+    /// Creates a resource (`id: None` lets the store choose).
+    pub async fn create(&self, id: Option<&str>, data: Value) -> Result<Resource> {
+        let mut args = json!({ "resource_data": data });
+        if let Some(id) = id {
+            args["resource_id"] = json!(id);
+        }
+        parse(self.node.send(self.req("create", args)).await?)
+    }
+
+    /// Gets one resource.
+    pub async fn get(&self, id: &str) -> Result<Resource> {
+        parse(self.node.send(self.req("get", Value::Null).on(id)).await?)
+    }
+
+    /// Applies an update document.
+    pub async fn patch(&self, id: &str, patch: Value) -> Result<Resource> {
+        parse(self.node.send(self.req("patch", json!({ "patch": patch })).on(id)).await?)
+    }
+
+    /// Deletes a resource.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.node.send(self.req("delete", Value::Null).on(id)).await.map(|_| ())
+    }
+
+    /// Links resource `id` to `target` (`(collection, id)`) under `relation`.
+    pub async fn add_link(&self, id: &str, relation: &str, target: (&str, &str), title: &str) -> Result<Resource> {
+        let args = json!({"relation": relation, "target": [target.0, target.1], "title": title});
+        parse(self.node.send(self.req("add_link", args).on(id)).await?)
+    }
+
+    /// Runs a custom action on the collection or, with `id`, on one resource.
+    pub async fn action(&self, name: &str, id: Option<&str>, args: Value) -> Result<Value> {
+        let mut r = self.req(name, args);
+        r.resource_id = id.map(str::to_owned);
+        self.node.send(r).await
+    }
+}

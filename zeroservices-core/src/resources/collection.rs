@@ -1,0 +1,94 @@
+//! The [`Collection`] trait every backend implements, and the shapes it works with.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::query::{ListQuery, Update};
+
+/// A resource: `{"resource_id": "...", "resource_data": {...}}` everywhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    /// Unique id within its collection.
+    pub resource_id: String,
+    /// The resource's data (a JSON object).
+    pub resource_data: Value,
+}
+
+/// One page of a list: the resources and the number of matches ignoring skip and limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListPage {
+    /// Matching resources after sort, skip, limit and projection.
+    pub items: Vec<Resource>,
+    /// Number of matches ignoring skip and limit.
+    pub total: u64,
+}
+
+/// Storage of one collection. Object-safe (`Arc<dyn Collection>`); every backend runs
+/// [`crate::testkit::collection_conformance`].
+#[async_trait]
+pub trait Collection: Send + Sync + fmt::Debug + 'static {
+    /// Matching resources (see [`ListQuery`]).
+    async fn list(&self, query: &ListQuery) -> Result<ListPage>;
+    /// Stores a new resource; `id: None` generates one. An existing id is a `Conflict`.
+    async fn create(&self, id: Option<String>, data: Value) -> Result<Resource>;
+    /// One resource, or `NotFound`.
+    async fn get(&self, id: &str) -> Result<Resource>;
+    /// Applies `update` and returns the resource after it, or `NotFound`.
+    async fn patch(&self, id: &str, update: &Update) -> Result<Resource>;
+    /// Removes a resource, or `NotFound`.
+    async fn delete(&self, id: &str) -> Result<()>;
+    /// Makes every acknowledged change durable (no-op for stores that are already).
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks a resource id: 1–512 bytes of UTF-8 without `/` or control characters.
+pub fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 512 {
+        return Err(Error::BadRequest("resource id must be 1-512 bytes".into()));
+    }
+    if id.chars().any(|c| c == '/' || c.is_control()) {
+        return Err(Error::BadRequest("resource id must not contain '/' or control characters".into()));
+    }
+    Ok(())
+}
+
+/// Checks that resource data is a JSON object.
+pub fn validate_data(data: &Value) -> Result<()> {
+    if data.is_object() {
+        Ok(())
+    } else {
+        Err(Error::BadRequest("resource data must be a JSON object".into()))
+    }
+}
+
+/// A new unique id (32 hex digits).
+pub fn generate_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Filters, sorts, pages and projects `(id, data)` pairs: the list semantics shared by
+/// backends that evaluate queries themselves.
+pub fn list_in_memory<'a>(
+    items: impl Iterator<Item = (&'a str, &'a Value)>,
+    query: &ListQuery,
+) -> Result<ListPage> {
+    let filter = query.parsed_filter()?;
+    let mut hits: Vec<(&str, &Value)> = items.filter(|(_, d)| filter.matches(d)).collect();
+    let total = hits.len() as u64;
+    hits.sort_by(|(ia, a), (ib, b)| query.sort.compare(a, ia, b, ib));
+    let skip = usize::try_from(query.skip).unwrap_or(usize::MAX);
+    let limit = query.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let items = hits
+        .into_iter()
+        .skip(skip)
+        .take(limit)
+        .map(|(id, d)| Resource { resource_id: id.to_owned(), resource_data: query.fields.apply(d.clone()) })
+        .collect();
+    Ok(ListPage { items, total })
+}

@@ -1,0 +1,275 @@
+//! Collections hosted by this node: the store, its optional schema and custom actions, and the
+//! execution of every action (which publishes the change as an event).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{validate_id, Collection, ResourceRequest, Schema, RESERVED_NAMES};
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::query::{ListQuery, Update};
+
+/// Largest `limit` a list accepts.
+pub const MAX_LIST_LIMIT: u64 = 10_000;
+
+/// What a custom action receives.
+#[derive(Debug, Clone)]
+pub struct ActionContext {
+    /// The node running the action (to publish events or call other collections).
+    pub node: Node,
+    /// Collection name.
+    pub collection: String,
+    /// Target resource, for resource-level actions.
+    pub resource_id: Option<String>,
+    /// Arguments sent by the caller.
+    pub args: Value,
+    /// The collection's store.
+    pub store: Arc<dyn Collection>,
+}
+
+/// A custom action handler.
+pub type ActionFn = Arc<dyn Fn(ActionContext) -> BoxFuture<'static, Result<Value>> + Send + Sync>;
+
+/// A collection to host: name, store, optional schema and custom actions.
+///
+/// ```
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use zeroservices_core::{CollectionSpec, MemoryCollection};
+///
+/// let spec = CollectionSpec::new("power", Arc::new(MemoryCollection::new()))
+///     .schema(json!({"type": "object", "properties": {"value": {"type": "number"}}}))
+///     .unwrap()
+///     .action("ping", |_ctx| async { Ok(json!("pong")) });
+/// assert_eq!(spec.name(), "power");
+/// ```
+#[derive(Clone)]
+pub struct CollectionSpec {
+    name: String,
+    store: Arc<dyn Collection>,
+    schema: Option<Schema>,
+    actions: HashMap<String, ActionFn>,
+}
+
+impl std::fmt::Debug for CollectionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectionSpec")
+            .field("name", &self.name)
+            .field("schema", &self.schema.is_some())
+            .field("actions", &self.actions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+const STANDARD: &[&str] = &["list", "create", "get", "patch", "delete", "add_link"];
+
+impl CollectionSpec {
+    /// A collection named `name` stored in `store`.
+    pub fn new(name: &str, store: Arc<dyn Collection>) -> CollectionSpec {
+        CollectionSpec { name: name.to_owned(), store, schema: None, actions: HashMap::new() }
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Validates creates and patches against a JSON Schema (see [`Schema`]).
+    pub fn schema(mut self, schema: Value) -> Result<CollectionSpec> {
+        self.schema = Some(Schema::new(schema)?);
+        Ok(self)
+    }
+
+    /// Registers a custom action, callable on the collection (`POST /{c}/{action}`) and on a
+    /// resource (`POST /{c}/{id}/{action}`; then `ctx.resource_id` is set).
+    pub fn action<F, Fut>(mut self, name: &str, f: F) -> CollectionSpec
+    where
+        F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value>> + Send + 'static,
+    {
+        self.actions.insert(name.to_owned(), Arc::new(move |ctx| Box::pin(f(ctx))));
+        self
+    }
+
+    pub(crate) fn into_hosted(self) -> Result<Hosted> {
+        check_collection_name(&self.name)?;
+        if let Some(a) = self.actions.keys().find(|a| STANDARD.contains(&a.as_str())) {
+            return Err(Error::BadRequest(format!("custom action {a:?} shadows a standard action")));
+        }
+        Ok(Hosted { name: self.name, store: self.store, schema: self.schema, actions: self.actions })
+    }
+}
+
+/// Collection names: like ids, plus no dots (they separate event topic parts) and not reserved.
+pub(crate) fn check_collection_name(name: &str) -> Result<()> {
+    validate_id(name)?;
+    if name.contains('.') || name.contains('*') || name.starts_with('_') {
+        return Err(Error::BadRequest(format!("invalid collection name {name:?}")));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(Error::BadRequest(format!("{name:?} is reserved")));
+    }
+    Ok(())
+}
+
+/// A change event, as published on `<collection>.<action>.<resource_id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceEvent {
+    /// Collection name.
+    pub collection: String,
+    /// `create`, `patch`, `delete` (add_link publishes `patch`).
+    pub action: String,
+    /// The changed resource.
+    pub resource_id: String,
+    /// Full data after the change (create and patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_data: Option<Value>,
+    /// The update document (patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Value>,
+    /// Node that applied the change.
+    pub node_id: String,
+    /// Per-node monotonic sequence number.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// A collection this node serves.
+#[derive(Clone)]
+pub(crate) struct Hosted {
+    pub(crate) name: String,
+    pub(crate) store: Arc<dyn Collection>,
+    pub(crate) schema: Option<Schema>,
+    pub(crate) actions: HashMap<String, ActionFn>,
+}
+
+impl std::fmt::Debug for Hosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted").field("name", &self.name).finish()
+    }
+}
+
+fn need_id(req: &ResourceRequest) -> Result<&str> {
+    let id = req
+        .resource_id
+        .as_deref()
+        .ok_or_else(|| Error::BadRequest(format!("{} needs a resource_id", req.action)))?;
+    validate_id(id)?;
+    Ok(id)
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateArgs {
+    #[serde(default)]
+    resource_id: Option<String>,
+    resource_data: Value,
+}
+
+#[derive(Deserialize)]
+struct PatchArgs {
+    patch: Value,
+}
+
+#[derive(Deserialize)]
+struct LinkArgs {
+    relation: String,
+    target: (String, String),
+    #[serde(default)]
+    title: Option<String>,
+}
+
+impl Hosted {
+    /// Runs one action on this node's store and publishes the resulting event.
+    pub(crate) async fn execute(&self, node: &Node, req: ResourceRequest) -> Result<Value> {
+        let args = if req.args.is_null() { json!({}) } else { req.args.clone() };
+        match req.action.as_str() {
+            "list" => {
+                let q: ListQuery = serde_json::from_value(args)
+                    .map_err(|e| Error::BadRequest(format!("invalid list arguments: {e}")))?;
+                if q.limit.is_some_and(|l| l > MAX_LIST_LIMIT) {
+                    return Err(Error::BadRequest(format!("limit must be at most {MAX_LIST_LIMIT}")));
+                }
+                to_value(&self.store.list(&q).await?)
+            }
+            "create" => {
+                let a: CreateArgs = serde_json::from_value(args)
+                    .map_err(|e| Error::BadRequest(format!("invalid create arguments: {e}")))?;
+                if let Some(s) = &self.schema {
+                    s.validate(&a.resource_data)?;
+                }
+                let r = self.store.create(a.resource_id, a.resource_data).await?;
+                node.publish_change(&self.name, "create", &r.resource_id, Some(&r.resource_data), None).await;
+                to_value(&r)
+            }
+            "get" => to_value(&self.store.get(need_id(&req)?).await?),
+            "patch" => {
+                let id = need_id(&req)?;
+                let a: PatchArgs = serde_json::from_value(args)
+                    .map_err(|e| Error::BadRequest(format!("invalid patch arguments: {e}")))?;
+                let update = Update::parse(&a.patch)?;
+                self.patch(node, id, &update).await
+            }
+            "delete" => {
+                let id = need_id(&req)?;
+                self.store.delete(id).await?;
+                node.publish_change(&self.name, "delete", id, None, None).await;
+                Ok(json!({}))
+            }
+            "add_link" => {
+                let id = need_id(&req)?;
+                let a: LinkArgs = serde_json::from_value(args)
+                    .map_err(|e| Error::BadRequest(format!("invalid add_link arguments: {e}")))?;
+                for part in [&a.relation, &a.target.0] {
+                    crate::query::check_path(part)?;
+                }
+                // Like the original: every link under its relation, and the latest link per
+                // target collection.
+                let update = Update::parse(&json!({
+                    "$push": {format!("_links.{}", a.relation): {"target_id": [a.target.0, a.target.1], "title": a.title}},
+                    "$set": {format!("_links.latest.{}", a.target.0): a.target.1},
+                }))?;
+                self.patch(node, id, &update).await
+            }
+            name => {
+                let f = self.actions.get(name).ok_or_else(|| {
+                    Error::NotFound(format!("collection {:?} has no action {name:?}", self.name))
+                })?;
+                if let Some(id) = &req.resource_id {
+                    validate_id(id)?;
+                }
+                f(ActionContext {
+                    node: node.clone(),
+                    collection: self.name.clone(),
+                    resource_id: req.resource_id.clone(),
+                    args,
+                    store: self.store.clone(),
+                })
+                .await
+            }
+        }
+    }
+
+    async fn patch(&self, node: &Node, id: &str, update: &Update) -> Result<Value> {
+        if let Some(s) = &self.schema {
+            // Check the result before writing it. A concurrent patch between this read and
+            // the write is validated by its own check.
+            let mut preview = self.store.get(id).await?.resource_data;
+            update.apply(&mut preview)?;
+            s.validate(&preview)?;
+        }
+        let r = self.store.patch(id, update).await?;
+        node.publish_change(&self.name, "patch", id, Some(&r.resource_data), Some(update.document())).await;
+        to_value(&r)
+    }
+}
