@@ -1,1 +1,197 @@
-fn main() {}
+//! The `zeroservices` command: `serve` (an all-in-one node), `sniff` (print every event) and
+//! `nodes` (list the cluster).
+//!
+//! ```text
+//! cargo run --release -- serve --collection power
+//! cargo run --release -- sniff --json
+//! cargo run --release -- nodes --json --wait 2
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use zeroservices::core::{CollectionSpec, Node, NodeType, PeerEvent};
+use zeroservices::http::{serve, HttpConfig};
+use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
+
+#[derive(Parser, Debug)]
+#[command(name = "zeroservices", version, about = "Resource-oriented microservices over ZeroMQ")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a node serving collections, with the REST API and /realtime websocket.
+    Serve(ServeArgs),
+    /// Prints every event passing in the cluster, one line each.
+    Sniff {
+        /// Only events under this topic prefix.
+        #[arg(long, default_value = "*")]
+        topic: String,
+        /// One JSON object per line: {"topic": ..., "event": {...}}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Lists discovered nodes.
+    Nodes {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for discovery before printing.
+        #[arg(long, default_value_t = 3.0)]
+        wait: f64,
+        /// Keep printing joins and leaves.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Node name.
+    #[arg(long, env = "ZEROSERVICES_NAME", default_value = "zeroservices")]
+    name: String,
+    /// Collection to serve, optionally with a JSON Schema file: NAME or NAME=schema.json.
+    #[arg(long = "collection", env = "ZEROSERVICES_COLLECTIONS", value_delimiter = ',')]
+    collections: Vec<String>,
+    /// embedded:PATH | memory | mongodb://HOST:PORT/DB
+    #[arg(long, env = "ZEROSERVICES_STORE", default_value = "embedded:./zeroservices-data")]
+    store: StoreSpec,
+    /// HTTP listen address.
+    #[arg(long, env = "ZEROSERVICES_HTTP", default_value = "127.0.0.1:5001")]
+    http: String,
+    /// Do not serve HTTP.
+    #[arg(long)]
+    no_http: bool,
+    /// Allowed CORS origin (repeatable; default: any origin, no credentials).
+    #[arg(long = "cors-origin", env = "ZEROSERVICES_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Serve(a) => run_serve(a).await,
+        Command::Sniff { topic, json, cluster } => run_sniff(topic, json, cluster).await,
+        Command::Nodes { json, wait, watch, cluster } => run_nodes(json, wait, watch, cluster).await,
+    }
+}
+
+async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
+    let store = a.store.open()?;
+    let mut b = a.cluster.apply(Node::builder(&a.name));
+    for c in &a.collections {
+        let (name, schema) = match c.split_once('=') {
+            Some((n, path)) => (n, Some(PathBuf::from(path))),
+            None => (c.as_str(), None),
+        };
+        let mut spec = CollectionSpec::new(name, store.collection(name));
+        if let Some(path) = schema {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading schema {}", path.display()))?;
+            let doc = serde_json::from_str(&text).with_context(|| format!("parsing schema {}", path.display()))?;
+            spec = spec.schema(doc)?;
+        }
+        b = b.collection(spec);
+    }
+    let node = b.start().await?;
+    if a.no_http {
+        stop_signal().await;
+    } else {
+        let listener = tokio::net::TcpListener::bind(&a.http).await.with_context(|| format!("binding HTTP on {}", a.http))?;
+        tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+        let cfg = HttpConfig { cors_origins: a.cors_origins, ..HttpConfig::default() };
+        serve(listener, node.clone(), cfg, None, stop_signal()).await?;
+    }
+    tracing::info!("stopping: saying bye, finishing in-flight requests, flushing the store");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn run_sniff(topic: String, as_json: bool, cluster: ClusterArgs) -> anyhow::Result<()> {
+    let node = cluster.apply(Node::builder("sniffer").node_type(NodeType::Observer)).start().await?;
+    let mut sub = node.subscribe(&topic);
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let ev = tokio::select! {
+            _ = &mut stop => break,
+            ev = sub.recv() => match ev { Some(e) => e, None => break },
+        };
+        let data = ev.json().unwrap_or_else(|_| json!(String::from_utf8_lossy(&ev.payload)));
+        if as_json {
+            println!("{}", json!({"topic": &*ev.topic, "event": data}));
+        } else {
+            println!("{:<40} {}", ev.topic, data);
+        }
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn run_nodes(as_json: bool, wait: f64, watch: bool, cluster: ClusterArgs) -> anyhow::Result<()> {
+    let node = cluster.apply(Node::builder("nodes").node_type(NodeType::Observer)).start().await?;
+    let mut events = node.peer_events();
+    tokio::time::sleep(Duration::from_secs_f64(wait.clamp(0.0, 3600.0))).await;
+    // Give each peer one ping round so round-trip times are filled in.
+    for p in node.directory().peers() {
+        if let Ok(rtt) = node.ping(&p.announcement.node_id).await {
+            node.directory().set_rtt(&p.announcement.node_id, rtt);
+        }
+    }
+    let peers = node.directory().peers();
+    if as_json {
+        let list: Vec<_> = peers
+            .iter()
+            .map(|p| {
+                let a = &p.announcement;
+                json!({"name": a.name, "node_id": a.node_id, "node_type": a.node_type, "collections": a.collections,
+                       "endpoints": a.endpoints, "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0)})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        println!("{:<20} {:<10} {:<34} {:<24} {:>9}", "NAME", "TYPE", "NODE ID", "COLLECTIONS", "RTT (ms)");
+        for p in &peers {
+            let a = &p.announcement;
+            let rtt = p.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into());
+            println!("{:<20} {:<10} {:<34} {:<24} {:>9}", a.name, a.node_type.as_str(), a.node_id, a.collections.join(","), rtt);
+            println!("{:<20} request {}  publish {}", "", a.endpoints.request, a.endpoints.publish);
+        }
+    }
+    if watch {
+        let stop = stop_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                ev = events.recv() => match ev {
+                    Ok(PeerEvent::Joined(a)) => println!("+ {} {} {}", a.name, a.node_type.as_str(), a.node_id),
+                    Ok(PeerEvent::Left(a)) => println!("- {} {} {}", a.name, a.node_type.as_str(), a.node_id),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+    node.shutdown().await;
+    Ok(())
+}

@@ -151,6 +151,11 @@ impl NodeBuilder {
         self.discovery = Box::new(d);
         self
     }
+    /// Discovery, already boxed.
+    pub fn boxed_discovery(mut self, d: Box<dyn Discovery>) -> Self {
+        self.discovery = d;
+        self
+    }
     /// Service hooks.
     pub fn service(mut self, s: impl Service) -> Self {
         self.service = Arc::new(s);

@@ -1,1 +1,130 @@
-//! placeholder
+//! # ZeroServices HTTP
+//!
+//! An HTTP node that turns every collection of the cluster — local or on any discovered node —
+//! into REST routes and a live websocket feed.
+//!
+//! # Layout
+//! - `rest`: `GET /`, list/create/get/patch/delete and custom actions on `/{c}` routes.
+//! - `realtime`: `/realtime` websocket with prefix subscriptions, overflow `resync` and resume.
+//! - `ops`: `/health`, `/metrics`, `/openapi.json`.
+//! - [`auth`]: the [`Auth`] trait, [`AllowAll`], [`BasicAuth`].
+//! - [`error`]: [`ApiError`], the one error → status + JSON mapping.
+//!
+//! ```no_run
+//! use zeroservices_core::{Node, NodeType, MulticastDiscovery};
+//! use zeroservices_http::{HttpConfig, serve};
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let node = Node::builder("api").node_type(NodeType::Api).discovery(MulticastDiscovery::default()).start().await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5001").await?;
+//! serve(listener, node.clone(), HttpConfig::default(), None, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod error;
+mod ops;
+mod realtime;
+mod rest;
+
+pub use auth::{AllowAll, Auth, BasicAuth, Principal};
+pub use error::ApiError;
+pub use ops::Metrics;
+pub use realtime::{CONNECTION_QUEUE, REPLAY_CAPACITY};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use zeroservices_core::Node;
+
+/// HTTP node settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Allowed CORS origins; empty = any origin, without credentials.
+    pub cors_origins: Vec<String>,
+    /// Largest request body (bytes); larger is 413. Default 1 MiB.
+    pub body_limit: usize,
+    /// Who may do what (default: everyone everything).
+    pub auth: Arc<dyn Auth>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { cors_origins: Vec::new(), body_limit: 1024 * 1024, auth: Arc::new(AllowAll) }
+    }
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) node: Node,
+    pub(crate) auth: Arc<dyn Auth>,
+    pub(crate) hub: Arc<realtime::Hub>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State for `node`; starts the realtime hub task, which ends when the node shuts down.
+    pub fn new(node: Node, cfg: &HttpConfig) -> AppState {
+        let st = AppState { node: node.clone(), auth: cfg.auth.clone(), hub: Arc::new(realtime::Hub::new()), metrics: Arc::new(Metrics::default()) };
+        let hub_state = st.clone();
+        let token = node.shutdown_token();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = realtime::run_hub(node, hub_state) => {}
+            }
+        });
+        st
+    }
+}
+
+/// The router of an HTTP node (without a socket, so tests can call it directly).
+pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
+    let cors = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers([axum::http::header::LOCATION, axum::http::HeaderName::from_static("x-total-count")]);
+    let cors = if cfg.cors_origins.is_empty() {
+        cors.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        cors.allow_origin(AllowOrigin::list(list))
+    };
+    Router::new()
+        .route("/", get(rest::index))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/realtime", get(realtime::handler))
+        .route("/{c}", get(rest::list).post(rest::create))
+        .route("/{c}/{id}", get(rest::resource).patch(rest::resource).delete(rest::resource).post(rest::resource))
+        .route("/{c}/{id}/{action}", post(rest::resource_action))
+        .fallback(rest::fallback)
+        .with_state(st)
+        .layer(DefaultBodyLimit::max(cfg.body_limit))
+        .layer(cors)
+}
+
+/// Serves the HTTP node on `listener` until `shutdown` completes. `extra` routes (such as a
+/// page under `/ui/`) are merged in front of the generated ones.
+pub async fn serve(
+    listener: TcpListener,
+    node: Node,
+    cfg: HttpConfig,
+    extra: Option<Router>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let st = AppState::new(node, &cfg);
+    let mut router = app(st, &cfg);
+    if let Some(extra) = extra {
+        router = extra.merge(router);
+    }
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

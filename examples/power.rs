@@ -1,0 +1,94 @@
+//! The FOSDEM power demo: an API node, a `power` service on the embedded store, and a worker
+//! that squares `value` for every power in status `pending`, plus a live page at `/ui/`.
+//!
+//! ```text
+//! cargo run --release --example power                      # everything in one process
+//! cargo run --release --example power -- --role service    # or one role per process
+//! cargo run --release --example power -- --role worker
+//! cargo run --release --example power -- --role api
+//! curl -X POST localhost:5001/power -d '{"value":7,"status":"pending"}'
+//! ```
+
+use std::time::Duration;
+
+use axum::response::{Html, Redirect};
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use serde_json::json;
+use zeroservices::core::{CollectionSpec, Node, NodeType, Worker};
+use zeroservices::http::{serve, HttpConfig};
+use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
+
+/// The page, compiled into the binary so it works from any directory and without internet.
+const PAGE: &str = include_str!("power/index.html");
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// all | api | service | worker
+    #[arg(long, default_value = "all")]
+    role: String,
+    /// embedded:PATH | memory
+    #[arg(long, default_value = "embedded:./zeroservices-data")]
+    store: StoreSpec,
+    /// HTTP listen address (roles all and api).
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    http: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG").unwrap_or_else(|_| "info".into())).init();
+    let args = Args::parse();
+    let (serves, works, http) = match args.role.as_str() {
+        "all" => (true, true, true),
+        "service" => (true, false, false),
+        "worker" => (false, true, false),
+        "api" => (false, false, true),
+        other => anyhow::bail!("unknown role {other:?}: use all, api, service or worker"),
+    };
+    let node_type = match args.role.as_str() {
+        "worker" => NodeType::Worker,
+        "api" => NodeType::Api,
+        _ => NodeType::Service,
+    };
+    let mut builder = args.cluster.apply(Node::builder(&format!("power-{}", args.role)).node_type(node_type));
+    if serves {
+        let store = args.store.open()?;
+        builder = builder.collection(CollectionSpec::new("power", store.collection("power")));
+    }
+    let node = builder.start().await?;
+    let _worker = works.then(|| {
+        Worker::new(node.clone())
+            .catch_up_every(Duration::from_secs(5))
+            .rule("power", json!({"status": "pending"}), |ctx| async move {
+                let value = ctx.resource.resource_data["value"].as_f64().unwrap_or(0.0);
+                let result = value * value;
+                // Integers stay integers in the result (7 → 49, not 49.0).
+                let result = if result.fract() == 0.0 && result.abs() < 9e15 { json!(result as i64) } else { json!(result) };
+                ctx.node
+                    .collection("power")
+                    .patch(&ctx.resource.resource_id, json!({"$set": {"status": "done", "result": result}}))
+                    .await?;
+                Ok(())
+            })
+            .map(|w| w.start())
+    });
+    if let Some(Err(e)) = &_worker {
+        anyhow::bail!("worker rule: {e}");
+    }
+    if http {
+        let listener = tokio::net::TcpListener::bind(&args.http).await?;
+        tracing::info!("power demo on http://{}/ui/", listener.local_addr()?);
+        let ui = Router::new()
+            .route("/ui/", get(|| async { Html(PAGE) }))
+            .route("/ui", get(|| async { Redirect::permanent("/ui/") }));
+        serve(listener, node.clone(), HttpConfig::default(), Some(ui), stop_signal()).await?;
+    } else {
+        stop_signal().await;
+    }
+    node.shutdown().await;
+    Ok(())
+}

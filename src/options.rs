@@ -1,0 +1,208 @@
+//! Settings shared by the CLI and the examples: where collections are stored, how peers are
+//! discovered, where sockets bind — each flag also readable from a `ZEROSERVICES_*` variable.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zeroservices_core::{
+    Collection, Discovery, EmbeddedStore, MemoryCollection, MulticastConfig, MulticastDiscovery, NoDiscovery, NodeBuilder,
+    StaticDiscovery, ZmqConfig,
+};
+
+/// Where collections live: `embedded:PATH` (a directory, created if missing), `memory`, or
+/// `mongodb://HOST:PORT/DB`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreSpec {
+    /// The embedded persistent store in a directory.
+    Embedded(PathBuf),
+    /// Volatile memory.
+    Memory,
+    /// A MongoDB URI.
+    Mongo(String),
+}
+
+impl FromStr for StoreSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "memory" {
+            Ok(StoreSpec::Memory)
+        } else if let Some(p) = s.strip_prefix("embedded:") {
+            if p.is_empty() {
+                return Err("embedded: needs a directory, e.g. embedded:./data".into());
+            }
+            Ok(StoreSpec::Embedded(PathBuf::from(p)))
+        } else if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
+            Ok(StoreSpec::Mongo(s.to_owned()))
+        } else {
+            Err(format!("unknown store {s:?}: use embedded:PATH, memory or mongodb://HOST:PORT/DB"))
+        }
+    }
+}
+
+/// Opened store, handing out collections.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Embedded store.
+    Embedded(EmbeddedStore),
+    /// Memory.
+    Memory,
+}
+
+impl StoreSpec {
+    /// Opens the store.
+    pub fn open(&self) -> anyhow::Result<Store> {
+        match self {
+            StoreSpec::Embedded(p) => Ok(Store::Embedded(EmbeddedStore::open(p)?)),
+            StoreSpec::Memory => Ok(Store::Memory),
+            StoreSpec::Mongo(_) => anyhow::bail!("the MongoDB store is not available in this build yet (see issue 5); use embedded:PATH or memory"),
+        }
+    }
+}
+
+impl Store {
+    /// The collection `name`.
+    pub fn collection(&self, name: &str) -> Arc<dyn Collection> {
+        match self {
+            Store::Embedded(s) => Arc::new(s.collection(name)),
+            Store::Memory => Arc::new(MemoryCollection::new()),
+        }
+    }
+}
+
+/// How to find peers: `multicast[:GROUP:PORT]`, `static:tcp://HOST:PORT,...` (or
+/// `static:HOST:PORT,...`), or `none`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoverySpec {
+    /// UDP multicast.
+    Multicast {
+        /// Group.
+        group: Ipv4Addr,
+        /// Port.
+        port: u16,
+    },
+    /// Seed request endpoints.
+    Static(Vec<String>),
+    /// Lone node.
+    None,
+}
+
+impl FromStr for DiscoverySpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = MulticastConfig::default();
+        if s == "none" {
+            return Ok(DiscoverySpec::None);
+        }
+        if s == "multicast" {
+            return Ok(DiscoverySpec::Multicast { group: d.group, port: d.port });
+        }
+        if let Some(rest) = s.strip_prefix("multicast:") {
+            let (g, p) = rest.rsplit_once(':').ok_or("multicast:GROUP:PORT")?;
+            let group: Ipv4Addr = g.parse().map_err(|_| format!("bad multicast group {g:?}"))?;
+            if !group.is_multicast() {
+                return Err(format!("{group} is not a multicast address"));
+            }
+            let port = p.parse().map_err(|_| format!("bad port {p:?}"))?;
+            return Ok(DiscoverySpec::Multicast { group, port });
+        }
+        if let Some(rest) = s.strip_prefix("static:") {
+            let seeds: Vec<String> = rest
+                .split(',')
+                .filter(|e| !e.is_empty())
+                .map(|e| if e.starts_with("tcp://") { e.to_owned() } else { format!("tcp://{e}") })
+                .collect();
+            if seeds.is_empty() {
+                return Err("static: needs at least one HOST:ROUTER_PORT".into());
+            }
+            return Ok(DiscoverySpec::Static(seeds));
+        }
+        Err(format!("unknown discovery {s:?}: use multicast[:GROUP:PORT], static:HOST:PORT,... or none"))
+    }
+}
+
+/// The cluster flags every node command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// multicast[:GROUP:PORT] | static:HOST:ROUTER_PORT,... | none
+    #[arg(long, env = "ZEROSERVICES_DISCOVERY", default_value = "multicast")]
+    pub discovery: DiscoverySpec,
+    /// Interface address for multicast (and advertised in announcements).
+    #[arg(long, env = "ZEROSERVICES_INTERFACE")]
+    pub interface: Option<Ipv4Addr>,
+    /// Address the ZeroMQ sockets bind to.
+    #[arg(long, env = "ZEROSERVICES_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// ROUTER (request) port; 0 = random.
+    #[arg(long, env = "ZEROSERVICES_ROUTER_PORT", default_value_t = 0)]
+    pub router_port: u16,
+    /// PUB (event) port; 0 = random.
+    #[arg(long, env = "ZEROSERVICES_PUB_PORT", default_value_t = 0)]
+    pub pub_port: u16,
+    /// Heartbeat in milliseconds (peers silent for 3 are gone).
+    #[arg(long, env = "ZEROSERVICES_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+}
+
+impl ClusterArgs {
+    /// Applies sockets, discovery and heartbeat to a node builder.
+    pub fn apply(&self, b: NodeBuilder) -> NodeBuilder {
+        let advertise = self.interface.map(|i| i.to_string()).or_else(|| (!self.bind.is_unspecified()).then(|| self.bind.to_string()));
+        let zmq = ZmqConfig { bind: self.bind, router_port: self.router_port, pub_port: self.pub_port, advertise, ..ZmqConfig::default() };
+        let discovery: Box<dyn Discovery> = match &self.discovery {
+            DiscoverySpec::None => Box::new(NoDiscovery),
+            DiscoverySpec::Static(seeds) => Box::new(StaticDiscovery::new(seeds.clone())),
+            DiscoverySpec::Multicast { group, port } => Box::new(MulticastDiscovery::new(MulticastConfig {
+                group: *group,
+                port: *port,
+                interface: self.interface.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                ..MulticastConfig::default()
+            })),
+        };
+        b.zmq(zmq).boxed_discovery(discovery).heartbeat(Duration::from_millis(self.heartbeat_ms.max(10)))
+    }
+}
+
+/// Resolves once SIGINT or SIGTERM arrives.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_store_and_discovery_specs() {
+        assert_eq!("memory".parse::<StoreSpec>(), Ok(StoreSpec::Memory));
+        assert_eq!("embedded:./d".parse::<StoreSpec>(), Ok(StoreSpec::Embedded("./d".into())));
+        assert!("redis://x".parse::<StoreSpec>().is_err());
+        assert_eq!("static:127.0.0.1:5555".parse::<DiscoverySpec>(), Ok(DiscoverySpec::Static(vec!["tcp://127.0.0.1:5555".into()])));
+        assert_eq!(
+            "multicast:239.1.2.3:4000".parse::<DiscoverySpec>(),
+            Ok(DiscoverySpec::Multicast { group: "239.1.2.3".parse().unwrap(), port: 4000 })
+        );
+        assert!("multicast:10.0.0.1:4000".parse::<DiscoverySpec>().is_err());
+        assert_eq!("none".parse::<DiscoverySpec>(), Ok(DiscoverySpec::None));
+    }
+}

@@ -1,0 +1,132 @@
+//! Authentication and authorization: an [`Auth`] trait deciding per request (principal,
+//! collection, action), with [`AllowAll`] (the default) and [`BasicAuth`].
+//!
+//! Browsers cannot set headers on a websocket, so `/realtime` also accepts the credentials in
+//! the `token` query parameter (the value of the Authorization header without the scheme).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use base64::Engine;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No credentials.
+    Anonymous,
+    /// An authenticated user.
+    User(String),
+}
+
+/// Decides who a request comes from and what they may do.
+pub trait Auth: Send + Sync + fmt::Debug + 'static {
+    /// Identifies the caller from the `Authorization` header value (or the websocket `token`).
+    /// Bad credentials are 401.
+    fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError>;
+    /// Allows or refuses (401 for anonymous, 403 otherwise) an action on a collection. The
+    /// websocket asks with action `subscribe` and the topic's collection (or `*`).
+    fn authorize(&self, who: &Principal, collection: &str, action: &str) -> Result<(), ApiError>;
+}
+
+/// Everyone may do everything (the default).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllowAll;
+
+impl Auth for AllowAll {
+    fn authenticate(&self, _: Option<&str>) -> Result<Principal, ApiError> {
+        Ok(Principal::Anonymous)
+    }
+    fn authorize(&self, _: &Principal, _: &str, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// HTTP Basic users, each with grants `(collection or "*", action or "*")`. Anonymous callers
+/// get only the grants of user `""` (none unless configured).
+#[derive(Debug, Default, Clone)]
+pub struct BasicAuth {
+    users: HashMap<String, (String, Vec<(String, String)>)>,
+    anonymous: Vec<(String, String)>,
+}
+
+impl BasicAuth {
+    /// No users yet.
+    pub fn new() -> BasicAuth {
+        BasicAuth::default()
+    }
+    /// Adds a user with a password and grants such as `("power", "*")` or `("*", "get")`.
+    pub fn user(mut self, name: &str, password: &str, grants: &[(&str, &str)]) -> BasicAuth {
+        let g = grants.iter().map(|(c, a)| (c.to_string(), a.to_string())).collect();
+        self.users.insert(name.to_owned(), (password.to_owned(), g));
+        self
+    }
+    /// Grants for callers without credentials, e.g. `[("*", "list"), ("*", "get")]`.
+    pub fn anonymous(mut self, grants: &[(&str, &str)]) -> BasicAuth {
+        self.anonymous = grants.iter().map(|(c, a)| (c.to_string(), a.to_string())).collect();
+        self
+    }
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+}
+
+fn granted(grants: &[(String, String)], collection: &str, action: &str) -> bool {
+    grants.iter().any(|(c, a)| (c == "*" || c == collection) && (a == "*" || a == action))
+}
+
+impl Auth for BasicAuth {
+    fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        let Some(value) = authorization else { return Ok(Principal::Anonymous) };
+        let encoded = value.strip_prefix("Basic ").unwrap_or(value).trim();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| unauthorized("malformed Basic credentials"))?;
+        let text = String::from_utf8(decoded).map_err(|_| unauthorized("malformed Basic credentials"))?;
+        let (user, pass) = text.split_once(':').ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        match self.users.get(user) {
+            Some((p, _)) if constant_time_eq(p.as_bytes(), pass.as_bytes()) => Ok(Principal::User(user.to_owned())),
+            _ => Err(unauthorized("wrong user or password")),
+        }
+    }
+
+    fn authorize(&self, who: &Principal, collection: &str, action: &str) -> Result<(), ApiError> {
+        let grants = match who {
+            Principal::Anonymous => &self.anonymous,
+            Principal::User(u) => self.users.get(u).map(|(_, g)| g).unwrap_or(&self.anonymous),
+        };
+        if granted(grants, collection, action) {
+            Ok(())
+        } else if *who == Principal::Anonymous {
+            Err(unauthorized("credentials required"))
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("not allowed to {action} on {collection}")))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Principal, ApiError> {
+        let header_value = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = parts.uri.query().and_then(|q| {
+            q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
+        });
+        st.auth.authenticate(header_value.or(token.as_deref()))
+    }
+}
+
+/// Shared auth object.
+pub type SharedAuth = Arc<dyn Auth>;

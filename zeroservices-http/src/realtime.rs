@@ -1,0 +1,255 @@
+//! `/realtime`: the live websocket feed.
+//!
+//! One hub task subscribes the node to every event, keeps a bounded replay buffer and fans
+//! events out over a `broadcast` channel. Each connection reads that channel at its own pace:
+//! the node and the other clients never wait for it. When a connection falls more than
+//! [`CONNECTION_QUEUE`] events behind, it receives `{"type":"resync","node_id":null,
+//! "reason":"overflow","missed":N}` and should reload what it shows. A client that reconnects
+//! with `since: {node_id: seq}` gets the missed events from the replay buffer, or
+//! `{"type":"resync","node_id":...}` when they are older than the buffer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+use zeroservices_core::protocol::topic_matches;
+use zeroservices_core::Node;
+
+use crate::auth::Principal;
+use crate::AppState;
+
+/// Events a connection may fall behind before it gets a `resync`.
+pub const CONNECTION_QUEUE: usize = 4096;
+/// Events kept for resuming clients.
+pub const REPLAY_CAPACITY: usize = 10_000;
+/// A client that does not read for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub(crate) struct HubEvent {
+    topic: Arc<str>,
+    node_id: Option<String>,
+    seq: Option<u64>,
+    text: Utf8Bytes,
+}
+
+/// Fan-out and replay of the cluster's events.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    tx: broadcast::Sender<Arc<HubEvent>>,
+    // std Mutex: push/pop and snapshot only; never held across an await.
+    replay: Mutex<Replay>,
+}
+
+#[derive(Debug, Default)]
+struct Replay {
+    events: VecDeque<Arc<HubEvent>>,
+    /// Highest seq evicted per node: a resume from below it has a gap.
+    evicted: HashMap<String, u64>,
+}
+
+impl Hub {
+    pub(crate) fn new() -> Hub {
+        Hub { tx: broadcast::channel(CONNECTION_QUEUE).0, replay: Mutex::new(Replay::default()) }
+    }
+
+    fn push(&self, ev: HubEvent) {
+        let ev = Arc::new(ev);
+        {
+            let mut r = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+            if ev.seq.is_some() {
+                r.events.push_back(ev.clone());
+            }
+            while r.events.len() > REPLAY_CAPACITY {
+                if let Some(old) = r.events.pop_front() {
+                    if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
+                        let e = r.evicted.entry(n.clone()).or_insert(0);
+                        *e = (*e).max(s);
+                    }
+                }
+            }
+        }
+        // No receiver (no websocket open) is fine.
+        let _ = self.tx.send(ev);
+    }
+}
+
+/// Feeds the hub from the node until the node stops.
+pub(crate) async fn run_hub(node: Node, st: AppState) {
+    let mut sub = node.subscribe("*");
+    while let Some(ev) = sub.recv().await {
+        let Ok(data) = serde_json::from_slice::<Value>(&ev.payload) else { continue };
+        st.metrics.events_published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let text = json!({"type": "event", "topic": &*ev.topic, "data": &data}).to_string();
+        st.hub.push(HubEvent {
+            topic: ev.topic.clone(),
+            node_id: data.get("node_id").and_then(Value::as_str).map(str::to_owned),
+            seq: data.get("seq").and_then(Value::as_u64),
+            text: Utf8Bytes::from(text),
+        });
+    }
+}
+
+/// `GET /realtime`.
+pub(crate) async fn handler(ws: WebSocketUpgrade, State(st): State<AppState>, who: Principal) -> Response {
+    ws.max_message_size(64 * 1024).on_upgrade(move |socket| connection(st, who, socket))
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientMessage {
+    Subscribe {
+        topics: Vec<String>,
+        #[serde(default)]
+        since: HashMap<String, u64>,
+    },
+    Unsubscribe {
+        topics: Vec<String>,
+    },
+    Auth {
+        token: String,
+    },
+    Ping,
+}
+
+fn error_msg(code: &str, message: &str) -> String {
+    json!({"type": "error", "error": {"code": code, "message": message}}).to_string()
+}
+
+struct Conn {
+    st: AppState,
+    who: Principal,
+    topics: Vec<String>,
+    last: HashMap<String, u64>,
+}
+
+impl Conn {
+    fn wants(&self, ev: &HubEvent) -> bool {
+        if !self.topics.iter().any(|t| topic_matches(t, &ev.topic)) {
+            return false;
+        }
+        match (&ev.node_id, ev.seq) {
+            (Some(n), Some(s)) => self.last.get(n).is_none_or(|l| s > *l),
+            _ => true,
+        }
+    }
+
+    fn note(&mut self, ev: &HubEvent) {
+        if let (Some(n), Some(s)) = (&ev.node_id, ev.seq) {
+            self.last.insert(n.clone(), s);
+        }
+    }
+
+    /// Handles one client message; returns the messages to send back.
+    fn on_text(&mut self, text: &str) -> Vec<Utf8Bytes> {
+        let msg: ClientMessage = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => return vec![error_msg("bad_request", &format!("unknown or malformed message: {e}")).into()],
+        };
+        match msg {
+            ClientMessage::Ping => vec![json!({"type": "pong"}).to_string().into()],
+            ClientMessage::Auth { token } => match self.st.auth.authenticate(Some(&token)) {
+                Ok(p) => {
+                    self.who = p;
+                    vec![json!({"type": "authenticated"}).to_string().into()]
+                }
+                Err(_) => vec![error_msg("unauthorized", "invalid token").into()],
+            },
+            ClientMessage::Unsubscribe { topics } => {
+                self.topics.retain(|t| !topics.contains(t));
+                vec![json!({"type": "unsubscribed", "topics": topics}).to_string().into()]
+            }
+            ClientMessage::Subscribe { topics, since } => {
+                for t in &topics {
+                    let collection = if t == "*" || t.is_empty() { "*" } else { t.split('.').next().unwrap_or("*") };
+                    if let Err(e) = self.st.auth.authorize(&self.who, collection, "subscribe") {
+                        let code = if e.status().as_u16() == 401 { "unauthorized" } else { "forbidden" };
+                        return vec![error_msg(code, &format!("not allowed to subscribe to {t:?}")).into()];
+                    }
+                }
+                let mut out: Vec<Utf8Bytes> = vec![json!({"type": "subscribed", "topics": &topics}).to_string().into()];
+                let new_topics = topics.clone();
+                for t in topics {
+                    if !self.topics.contains(&t) {
+                        self.topics.push(t);
+                    }
+                }
+                if since.is_empty() {
+                    return out;
+                }
+                let (snapshot, evicted) = {
+                    let r = self.st.hub.replay.lock().unwrap_or_else(|p| p.into_inner());
+                    (r.events.iter().cloned().collect::<Vec<_>>(), r.evicted.clone())
+                };
+                for (node_id, seq) in &since {
+                    if evicted.get(node_id).is_some_and(|e| e > seq) {
+                        out.push(json!({"type": "resync", "node_id": node_id, "reason": "gap"}).to_string().into());
+                    }
+                    self.last.insert(node_id.clone(), *seq);
+                }
+                for ev in snapshot {
+                    let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
+                    if from_resumed && new_topics.iter().any(|t| topic_matches(t, &ev.topic)) && self.wants(&ev) {
+                        self.note(&ev);
+                        out.push(ev.text.clone());
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+async fn connection(st: AppState, who: Principal, socket: WebSocket) {
+    let metrics = st.metrics.clone();
+    metrics.ws_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rx = st.hub.tx.subscribe();
+    let shutdown = st.node.shutdown_token();
+    let (mut sink, mut stream) = socket.split();
+    let mut conn = Conn { st, who, topics: Vec::new(), last: HashMap::new() };
+    loop {
+        let outgoing: Vec<Utf8Bytes> = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()),
+                Some(Ok(Message::Binary(_))) => vec![error_msg("bad_request", "binary frames are not supported; send JSON text").into()],
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            },
+            ev = rx.recv() => match ev {
+                Ok(ev) => {
+                    if !conn.wants(&ev) { continue; }
+                    conn.note(&ev);
+                    metrics.events_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    vec![ev.text.clone()]
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    metrics.events_dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    vec![json!({"type": "resync", "node_id": null, "reason": "overflow", "missed": n}).to_string().into()]
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        };
+        let mut failed = false;
+        for text in outgoing {
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text))).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            break;
+        }
+    }
+    metrics.ws_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}

@@ -1,0 +1,249 @@
+//! The generated REST routes: list, create, get, patch, delete and custom actions on every
+//! collection of the cluster, plus `GET /`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use zeroservices_core::query::{Projection, Sort};
+use zeroservices_core::resources::{validate_id, MAX_LIST_LIMIT};
+use zeroservices_core::{ListPage, ListQuery, Resource, ResourceRequest};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Default `limit` of a list.
+pub(crate) const DEFAULT_LIMIT: u64 = 100;
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid path: {}", e.body_text()))
+}
+
+fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
+    } else {
+        ApiError::bad_request(format!("cannot read body: {}", e.body_text()))
+    }
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn check_segment(s: &str) -> Result<(), ApiError> {
+    validate_id(s).map_err(ApiError::from)
+}
+
+impl AppState {
+    /// Runs a resource request with authorization and metrics.
+    pub(crate) async fn call(&self, who: &Principal, req: ResourceRequest) -> Result<Value, ApiError> {
+        self.auth.authorize(who, &req.collection, &req.action)?;
+        let start = Instant::now();
+        let (collection, action) = (req.collection.clone(), req.action.clone());
+        let res = self.node.send(req).await.map_err(ApiError::from);
+        let status = match &res {
+            Ok(_) => 200,
+            Err(e) => e.status().as_u16(),
+        };
+        self.metrics.observe_request(&collection, &action, status, start.elapsed());
+        res
+    }
+}
+
+/// `GET /`: collections and nodes.
+pub(crate) async fn index(State(st): State<AppState>) -> Json<Value> {
+    let me = st.node.announcement();
+    let mut nodes = vec![json!({"name": me.name, "node_id": me.node_id, "node_type": me.node_type, "collections": me.collections})];
+    let mut collections: Vec<String> = me.collections.clone();
+    for p in st.node.directory().peers() {
+        let a = p.announcement;
+        collections.extend(a.collections.iter().cloned());
+        nodes.push(json!({"name": a.name, "node_id": a.node_id, "node_type": a.node_type, "collections": a.collections}));
+    }
+    collections.sort();
+    collections.dedup();
+    Json(json!({"collections": collections, "nodes": nodes}))
+}
+
+/// `GET /{c}`.
+pub(crate) async fn list(
+    State(st): State<AppState>,
+    who: Principal,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(c) = path.map_err(path_error)?;
+    check_segment(&c)?;
+    let Query(params) = query.map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let mut q = ListQuery { limit: Some(DEFAULT_LIMIT), ..ListQuery::default() };
+    if let Some(w) = params.get("where") {
+        q.filter = serde_json::from_str(w).map_err(|e| ApiError::bad_request(format!("where is not JSON: {e}")))?;
+        if !q.filter.is_object() {
+            return Err(ApiError::bad_request("where must be a JSON object"));
+        }
+        zeroservices_core::query::Filter::parse(&q.filter)?;
+    }
+    if let Some(s) = params.get("sort") {
+        q.sort = Sort::parse(s)?;
+    }
+    if let Some(f) = params.get("fields") {
+        q.fields = Projection::parse(f)?;
+    }
+    if let Some(s) = params.get("skip") {
+        q.skip = s.parse().map_err(|_| ApiError::bad_request("skip must be an integer >= 0"))?;
+    }
+    if let Some(l) = params.get("limit") {
+        let l: u64 = l.parse().map_err(|_| ApiError::bad_request("limit must be an integer"))?;
+        if l > MAX_LIST_LIMIT {
+            return Err(ApiError::bad_request(format!("limit must be at most {MAX_LIST_LIMIT}")));
+        }
+        q.limit = Some(l);
+    }
+    let args = serde_json::to_value(&q).map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
+    let page: ListPage = serde_json::from_value(st.call(&who, ResourceRequest::new(&c, "list", args)).await?)
+        .map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
+    let mut headers = HeaderMap::new();
+    headers.insert("x-total-count", HeaderValue::from(page.total));
+    Ok((headers, Json(page.items)).into_response())
+}
+
+/// Splits a POST body into (client-chosen id, data): the original's envelope only when the
+/// object's keys are `resource_data` (an object) and optionally `resource_id` (a string).
+fn create_args(body: Value) -> Result<(Option<String>, Value), ApiError> {
+    let Value::Object(obj) = body else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    let envelope = obj.get("resource_data").is_some_and(Value::is_object)
+        && obj.get("resource_id").is_none_or(Value::is_string)
+        && obj.keys().all(|k| k == "resource_data" || k == "resource_id");
+    if envelope {
+        let id = obj.get("resource_id").and_then(Value::as_str).map(str::to_owned);
+        let data = obj.get("resource_data").cloned().unwrap_or_default();
+        Ok((id, data))
+    } else {
+        Ok((None, Value::Object(obj)))
+    }
+}
+
+/// `POST /{c}`: create.
+pub(crate) async fn create(
+    State(st): State<AppState>,
+    who: Principal,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Path(c) = path.map_err(path_error)?;
+    check_segment(&c)?;
+    let (id, data) = create_args(parse_json(&body.map_err(body_error)?)?)?;
+    if let Some(id) = &id {
+        check_segment(id)?;
+    }
+    let mut args = json!({"resource_data": data});
+    if let Some(id) = id {
+        args["resource_id"] = json!(id);
+    }
+    let v = st.call(&who, ResourceRequest::new(&c, "create", args)).await?;
+    let r: Resource = serde_json::from_value(v).map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
+    let location = format!("/{}/{}", percent(&c), percent(&r.resource_id));
+    let mut headers = HeaderMap::new();
+    if let Ok(h) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, h);
+    }
+    Ok((StatusCode::CREATED, headers, Json(r)).into_response())
+}
+
+/// Percent-encodes a path segment (ids may hold any UTF-8 but `/`).
+fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET|PATCH|DELETE /{c}/{id}`; `POST /{c}/{action}` is a collection action.
+pub(crate) async fn resource(
+    State(st): State<AppState>,
+    who: Principal,
+    method: Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Path((c, id)) = path.map_err(path_error)?;
+    check_segment(&c)?;
+    check_segment(&id)?;
+    let body = body.map_err(body_error)?;
+    match method {
+        Method::GET => Ok(Json(st.call(&who, ResourceRequest::new(&c, "get", Value::Null).on(&id)).await?).into_response()),
+        Method::PATCH => {
+            let patch = parse_json(&body)?;
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("the patch must be a JSON object"));
+            }
+            Ok(Json(st.call(&who, ResourceRequest::new(&c, "patch", json!({"patch": patch})).on(&id)).await?).into_response())
+        }
+        Method::DELETE => {
+            st.call(&who, ResourceRequest::new(&c, "delete", Value::Null).on(&id)).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Method::POST => {
+            let args = if body.is_empty() { json!({}) } else { parse_json(&body)? };
+            Ok(Json(st.call(&who, ResourceRequest::new(&c, &id, args)).await?).into_response())
+        }
+        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")),
+    }
+}
+
+/// `POST /{c}/{id}/{action}`: a resource action.
+pub(crate) async fn resource_action(
+    State(st): State<AppState>,
+    who: Principal,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Path((c, id, action)) = path.map_err(path_error)?;
+    for s in [&c, &id, &action] {
+        check_segment(s)?;
+    }
+    let body = body.map_err(body_error)?;
+    let args = if body.is_empty() { json!({}) } else { parse_json(&body)? };
+    Ok(Json(st.call(&who, ResourceRequest::new(&c, &action, args).on(&id)).await?).into_response())
+}
+
+/// Anything else.
+pub(crate) async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_only_when_exactly_its_keys() {
+        assert_eq!(create_args(json!({"resource_id": "a", "resource_data": {"v": 1}})).unwrap(), (Some("a".into()), json!({"v": 1})));
+        assert_eq!(create_args(json!({"resource_data": {"v": 1}})).unwrap(), (None, json!({"v": 1})));
+        let other = json!({"resource_data": {"v": 1}, "x": 2});
+        assert_eq!(create_args(other.clone()).unwrap(), (None, other));
+        let not_obj = json!({"resource_data": 5});
+        assert_eq!(create_args(not_obj.clone()).unwrap(), (None, not_obj));
+        assert!(create_args(json!([1])).is_err());
+    }
+
+    #[test]
+    fn location_segments_are_escaped() {
+        assert_eq!(percent("a b?é"), "a%20b%3F%C3%A9");
+    }
+}
