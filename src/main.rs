@@ -113,11 +113,19 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         b = b.collection(spec);
     }
     let node = b.start().await?;
+    let me = node.announcement();
+    let ready = |http: Option<String>| {
+        // One machine-readable line on stdout when the node serves: scripts and tests wait on it.
+        println!("{}", json!({"event": "ready", "name": me.name, "node_id": me.node_id, "endpoints": me.endpoints, "http": http}));
+    };
     if a.no_http {
+        ready(None);
         stop_signal().await;
     } else {
         let listener = tokio::net::TcpListener::bind(&a.http).await.with_context(|| format!("binding HTTP on {}", a.http))?;
-        tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "HTTP API listening");
+        ready(Some(addr.to_string()));
         let cfg = HttpConfig { cors_origins: a.cors_origins, ..HttpConfig::default() };
         serve(listener, node.clone(), cfg, None, stop_signal()).await?;
     }

@@ -729,15 +729,22 @@ async fn heard_loop(node: Node, mut rx: mpsc::Receiver<Heard>) {
 }
 
 async fn housekeeping(node: Node) {
-    let mut tick = tokio::time::interval(node.inner.heartbeat);
+    // Expiry is checked 4 times per heartbeat so a dead peer is noticed soon after its third
+    // missed heartbeat; pings go out once per heartbeat.
+    let mut tick = tokio::time::interval(node.inner.heartbeat / 4);
+    let mut round: u64 = 0;
     loop {
         tokio::select! {
             _ = node.inner.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        round += 1;
         for gone in node.inner.directory.expire(MISSED_HEARTBEATS) {
             tracing::info!(peer = %gone.announcement.name, "peer silent for {MISSED_HEARTBEATS} heartbeats");
             node.peer_left(gone.announcement).await;
+        }
+        if round % 4 != 1 {
+            continue;
         }
         for p in node.inner.directory.peers() {
             let n = node.clone();

@@ -1,0 +1,170 @@
+//! Fixtures for cross-process tests: child processes killed on drop, private network
+//! namespaces for multicast (removed on drop), free ports, and waits with deadlines that say
+//! what they waited for.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `zeroservices` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zeroservices"))
+}
+
+/// An example binary built by `cargo test` (target/<profile>/examples/NAME).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let p = profile_dir.join("examples").join(name);
+    assert!(p.exists(), "example {name} not built at {} (cargo test builds examples)", p.display());
+    p
+}
+
+/// Workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
+    l.local_addr().expect("addr").port()
+}
+
+/// A child process with its stdout lines on a channel; SIGKILLed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub name: String,
+}
+
+impl Proc {
+    /// Waits for a stdout line containing `needle`; panics with `what` after `limit`.
+    pub fn wait_line(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!("{}: no line containing {needle:?} within {limit:?}", self.name),
+            }
+        }
+    }
+
+    /// Sends a signal by number (15 = TERM, 9 = KILL).
+    pub fn signal(&self, sig: i32) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+    }
+
+    /// Waits for exit at most `limit`; returns the exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` (stdout captured line by line, stderr inherited so failures are visible).
+pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+    cmd.env("ZEROSERVICES_LOG", std::env::var("ZEROSERVICES_LOG").unwrap_or_else(|_| "warn".into()));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Proc { child, lines: rx, name: name.to_owned() }
+}
+
+/// A private network namespace with only `lo`, multicast on and routed through it. Nothing in
+/// it can reach any other network. Removed (with its processes) on drop. Needs root.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        let name = format!("zst-{}-{}", std::process::id(), rand_suffix());
+        let run = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("run ip (iproute2 must be installed)");
+            assert!(st.success(), "ip {args:?} failed: namespaces need root and iproute2");
+        };
+        run(&["netns", "add", &name]);
+        let ns = NetNs { name };
+        run(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
+        run(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "multicast", "on"]);
+        run(&["netns", "exec", &ns.name, "ip", "route", "add", "224.0.0.0/4", "dev", "lo"]);
+        ns
+    }
+
+    /// A command running `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.arg("netns").arg("exec").arg(&self.name).arg(program);
+        c
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+fn rand_suffix() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{:x}", t ^ (std::process::id() << 8))
+}
+
+/// Polls `f` until it returns `Some`, at most `limit`; panics naming `what`.
+pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `zeroservices nodes --json` output, parsed.
+pub fn nodes_json(cmd: Command) -> serde_json::Value {
+    let mut cmd = cmd;
+    let out = cmd.output().expect("run nodes");
+    assert!(out.status.success(), "nodes failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("nodes --json printed invalid JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Names in a `nodes --json` array.
+pub fn names(v: &serde_json::Value) -> Vec<String> {
+    let mut n: Vec<String> = v.as_array().into_iter().flatten().filter_map(|n| n["name"].as_str().map(str::to_owned)).collect();
+    n.sort();
+    n
+}
