@@ -63,6 +63,9 @@ impl Update {
             vec![("$set", obj)]
         };
         for (op, fields) in groups {
+            if !matches!(op, "$set" | "$unset" | "$inc" | "$push" | "$addToSet" | "$pull") {
+                return Err(bad(format!("unknown update operator {op}")));
+            }
             for (path, arg) in fields {
                 check_path(path)?;
                 paths.push(path.clone());
