@@ -40,7 +40,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG").unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let args = Args::parse();
     let (serves, works, http) = match args.role.as_str() {
         "all" => (true, true, true),
@@ -54,7 +59,9 @@ async fn main() -> anyhow::Result<()> {
         "api" => NodeType::Api,
         _ => NodeType::Service,
     };
-    let mut builder = args.cluster.apply(Node::builder(&format!("power-{}", args.role)).node_type(node_type));
+    let mut builder = args
+        .cluster
+        .apply(Node::builder(&format!("power-{}", args.role)).node_type(node_type));
     if serves {
         let store = args.store.open()?;
         builder = builder.collection(CollectionSpec::new("power", store.collection("power")));
@@ -67,10 +74,17 @@ async fn main() -> anyhow::Result<()> {
                 let value = ctx.resource.resource_data["value"].as_f64().unwrap_or(0.0);
                 let result = value * value;
                 // Integers stay integers in the result (7 → 49, not 49.0).
-                let result = if result.fract() == 0.0 && result.abs() < 9e15 { json!(result as i64) } else { json!(result) };
+                let result = if result.fract() == 0.0 && result.abs() < 9e15 {
+                    json!(result as i64)
+                } else {
+                    json!(result)
+                };
                 ctx.node
                     .collection("power")
-                    .patch(&ctx.resource.resource_id, json!({"$set": {"status": "done", "result": result}}))
+                    .patch(
+                        &ctx.resource.resource_id,
+                        json!({"$set": {"status": "done", "result": result}}),
+                    )
                     .await?;
                 Ok(())
             })
@@ -85,7 +99,14 @@ async fn main() -> anyhow::Result<()> {
         let ui = Router::new()
             .route("/ui/", get(|| async { Html(PAGE) }))
             .route("/ui", get(|| async { Redirect::permanent("/ui/") }));
-        serve(listener, node.clone(), HttpConfig::default(), Some(ui), stop_signal()).await?;
+        serve(
+            listener,
+            node.clone(),
+            HttpConfig::default(),
+            Some(ui),
+            stop_signal(),
+        )
+        .await?;
     } else {
         stop_signal().await;
     }

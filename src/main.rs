@@ -18,7 +18,11 @@ use zeroservices::http::{serve, HttpConfig};
 use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
 
 #[derive(Parser, Debug)]
-#[command(name = "zeroservices", version, about = "Resource-oriented microservices over ZeroMQ")]
+#[command(
+    name = "zeroservices",
+    version,
+    about = "Resource-oriented microservices over ZeroMQ"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,10 +65,18 @@ struct ServeArgs {
     #[arg(long, env = "ZEROSERVICES_NAME", default_value = "zeroservices")]
     name: String,
     /// Collection to serve, optionally with a JSON Schema file: NAME or NAME=schema.json.
-    #[arg(long = "collection", env = "ZEROSERVICES_COLLECTIONS", value_delimiter = ',')]
+    #[arg(
+        long = "collection",
+        env = "ZEROSERVICES_COLLECTIONS",
+        value_delimiter = ','
+    )]
     collections: Vec<String>,
     /// embedded:PATH | memory | mongodb://HOST:PORT/DB
-    #[arg(long, env = "ZEROSERVICES_STORE", default_value = "embedded:./zeroservices-data")]
+    #[arg(
+        long,
+        env = "ZEROSERVICES_STORE",
+        default_value = "embedded:./zeroservices-data"
+    )]
     store: StoreSpec,
     /// HTTP listen address.
     #[arg(long, env = "ZEROSERVICES_HTTP", default_value = "127.0.0.1:5001")]
@@ -73,7 +85,11 @@ struct ServeArgs {
     #[arg(long)]
     no_http: bool,
     /// Allowed CORS origin (repeatable; default: any origin, no credentials).
-    #[arg(long = "cors-origin", env = "ZEROSERVICES_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        env = "ZEROSERVICES_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
     cors_origins: Vec<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
@@ -81,7 +97,10 @@ struct ServeArgs {
 
 fn init_tracing() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
 }
@@ -91,8 +110,17 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Serve(a) => run_serve(a).await,
-        Command::Sniff { topic, json, cluster } => run_sniff(topic, json, cluster).await,
-        Command::Nodes { json, wait, watch, cluster } => run_nodes(json, wait, watch, cluster).await,
+        Command::Sniff {
+            topic,
+            json,
+            cluster,
+        } => run_sniff(topic, json, cluster).await,
+        Command::Nodes {
+            json,
+            wait,
+            watch,
+            cluster,
+        } => run_nodes(json, wait, watch, cluster).await,
     }
 }
 
@@ -106,8 +134,10 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         };
         let mut spec = CollectionSpec::new(name, store.collection(name));
         if let Some(path) = schema {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading schema {}", path.display()))?;
-            let doc = serde_json::from_str(&text).with_context(|| format!("parsing schema {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading schema {}", path.display()))?;
+            let doc = serde_json::from_str(&text)
+                .with_context(|| format!("parsing schema {}", path.display()))?;
             spec = spec.schema(doc)?;
         }
         b = b.collection(spec);
@@ -116,17 +146,25 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     let me = node.announcement();
     let ready = |http: Option<String>| {
         // One machine-readable line on stdout when the node serves: scripts and tests wait on it.
-        println!("{}", json!({"event": "ready", "name": me.name, "node_id": me.node_id, "endpoints": me.endpoints, "http": http}));
+        println!(
+            "{}",
+            json!({"event": "ready", "name": me.name, "node_id": me.node_id, "endpoints": me.endpoints, "http": http})
+        );
     };
     if a.no_http {
         ready(None);
         stop_signal().await;
     } else {
-        let listener = tokio::net::TcpListener::bind(&a.http).await.with_context(|| format!("binding HTTP on {}", a.http))?;
+        let listener = tokio::net::TcpListener::bind(&a.http)
+            .await
+            .with_context(|| format!("binding HTTP on {}", a.http))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "HTTP API listening");
         ready(Some(addr.to_string()));
-        let cfg = HttpConfig { cors_origins: a.cors_origins, ..HttpConfig::default() };
+        let cfg = HttpConfig {
+            cors_origins: a.cors_origins,
+            ..HttpConfig::default()
+        };
         serve(listener, node.clone(), cfg, None, stop_signal()).await?;
     }
     tracing::info!("stopping: saying bye, finishing in-flight requests, flushing the store");
@@ -135,7 +173,10 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run_sniff(topic: String, as_json: bool, cluster: ClusterArgs) -> anyhow::Result<()> {
-    let node = cluster.apply(Node::builder("sniffer").node_type(NodeType::Observer)).start().await?;
+    let node = cluster
+        .apply(Node::builder("sniffer").node_type(NodeType::Observer))
+        .start()
+        .await?;
     let mut sub = node.subscribe(&topic);
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -144,7 +185,9 @@ async fn run_sniff(topic: String, as_json: bool, cluster: ClusterArgs) -> anyhow
             _ = &mut stop => break,
             ev = sub.recv() => match ev { Some(e) => e, None => break },
         };
-        let data = ev.json().unwrap_or_else(|_| json!(String::from_utf8_lossy(&ev.payload)));
+        let data = ev
+            .json()
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&ev.payload)));
         if as_json {
             println!("{}", json!({"topic": &*ev.topic, "event": data}));
         } else {
@@ -155,8 +198,16 @@ async fn run_sniff(topic: String, as_json: bool, cluster: ClusterArgs) -> anyhow
     Ok(())
 }
 
-async fn run_nodes(as_json: bool, wait: f64, watch: bool, cluster: ClusterArgs) -> anyhow::Result<()> {
-    let node = cluster.apply(Node::builder("nodes").node_type(NodeType::Observer)).start().await?;
+async fn run_nodes(
+    as_json: bool,
+    wait: f64,
+    watch: bool,
+    cluster: ClusterArgs,
+) -> anyhow::Result<()> {
+    let node = cluster
+        .apply(Node::builder("nodes").node_type(NodeType::Observer))
+        .start()
+        .await?;
     let mut events = node.peer_events();
     tokio::time::sleep(Duration::from_secs_f64(wait.clamp(0.0, 3600.0))).await;
     // Give each peer one ping round so round-trip times are filled in.
@@ -177,12 +228,28 @@ async fn run_nodes(as_json: bool, wait: f64, watch: bool, cluster: ClusterArgs) 
             .collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
-        println!("{:<20} {:<10} {:<34} {:<24} {:>9}", "NAME", "TYPE", "NODE ID", "COLLECTIONS", "RTT (ms)");
+        println!(
+            "{:<20} {:<10} {:<34} {:<24} {:>9}",
+            "NAME", "TYPE", "NODE ID", "COLLECTIONS", "RTT (ms)"
+        );
         for p in &peers {
             let a = &p.announcement;
-            let rtt = p.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into());
-            println!("{:<20} {:<10} {:<34} {:<24} {:>9}", a.name, a.node_type.as_str(), a.node_id, a.collections.join(","), rtt);
-            println!("{:<20} request {}  publish {}", "", a.endpoints.request, a.endpoints.publish);
+            let rtt = p
+                .rtt
+                .map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<20} {:<10} {:<34} {:<24} {:>9}",
+                a.name,
+                a.node_type.as_str(),
+                a.node_id,
+                a.collections.join(","),
+                rtt
+            );
+            println!(
+                "{:<20} request {}  publish {}",
+                "", a.endpoints.request, a.endpoints.publish
+            );
         }
     }
     if watch {

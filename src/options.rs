@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zeroservices_core::{
-    Collection, Discovery, EmbeddedStore, MemoryCollection, MulticastConfig, MulticastDiscovery, NoDiscovery, NodeBuilder,
-    StaticDiscovery, ZmqConfig,
+    Collection, Discovery, EmbeddedStore, MemoryCollection, MulticastConfig, MulticastDiscovery,
+    NoDiscovery, NodeBuilder, StaticDiscovery, ZmqConfig,
 };
 
 /// Where collections live: `embedded:PATH` (a directory, created if missing), `memory`, or
@@ -37,7 +37,9 @@ impl FromStr for StoreSpec {
         } else if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
             Ok(StoreSpec::Mongo(s.to_owned()))
         } else {
-            Err(format!("unknown store {s:?}: use embedded:PATH, memory or mongodb://HOST:PORT/DB"))
+            Err(format!(
+                "unknown store {s:?}: use embedded:PATH, memory or mongodb://HOST:PORT/DB"
+            ))
         }
     }
 }
@@ -97,11 +99,16 @@ impl FromStr for DiscoverySpec {
             return Ok(DiscoverySpec::None);
         }
         if s == "multicast" {
-            return Ok(DiscoverySpec::Multicast { group: d.group, port: d.port });
+            return Ok(DiscoverySpec::Multicast {
+                group: d.group,
+                port: d.port,
+            });
         }
         if let Some(rest) = s.strip_prefix("multicast:") {
             let (g, p) = rest.rsplit_once(':').ok_or("multicast:GROUP:PORT")?;
-            let group: Ipv4Addr = g.parse().map_err(|_| format!("bad multicast group {g:?}"))?;
+            let group: Ipv4Addr = g
+                .parse()
+                .map_err(|_| format!("bad multicast group {g:?}"))?;
             if !group.is_multicast() {
                 return Err(format!("{group} is not a multicast address"));
             }
@@ -112,14 +119,22 @@ impl FromStr for DiscoverySpec {
             let seeds: Vec<String> = rest
                 .split(',')
                 .filter(|e| !e.is_empty())
-                .map(|e| if e.starts_with("tcp://") { e.to_owned() } else { format!("tcp://{e}") })
+                .map(|e| {
+                    if e.starts_with("tcp://") {
+                        e.to_owned()
+                    } else {
+                        format!("tcp://{e}")
+                    }
+                })
                 .collect();
             if seeds.is_empty() {
                 return Err("static: needs at least one HOST:ROUTER_PORT".into());
             }
             return Ok(DiscoverySpec::Static(seeds));
         }
-        Err(format!("unknown discovery {s:?}: use multicast[:GROUP:PORT], static:HOST:PORT,... or none"))
+        Err(format!(
+            "unknown discovery {s:?}: use multicast[:GROUP:PORT], static:HOST:PORT,... or none"
+        ))
     }
 }
 
@@ -149,19 +164,32 @@ pub struct ClusterArgs {
 impl ClusterArgs {
     /// Applies sockets, discovery and heartbeat to a node builder.
     pub fn apply(&self, b: NodeBuilder) -> NodeBuilder {
-        let advertise = self.interface.map(|i| i.to_string()).or_else(|| (!self.bind.is_unspecified()).then(|| self.bind.to_string()));
-        let zmq = ZmqConfig { bind: self.bind, router_port: self.router_port, pub_port: self.pub_port, advertise, ..ZmqConfig::default() };
+        let advertise = self
+            .interface
+            .map(|i| i.to_string())
+            .or_else(|| (!self.bind.is_unspecified()).then(|| self.bind.to_string()));
+        let zmq = ZmqConfig {
+            bind: self.bind,
+            router_port: self.router_port,
+            pub_port: self.pub_port,
+            advertise,
+            ..ZmqConfig::default()
+        };
         let discovery: Box<dyn Discovery> = match &self.discovery {
             DiscoverySpec::None => Box::new(NoDiscovery),
             DiscoverySpec::Static(seeds) => Box::new(StaticDiscovery::new(seeds.clone())),
-            DiscoverySpec::Multicast { group, port } => Box::new(MulticastDiscovery::new(MulticastConfig {
-                group: *group,
-                port: *port,
-                interface: self.interface.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                ..MulticastConfig::default()
-            })),
+            DiscoverySpec::Multicast { group, port } => {
+                Box::new(MulticastDiscovery::new(MulticastConfig {
+                    group: *group,
+                    port: *port,
+                    interface: self.interface.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    ..MulticastConfig::default()
+                }))
+            }
         };
-        b.zmq(zmq).boxed_discovery(discovery).heartbeat(Duration::from_millis(self.heartbeat_ms.max(10)))
+        b.zmq(zmq)
+            .boxed_discovery(discovery)
+            .heartbeat(Duration::from_millis(self.heartbeat_ms.max(10)))
     }
 }
 
@@ -195,12 +223,21 @@ mod tests {
     #[test]
     fn parses_store_and_discovery_specs() {
         assert_eq!("memory".parse::<StoreSpec>(), Ok(StoreSpec::Memory));
-        assert_eq!("embedded:./d".parse::<StoreSpec>(), Ok(StoreSpec::Embedded("./d".into())));
+        assert_eq!(
+            "embedded:./d".parse::<StoreSpec>(),
+            Ok(StoreSpec::Embedded("./d".into()))
+        );
         assert!("redis://x".parse::<StoreSpec>().is_err());
-        assert_eq!("static:127.0.0.1:5555".parse::<DiscoverySpec>(), Ok(DiscoverySpec::Static(vec!["tcp://127.0.0.1:5555".into()])));
+        assert_eq!(
+            "static:127.0.0.1:5555".parse::<DiscoverySpec>(),
+            Ok(DiscoverySpec::Static(vec!["tcp://127.0.0.1:5555".into()]))
+        );
         assert_eq!(
             "multicast:239.1.2.3:4000".parse::<DiscoverySpec>(),
-            Ok(DiscoverySpec::Multicast { group: "239.1.2.3".parse().unwrap(), port: 4000 })
+            Ok(DiscoverySpec::Multicast {
+                group: "239.1.2.3".parse().unwrap(),
+                port: 4000
+            })
         );
         assert!("multicast:10.0.0.1:4000".parse::<DiscoverySpec>().is_err());
         assert_eq!("none".parse::<DiscoverySpec>(), Ok(DiscoverySpec::None));

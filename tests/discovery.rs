@@ -12,7 +12,18 @@ const HB_MS: u64 = 200;
 
 fn serve_in(ns: &NetNs, name: &str, extra: &[&str]) -> Proc {
     let mut c = ns.command(bin());
-    c.args(["serve", "--name", name, "--no-http", "--store", "memory", "--collection", name, "--heartbeat-ms", &HB_MS.to_string()]);
+    c.args([
+        "serve",
+        "--name",
+        name,
+        "--no-http",
+        "--store",
+        "memory",
+        "--collection",
+        name,
+        "--heartbeat-ms",
+        &HB_MS.to_string(),
+    ]);
     c.args(extra);
     let p = spawn(name, c);
     p.wait_line("\"ready\"", Duration::from_secs(10));
@@ -21,7 +32,14 @@ fn serve_in(ns: &NetNs, name: &str, extra: &[&str]) -> Proc {
 
 fn nodes_in(ns: &NetNs, wait: &str) -> Vec<String> {
     let mut c = ns.command(bin());
-    c.args(["nodes", "--json", "--wait", wait, "--heartbeat-ms", &HB_MS.to_string()]);
+    c.args([
+        "nodes",
+        "--json",
+        "--wait",
+        wait,
+        "--heartbeat-ms",
+        &HB_MS.to_string(),
+    ]);
     names(&nodes_json(c))
 }
 
@@ -44,14 +62,31 @@ fn three_nodes_discover_each_other_over_multicast_and_see_collections() {
     let v = nodes_json(c);
     assert_eq!(names(&v), vec!["alpha", "beta", "gamma"]);
     for n in v.as_array().unwrap() {
-        assert_eq!(n["collections"], serde_json::json!([n["name"]]), "collections announced: {n}");
-        assert!(n["endpoints"]["request"].as_str().unwrap().starts_with("tcp://127.0.0.1:"), "resolved endpoint: {n}");
+        assert_eq!(
+            n["collections"],
+            serde_json::json!([n["name"]]),
+            "collections announced: {n}"
+        );
+        assert!(
+            n["endpoints"]["request"]
+                .as_str()
+                .unwrap()
+                .starts_with("tcp://127.0.0.1:"),
+            "resolved endpoint: {n}"
+        );
         assert!(n["rtt_ms"].as_f64().is_some(), "rtt measured: {n}");
     }
 }
 
 fn watcher(mut c: Command, hb: u64) -> Proc {
-    c.args(["nodes", "--watch", "--wait", "0.3", "--heartbeat-ms", &hb.to_string()]);
+    c.args([
+        "nodes",
+        "--watch",
+        "--wait",
+        "0.3",
+        "--heartbeat-ms",
+        &hb.to_string(),
+    ]);
     spawn("watcher", c)
 }
 
@@ -71,8 +106,14 @@ fn a_killed_peer_is_detected_within_three_heartbeats() {
     eprintln!("SIGKILLed peer detected after {took:?} (heartbeat {HB_MS} ms)");
     // Silent for 3 heartbeats, checked every quarter heartbeat: 3.25 heartbeats at most, plus
     // scheduling slack on a loaded 2-core machine.
-    assert!(took <= Duration::from_millis(3 * HB_MS + HB_MS / 4 + 100), "detection took {took:?}");
-    assert!(took >= Duration::from_millis(2 * HB_MS), "detected too early ({took:?}): not by silence");
+    assert!(
+        took <= Duration::from_millis(3 * HB_MS + HB_MS / 4 + 100),
+        "detection took {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(2 * HB_MS),
+        "detected too early ({took:?}): not by silence"
+    );
 }
 
 #[test]
@@ -80,7 +121,16 @@ fn graceful_stop_says_bye_at_once() {
     let ns = NetNs::new();
     let hb = 2000;
     let mut c = ns.command(bin());
-    c.args(["serve", "--name", "leaver", "--no-http", "--store", "memory", "--heartbeat-ms", &hb.to_string()]);
+    c.args([
+        "serve",
+        "--name",
+        "leaver",
+        "--no-http",
+        "--store",
+        "memory",
+        "--heartbeat-ms",
+        &hb.to_string(),
+    ]);
     let mut leaver = spawn("leaver", c);
     leaver.wait_line("\"ready\"", Duration::from_secs(10));
     let w = watcher(ns.command(bin()), hb);
@@ -90,8 +140,15 @@ fn graceful_stop_says_bye_at_once() {
     w.wait_line("- leaver", Duration::from_secs(3));
     let took = stopped.elapsed();
     eprintln!("bye seen after {took:?} (heartbeat {hb} ms)");
-    assert!(took < Duration::from_millis(hb), "leave seen after {took:?}: by expiry, not by bye");
-    assert_eq!(leaver.wait_exit(Duration::from_secs(5)), Some(0), "SIGTERM must exit 0");
+    assert!(
+        took < Duration::from_millis(hb),
+        "leave seen after {took:?}: by expiry, not by bye"
+    );
+    assert_eq!(
+        leaver.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "SIGTERM must exit 0"
+    );
 }
 
 #[test]
@@ -100,7 +157,18 @@ fn static_seeds_find_the_whole_cluster_without_multicast() {
     let seed = format!("static:127.0.0.1:{port}");
     let serve = |name: &str, discovery: &str, router_port: Option<u16>| {
         let mut c = Command::new(bin());
-        c.args(["serve", "--name", name, "--no-http", "--store", "memory", "--collection", name, "--bind", "127.0.0.1"]);
+        c.args([
+            "serve",
+            "--name",
+            name,
+            "--no-http",
+            "--store",
+            "memory",
+            "--collection",
+            name,
+            "--bind",
+            "127.0.0.1",
+        ]);
         c.args(["--discovery", discovery, "--heartbeat-ms", "200"]);
         if let Some(p) = router_port {
             c.args(["--router-port", &p.to_string()]);
@@ -113,7 +181,18 @@ fn static_seeds_find_the_whole_cluster_without_multicast() {
     let _b = serve("beta", &seed, None);
     let _c = serve("gamma", &seed, None);
     let mut c = Command::new(bin());
-    c.args(["nodes", "--json", "--wait", "1.5", "--bind", "127.0.0.1", "--discovery", &seed, "--heartbeat-ms", "200"]);
+    c.args([
+        "nodes",
+        "--json",
+        "--wait",
+        "1.5",
+        "--bind",
+        "127.0.0.1",
+        "--discovery",
+        &seed,
+        "--heartbeat-ms",
+        "200",
+    ]);
     // gamma and beta are learned through alpha's peer list.
     assert_eq!(names(&nodes_json(c)), vec!["alpha", "beta", "gamma"]);
 }

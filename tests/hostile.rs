@@ -21,7 +21,10 @@ fn msg(frames: &[&[u8]]) -> ZmqMessage {
 
 async fn call(d: &mut zeromq::DealerSocket, rid: &[u8], kind: &[u8], body: &[u8]) -> Value {
     d.send(msg(&[rid, kind, body])).await.expect("send");
-    let reply = tokio::time::timeout(Duration::from_secs(5), d.recv()).await.expect("reply within 5 s").expect("recv");
+    let reply = tokio::time::timeout(Duration::from_secs(5), d.recv())
+        .await
+        .expect("reply within 5 s")
+        .expect("recv");
     let frames = reply.into_vec();
     assert_eq!(frames.len(), 3, "reply frames");
     assert_eq!(&frames[0][..], rid, "request id echoed");
@@ -36,8 +39,26 @@ fn error_code(v: &Value) -> &str {
 
 fn start_node(router: u16, publish: u16) -> Proc {
     let mut c = Command::new(bin());
-    c.args(["serve", "--name", "target", "--no-http", "--store", "memory", "--collection", "power", "--discovery", "none"]);
-    c.args(["--bind", "127.0.0.1", "--router-port", &router.to_string(), "--pub-port", &publish.to_string()]);
+    c.args([
+        "serve",
+        "--name",
+        "target",
+        "--no-http",
+        "--store",
+        "memory",
+        "--collection",
+        "power",
+        "--discovery",
+        "none",
+    ]);
+    c.args([
+        "--bind",
+        "127.0.0.1",
+        "--router-port",
+        &router.to_string(),
+        "--pub-port",
+        &publish.to_string(),
+    ]);
     let p = spawn("target", c);
     p.wait_line("\"ready\"", Duration::from_secs(10));
     p
@@ -51,7 +72,12 @@ async fn hostile_frames_are_dropped_and_the_node_keeps_serving() {
 
     // Raw TCP garbage on both sockets, and a truncated ZMTP greeting.
     for port in [rport, pport] {
-        for junk in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0xffu8; 10][..], &[0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3][..], &[0u8; 4096][..]] {
+        for junk in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            &[0xffu8; 10][..],
+            &[0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3][..],
+            &[0u8; 4096][..],
+        ] {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 let _ = s.write_all(junk);
             }
@@ -63,23 +89,56 @@ async fn hostile_frames_are_dropped_and_the_node_keeps_serving() {
     // Wrong frame counts and a non-UTF-8 kind: dropped without a reply.
     d.send(msg(&[b"only-one"])).await.expect("send");
     d.send(msg(&[b"r", b"request"])).await.expect("send");
-    d.send(msg(&[b"r", b"request", b"{}", b"extra", b"frames"])).await.expect("send");
-    d.send(msg(&[b"r", b"\xff\xfe", b"{}"])).await.expect("send");
+    d.send(msg(&[b"r", b"request", b"{}", b"extra", b"frames"]))
+        .await
+        .expect("send");
+    d.send(msg(&[b"r", b"\xff\xfe", b"{}"]))
+        .await
+        .expect("send");
     d.send(msg(&[b"r", b"reply", b"{}"])).await.expect("send");
     // Answered with errors.
-    assert_eq!(error_code(&call(&mut d, b"1", b"frobnicate", b"{}").await), "bad_request");
-    assert_eq!(error_code(&call(&mut d, b"2", b"resource", b"{not json").await), "bad_request");
-    assert_eq!(error_code(&call(&mut d, b"3", b"request", b"[1,2").await), "bad_request");
-    assert_eq!(error_code(&call(&mut d, b"4", b"resource", br#"{"collection":"power","action":"create","args":5}"#).await), "bad_request");
+    assert_eq!(
+        error_code(&call(&mut d, b"1", b"frobnicate", b"{}").await),
+        "bad_request"
+    );
+    assert_eq!(
+        error_code(&call(&mut d, b"2", b"resource", b"{not json").await),
+        "bad_request"
+    );
+    assert_eq!(
+        error_code(&call(&mut d, b"3", b"request", b"[1,2").await),
+        "bad_request"
+    );
+    assert_eq!(
+        error_code(
+            &call(
+                &mut d,
+                b"4",
+                b"resource",
+                br#"{"collection":"power","action":"create","args":5}"#
+            )
+            .await
+        ),
+        "bad_request"
+    );
     assert_eq!(error_code(&call(&mut d, b"5", b"resource", br#"{"collection":"power","action":"patch","resource_id":"x","args":{"patch":{"$bogus":{}}}}"#).await), "bad_request");
-    assert_eq!(error_code(&call(&mut d, b"6", b"announce", b"\x00\x01garbage").await), "bad_request");
+    assert_eq!(
+        error_code(&call(&mut d, b"6", b"announce", b"\x00\x01garbage").await),
+        "bad_request"
+    );
     let big = vec![b'x'; 9 * 1024 * 1024];
-    assert_eq!(error_code(&call(&mut d, b"7", b"resource", &big).await), "too_large");
+    assert_eq!(
+        error_code(&call(&mut d, b"7", b"resource", &big).await),
+        "too_large"
+    );
 
     // A rogue "peer" announces itself with a PUB that publishes malformed events, and a
     // request endpoint that is not ZeroMQ at all.
     let mut rogue_pub = zeromq::PubSocket::new();
-    let rogue_pub_ep = rogue_pub.bind("tcp://127.0.0.1:0").await.expect("bind rogue pub");
+    let rogue_pub_ep = rogue_pub
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind rogue pub");
     let not_zmq = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let rogue = json!({"version": 1, "node_id": "rogue", "name": "rogue", "collections": ["power"],
         "endpoints": {"request": format!("tcp://{}", not_zmq.local_addr().unwrap()), "publish": rogue_pub_ep.to_string()},
@@ -89,28 +148,52 @@ async fn hostile_frames_are_dropped_and_the_node_keeps_serving() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..20 {
         let _ = rogue_pub.send(msg(&[b"power.create.1"])).await;
-        let _ = rogue_pub.send(msg(&[b"power.create.1", b"{}", b"third"])).await;
+        let _ = rogue_pub
+            .send(msg(&[b"power.create.1", b"{}", b"third"]))
+            .await;
         let _ = rogue_pub.send(msg(&[b"\xff\xfe", b"{}"])).await;
-        let _ = rogue_pub.send(msg(&[b"power.create.1", b"{not json"])).await;
+        let _ = rogue_pub
+            .send(msg(&[b"power.create.1", b"{not json"]))
+            .await;
     }
-    let _ = rogue_pub.send(msg(&[b"power.create.1", &vec![b'{'; 9 * 1024 * 1024]])).await;
+    let _ = rogue_pub
+        .send(msg(&[b"power.create.1", &vec![b'{'; 9 * 1024 * 1024]]))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Still serving: a create succeeds (the rogue provider of `power` does not matter here,
     // because the node serves `power` itself) and the process is alive.
-    let ok = call(&mut d, b"9", b"resource", br#"{"collection":"power","action":"create","args":{"resource_data":{"value":3}}}"#).await;
+    let ok = call(
+        &mut d,
+        b"9",
+        b"resource",
+        br#"{"collection":"power","action":"create","args":{"resource_data":{"value":3}}}"#,
+    )
+    .await;
     assert_eq!(ok["ok"], true, "create after the attack: {ok}");
     assert_eq!(ok["data"]["resource_data"], json!({"value": 3}));
     let ping = call(&mut d, b"10", b"ping", b"{}").await;
     assert_eq!(ping, json!({"ok": true, "data": {}}));
-    assert!(node.child.try_wait().expect("try_wait").is_none(), "node exited");
+    assert!(
+        node.child.try_wait().expect("try_wait").is_none(),
+        "node exited"
+    );
 }
 
 #[test]
 fn malformed_datagrams_are_dropped_and_discovery_goes_on() {
     let ns = NetNs::new();
     let mut c = ns.command(bin());
-    c.args(["serve", "--name", "target", "--no-http", "--store", "memory", "--heartbeat-ms", "200"]);
+    c.args([
+        "serve",
+        "--name",
+        "target",
+        "--no-http",
+        "--store",
+        "memory",
+        "--heartbeat-ms",
+        "200",
+    ]);
     let mut node = spawn("target", c);
     node.wait_line("\"ready\"", Duration::from_secs(10));
     let script = r#"
@@ -135,6 +218,13 @@ print("SENT", flush=True)
     sender.wait_line("SENT", Duration::from_secs(10));
     let mut nc = ns.command(bin());
     nc.args(["nodes", "--json", "--wait", "1.0", "--heartbeat-ms", "200"]);
-    assert_eq!(names(&nodes_json(nc)), vec!["target"], "only the real node is listed");
-    assert!(node.child.try_wait().expect("try_wait").is_none(), "node exited");
+    assert_eq!(
+        names(&nodes_json(nc)),
+        vec!["target"],
+        "only the real node is listed"
+    );
+    assert!(
+        node.child.try_wait().expect("try_wait").is_none(),
+        "node exited"
+    );
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use common::{bin, names, nodes_json, root, spawn, NetNs};
 
 fn python() -> PathBuf {
-    let p = std::env::var_os("ZS_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"));
+    let p = std::env::var_os("ZS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
     assert!(
         p.exists(),
         "the pyzmq virtualenv is missing at {}: run ./scripts/test (it creates .venv with pyzmq)",
@@ -25,18 +27,36 @@ fn a_pyzmq_peer_following_the_protocol_document_joins_requests_and_receives_even
     let py = python();
     let ns = NetNs::new();
     let mut c = ns.command(bin());
-    c.args(["serve", "--name", "power-service", "--no-http", "--store", "memory", "--collection", "power", "--heartbeat-ms", "200"]);
+    c.args([
+        "serve",
+        "--name",
+        "power-service",
+        "--no-http",
+        "--store",
+        "memory",
+        "--collection",
+        "power",
+        "--heartbeat-ms",
+        "200",
+    ]);
     let node = spawn("node", c);
     node.wait_line("\"ready\"", Duration::from_secs(10));
 
     let mut pc = ns.command(&py);
-    pc.arg(root().join("tests/interop/peer.py")).env("LINGER", "3");
+    pc.arg(root().join("tests/interop/peer.py"))
+        .env("LINGER", "3");
     let peer = spawn("pyzmq-peer", pc);
     peer.wait_line("INTEROP OK", Duration::from_secs(30));
 
     let mut nc = ns.command(bin());
     nc.args(["nodes", "--json", "--wait", "1.0", "--heartbeat-ms", "200"]);
     let listed = names(&nodes_json(nc));
-    assert!(listed.contains(&"pyzmq-peer".to_string()), "node list {listed:?} lacks the Python peer");
-    assert!(listed.contains(&"power-service".to_string()), "node list {listed:?}");
+    assert!(
+        listed.contains(&"pyzmq-peer".to_string()),
+        "node list {listed:?} lacks the Python peer"
+    );
+    assert!(
+        listed.contains(&"power-service".to_string()),
+        "node list {listed:?}"
+    );
 }

@@ -17,9 +17,16 @@ pub fn bin() -> PathBuf {
 /// An example binary built by `cargo test` (target/<profile>/examples/NAME).
 pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
     let p = profile_dir.join("examples").join(name);
-    assert!(p.exists(), "example {name} not built at {} (cargo test builds examples)", p.display());
+    assert!(
+        p.exists(),
+        "example {name} not built at {} (cargo test builds examples)",
+        p.display()
+    );
     p
 }
 
@@ -50,14 +57,20 @@ impl Proc {
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return l,
                 Ok(_) => continue,
-                Err(_) => panic!("{}: no line containing {needle:?} within {limit:?}", self.name),
+                Err(_) => panic!(
+                    "{}: no line containing {needle:?} within {limit:?}",
+                    self.name
+                ),
             }
         }
     }
 
     /// Sends a signal by number (15 = TERM, 9 = KILL).
     pub fn signal(&self, sig: i32) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// Waits for exit at most `limit`; returns the exit code.
@@ -82,8 +95,13 @@ impl Drop for Proc {
 
 /// Starts `cmd` (stdout captured line by line, stderr inherited so failures are visible).
 pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
-    cmd.env("ZEROSERVICES_LOG", std::env::var("ZEROSERVICES_LOG").unwrap_or_else(|_| "warn".into()));
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .stdin(Stdio::null());
+    cmd.env(
+        "ZEROSERVICES_LOG",
+        std::env::var("ZEROSERVICES_LOG").unwrap_or_else(|_| "warn".into()),
+    );
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
     let out = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
@@ -94,7 +112,11 @@ pub fn spawn(name: &str, mut cmd: Command) -> Proc {
             }
         }
     });
-    Proc { child, lines: rx, name: name.to_owned() }
+    Proc {
+        child,
+        lines: rx,
+        name: name.to_owned(),
+    }
 }
 
 /// A private network namespace with only `lo`, multicast on and routed through it. Nothing in
@@ -107,14 +129,40 @@ impl NetNs {
     pub fn new() -> NetNs {
         let name = format!("zst-{}-{}", std::process::id(), rand_suffix());
         let run = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().expect("run ip (iproute2 must be installed)");
-            assert!(st.success(), "ip {args:?} failed: namespaces need root and iproute2");
+            let st = Command::new("ip")
+                .args(args)
+                .status()
+                .expect("run ip (iproute2 must be installed)");
+            assert!(
+                st.success(),
+                "ip {args:?} failed: namespaces need root and iproute2"
+            );
         };
         run(&["netns", "add", &name]);
         let ns = NetNs { name };
         run(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
-        run(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "multicast", "on"]);
-        run(&["netns", "exec", &ns.name, "ip", "route", "add", "224.0.0.0/4", "dev", "lo"]);
+        run(&[
+            "netns",
+            "exec",
+            &ns.name,
+            "ip",
+            "link",
+            "set",
+            "lo",
+            "multicast",
+            "on",
+        ]);
+        run(&[
+            "netns",
+            "exec",
+            &ns.name,
+            "ip",
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "lo",
+        ]);
         ns
     }
 
@@ -128,17 +176,25 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-9", pid]).status();
             }
         }
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
 
 fn rand_suffix() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{:x}", t ^ (std::process::id() << 8))
 }
 
@@ -149,7 +205,10 @@ pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -158,13 +217,27 @@ pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
 pub fn nodes_json(cmd: Command) -> serde_json::Value {
     let mut cmd = cmd;
     let out = cmd.output().expect("run nodes");
-    assert!(out.status.success(), "nodes failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("nodes --json printed invalid JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "nodes failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "nodes --json printed invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Names in a `nodes --json` array.
 pub fn names(v: &serde_json::Value) -> Vec<String> {
-    let mut n: Vec<String> = v.as_array().into_iter().flatten().filter_map(|n| n["name"].as_str().map(str::to_owned)).collect();
+    let mut n: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(str::to_owned))
+        .collect();
     n.sort();
     n
 }

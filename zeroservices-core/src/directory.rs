@@ -100,7 +100,14 @@ impl Directory {
             .find(|p| p.announcement.endpoints.request == a.endpoints.request)
             .map(|p| p.announcement.node_id.clone());
         let replaced = old_id.and_then(|id| inner.peers.remove(&id));
-        inner.peers.insert(a.node_id.clone(), PeerInfo { announcement: a, last_seen: now, rtt: None });
+        inner.peers.insert(
+            a.node_id.clone(),
+            PeerInfo {
+                announcement: a,
+                last_seen: now,
+                rtt: None,
+            },
+        );
         Upsert::Joined { replaced }
     }
 
@@ -122,7 +129,9 @@ impl Directory {
             })
             .map(|p| p.announcement.node_id.clone())
             .collect();
-        dead.iter().filter_map(|id| inner.peers.remove(id)).collect()
+        dead.iter()
+            .filter_map(|id| inner.peers.remove(id))
+            .collect()
     }
 
     /// Records a measured round-trip time.
@@ -173,7 +182,11 @@ impl Directory {
     /// Collections provided by live peers.
     pub fn live_collections(&self) -> BTreeSet<String> {
         let inner = self.lock();
-        inner.peers.values().flat_map(|p| p.announcement.collections.iter().cloned()).collect()
+        inner
+            .peers
+            .values()
+            .flat_map(|p| p.announcement.collections.iter().cloned())
+            .collect()
     }
 
     /// True when some peer has ever provided `collection`.
@@ -200,7 +213,10 @@ mod tests {
             name: "n".into(),
             node_type: NodeType::Service,
             collections: cols.iter().map(|c| c.to_string()).collect(),
-            endpoints: Endpoints { request: req.into(), publish: format!("{req}-pub") },
+            endpoints: Endpoints {
+                request: req.into(),
+                publish: format!("{req}-pub"),
+            },
             heartbeat_ms: 10,
         }
     }
@@ -208,10 +224,18 @@ mod tests {
     #[test]
     fn restart_at_same_endpoint_replaces_old_node() {
         let d = Directory::new();
-        assert!(matches!(d.upsert(ann("a", "tcp://h:1", &["power"]), true), Upsert::Joined { replaced: None }));
-        assert!(matches!(d.upsert(ann("a", "tcp://h:1", &["power"]), true), Upsert::Refreshed));
+        assert!(matches!(
+            d.upsert(ann("a", "tcp://h:1", &["power"]), true),
+            Upsert::Joined { replaced: None }
+        ));
+        assert!(matches!(
+            d.upsert(ann("a", "tcp://h:1", &["power"]), true),
+            Upsert::Refreshed
+        ));
         match d.upsert(ann("b", "tcp://h:1", &["power"]), true) {
-            Upsert::Joined { replaced: Some(old) } => assert_eq!(old.announcement.node_id, "a"),
+            Upsert::Joined {
+                replaced: Some(old),
+            } => assert_eq!(old.announcement.node_id, "a"),
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(d.providers("power"), vec!["b".to_string()]);
@@ -222,7 +246,10 @@ mod tests {
         let d = Directory::new();
         d.upsert(ann("a", "tcp://h:1", &["power"]), true);
         std::thread::sleep(Duration::from_millis(40));
-        assert!(matches!(d.upsert(ann("a", "tcp://h:1", &["power"]), false), Upsert::Ignored));
+        assert!(matches!(
+            d.upsert(ann("a", "tcp://h:1", &["power"]), false),
+            Upsert::Ignored
+        ));
         let gone = d.expire(3);
         assert_eq!(gone.len(), 1);
         assert!(d.providers("power").is_empty());
@@ -234,7 +261,9 @@ mod tests {
         let d = Directory::new();
         d.upsert(ann("a", "tcp://h:1", &["power"]), true);
         d.upsert(ann("b", "tcp://h:2", &["power"]), true);
-        let picks: BTreeSet<String> = (0..4).filter_map(|_| d.pick_provider("power", &[])).collect();
+        let picks: BTreeSet<String> = (0..4)
+            .filter_map(|_| d.pick_provider("power", &[]))
+            .collect();
         assert_eq!(picks.len(), 2);
         assert_eq!(d.pick_provider("power", &["a".into()]), Some("b".into()));
         assert_eq!(d.pick_provider("nothing", &[]), None);
@@ -243,8 +272,17 @@ mod tests {
     #[test]
     fn unspecified_hosts_resolve_to_the_source() {
         let src: IpAddr = "10.1.2.3".parse().unwrap();
-        assert_eq!(resolve_endpoint("tcp://0.0.0.0:5", Some(src)), "tcp://10.1.2.3:5");
-        assert_eq!(resolve_endpoint("tcp://0.0.0.0:5", None), "tcp://127.0.0.1:5");
-        assert_eq!(resolve_endpoint("tcp://10.0.0.9:5", Some(src)), "tcp://10.0.0.9:5");
+        assert_eq!(
+            resolve_endpoint("tcp://0.0.0.0:5", Some(src)),
+            "tcp://10.1.2.3:5"
+        );
+        assert_eq!(
+            resolve_endpoint("tcp://0.0.0.0:5", None),
+            "tcp://127.0.0.1:5"
+        );
+        assert_eq!(
+            resolve_endpoint("tcp://10.0.0.9:5", Some(src)),
+            "tcp://10.0.0.9:5"
+        );
     }
 }

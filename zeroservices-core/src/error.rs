@@ -99,7 +99,10 @@ impl Error {
             "too_large" => Error::TooLarge(message),
             "storage" => Error::Storage(message),
             "internal" => Error::Internal(message),
-            other => Error::Remote { code: other.to_owned(), message },
+            other => Error::Remote {
+                code: other.to_owned(),
+                message,
+            },
         }
     }
 
@@ -142,7 +145,10 @@ mod tests {
         let cases = [
             Error::NotFound("power/1".into()),
             Error::Conflict("dup".into()),
-            Error::Validation(vec!["/value: not a number".into(), "/status: required".into()]),
+            Error::Validation(vec![
+                "/value: not a number".into(),
+                "/status: required".into(),
+            ]),
             Error::Unavailable("power".into()),
         ];
         for e in cases {
@@ -150,6 +156,9 @@ mod tests {
             assert_eq!(back.code(), e.code());
             assert_eq!(back.wire_message(), e.wire_message());
         }
-        assert!(matches!(Error::from_wire("weird", "x".into()), Error::Remote { .. }));
+        assert!(matches!(
+            Error::from_wire("weird", "x".into()),
+            Error::Remote { .. }
+        ));
     }
 }

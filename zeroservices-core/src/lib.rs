@@ -30,12 +30,18 @@ pub mod testkit;
 pub mod worker;
 
 pub use directory::{Directory, PeerInfo};
-pub use discovery::{Discovery, MemoryDiscovery, MemoryDiscoveryBus, MulticastConfig, MulticastDiscovery, NoDiscovery, StaticDiscovery};
+pub use discovery::{
+    Discovery, MemoryDiscovery, MemoryDiscoveryBus, MulticastConfig, MulticastDiscovery,
+    NoDiscovery, StaticDiscovery,
+};
 pub use error::{Error, Result};
 pub use medium::{Event, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
 pub use node::{Node, NodeBuilder, PeerEvent, Service, Subscription};
 pub use protocol::{Announcement, NodeType};
-pub use resources::{ActionContext, Collection, CollectionClient, CollectionSpec, ListPage, Resource, ResourceEvent, ResourceRequest};
 pub use query::ListQuery;
+pub use resources::{
+    ActionContext, Collection, CollectionClient, CollectionSpec, ListPage, Resource, ResourceEvent,
+    ResourceRequest,
+};
 pub use store::{EmbeddedStore, MemoryCollection};
 pub use worker::Worker;

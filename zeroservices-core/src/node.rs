@@ -36,9 +36,13 @@ use tokio_util::task::TaskTracker;
 use crate::directory::{resolve_endpoint, Directory, Upsert};
 use crate::discovery::{Discovery, DiscoveryContext, Heard, NoDiscovery};
 use crate::error::{Error, Result};
-use crate::medium::{Event, Inbox, InboundRequest, Incoming, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
+use crate::medium::{
+    Event, InboundRequest, Inbox, Incoming, Medium, MemoryMedium, MemoryNetwork, ZmqConfig,
+    ZmqMedium,
+};
 use crate::protocol::{
-    decode_reply, encode_reply, kind, topic_matches, AnnounceKind, Announcement, NodeType, PROTOCOL_VERSION,
+    decode_reply, encode_reply, kind, topic_matches, AnnounceKind, Announcement, NodeType,
+    PROTOCOL_VERSION,
 };
 use crate::resources::{CollectionClient, CollectionSpec, Hosted, ResourceRequest};
 
@@ -111,7 +115,10 @@ pub struct NodeBuilder {
 
 impl fmt::Debug for NodeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeBuilder").field("name", &self.name).field("node_type", &self.node_type).finish()
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field("node_type", &self.node_type)
+            .finish()
     }
 }
 
@@ -196,7 +203,9 @@ impl NodeBuilder {
             node_type: self.node_type,
             collections: names,
             endpoints: medium.endpoints(),
-            heartbeat_ms: u64::try_from(self.heartbeat.as_millis()).unwrap_or(1000).max(1),
+            heartbeat_ms: u64::try_from(self.heartbeat.as_millis())
+                .unwrap_or(1000)
+                .max(1),
         };
         let (me_tx, me_rx) = watch::channel(me);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -221,7 +230,10 @@ impl NodeBuilder {
             tracker: TaskTracker::new(),
             tasks: Mutex::new(Vec::new()),
         });
-        let node = Node { inner: inner.clone(), _guard: None };
+        let node = Node {
+            inner: inner.clone(),
+            _guard: None,
+        };
         let ctx = DiscoveryContext {
             me: me_rx,
             heard: heard_tx,
@@ -256,7 +268,10 @@ impl NodeBuilder {
         *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = all;
         let guard = Arc::new(ShutdownGuard(inner.shutdown.clone()));
         tracing::info!(name = %inner.name, node_id = %inner.node_id, endpoints = ?inner.medium.endpoints(), "node started");
-        Ok(Node { inner, _guard: Some(guard) })
+        Ok(Node {
+            inner,
+            _guard: Some(guard),
+        })
     }
 }
 
@@ -275,7 +290,10 @@ pub struct Node {
 
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Node").field("name", &self.inner.name).field("node_id", &self.inner.node_id).finish()
+        f.debug_struct("Node")
+            .field("name", &self.inner.name)
+            .field("node_id", &self.inner.node_id)
+            .finish()
     }
 }
 
@@ -346,7 +364,11 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(inner) = self.node.upgrade() {
-            inner.subs.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.id != self.id);
+            inner
+                .subs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|s| s.id != self.id);
             inner.update_medium_subscriptions();
         }
     }
@@ -356,7 +378,9 @@ impl NodeInner {
     fn update_medium_subscriptions(&self) {
         let mut prefixes: Vec<String> = {
             let subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
-            subs.iter().flat_map(|s| s.prefixes.iter().cloned()).collect()
+            subs.iter()
+                .flat_map(|s| s.prefixes.iter().cloned())
+                .collect()
         };
         if prefixes.iter().any(|p| p.is_empty() || p == "*") {
             prefixes = vec![String::new()];
@@ -385,7 +409,10 @@ impl NodeInner {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Node {
@@ -444,7 +471,11 @@ impl Node {
     pub fn register_collection(&self, spec: CollectionSpec) -> Result<()> {
         let h = Arc::new(spec.into_hosted()?);
         let name = h.name.clone();
-        self.inner.hosted.write().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), h);
+        self.inner
+            .hosted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), h);
         self.inner.me.send_modify(|me| {
             if !me.collections.contains(&name) {
                 me.collections.push(name);
@@ -455,7 +486,12 @@ impl Node {
     }
 
     fn hosted(&self, collection: &str) -> Option<Arc<Hosted>> {
-        self.inner.hosted.read().unwrap_or_else(|p| p.into_inner()).get(collection).cloned()
+        self.inner
+            .hosted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(collection)
+            .cloned()
     }
 
     /// Typed calls on a collection of the cluster.
@@ -471,17 +507,24 @@ impl Node {
         if let Some(h) = self.hosted(&req.collection) {
             return h.execute(self, req).await;
         }
-        let body = Bytes::from(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
+        let body =
+            Bytes::from(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
         let mut tried: Vec<String> = Vec::new();
         loop {
             let Some(peer) = self.inner.directory.pick_provider(&req.collection, &tried) else {
-                return Err(if tried.is_empty() && !self.inner.directory.has_seen(&req.collection) {
-                    Error::NotFound(format!("unknown collection {:?}", req.collection))
-                } else {
-                    Error::Unavailable(req.collection.clone())
-                });
+                return Err(
+                    if tried.is_empty() && !self.inner.directory.has_seen(&req.collection) {
+                        Error::NotFound(format!("unknown collection {:?}", req.collection))
+                    } else {
+                        Error::Unavailable(req.collection.clone())
+                    },
+                );
             };
-            let reply = self.inner.medium.request(&peer, kind::RESOURCE, body.clone(), self.inner.timeout).await;
+            let reply = self
+                .inner
+                .medium
+                .request(&peer, kind::RESOURCE, body.clone(), self.inner.timeout)
+                .await;
             match reply {
                 Ok(b) => return decode_reply(&b),
                 Err(e @ (Error::PeerGone(_) | Error::Timeout(_) | Error::Transport(_))) => {
@@ -501,25 +544,47 @@ impl Node {
 
     /// Sends a message to a peer's `on_message` and waits for its reply.
     pub async fn request(&self, node_id: &str, message: Value) -> Result<Value> {
-        self.request_with_timeout(node_id, message, self.inner.timeout).await
+        self.request_with_timeout(node_id, message, self.inner.timeout)
+            .await
     }
 
     /// [`Node::request`] with an explicit timeout.
-    pub async fn request_with_timeout(&self, node_id: &str, message: Value, timeout: Duration) -> Result<Value> {
+    pub async fn request_with_timeout(
+        &self,
+        node_id: &str,
+        message: Value,
+        timeout: Duration,
+    ) -> Result<Value> {
         let body = Bytes::from(message.to_string());
-        let reply = self.inner.medium.request(node_id, kind::REQUEST, body, timeout).await?;
+        let reply = self
+            .inner
+            .medium
+            .request(node_id, kind::REQUEST, body, timeout)
+            .await?;
         decode_reply(&reply)
     }
 
     /// Sends a one-way message to a peer's `on_message`.
     pub async fn notify(&self, node_id: &str, message: Value) -> Result<()> {
-        self.inner.medium.notify(node_id, kind::NOTIFY, Bytes::from(message.to_string())).await
+        self.inner
+            .medium
+            .notify(node_id, kind::NOTIFY, Bytes::from(message.to_string()))
+            .await
     }
 
     /// Measures the round-trip time to a peer.
     pub async fn ping(&self, node_id: &str) -> Result<Duration> {
         let start = Instant::now();
-        let reply = self.inner.medium.request(node_id, kind::PING, Bytes::from_static(b"{}"), self.inner.timeout).await?;
+        let reply = self
+            .inner
+            .medium
+            .request(
+                node_id,
+                kind::PING,
+                Bytes::from_static(b"{}"),
+                self.inner.timeout,
+            )
+            .await?;
         decode_reply(&reply)?;
         Ok(start.elapsed())
     }
@@ -527,7 +592,10 @@ impl Node {
     /// Publishes an event to every subscriber in the cluster, this node included.
     pub async fn publish(&self, topic: &str, data: &Value) -> Result<()> {
         let payload = Bytes::from(data.to_string());
-        let ev = Event { topic: Arc::from(topic), payload: payload.clone() };
+        let ev = Event {
+            topic: Arc::from(topic),
+            payload: payload.clone(),
+        };
         self.inner.deliver_local(&ev);
         self.inner.medium.publish(topic, payload).await
     }
@@ -551,7 +619,12 @@ impl Node {
         }
         let topic = format!("{collection}.{action}.{id}");
         if self.inner.events_tx.send((topic, ev)).await.is_err() {
-            tracing::warn!(collection, action, id, "node stopping: change event not published");
+            tracing::warn!(
+                collection,
+                action,
+                id,
+                "node stopping: change event not published"
+            );
         }
     }
 
@@ -565,37 +638,65 @@ impl Node {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
-        self.inner.subs.lock().unwrap_or_else(|p| p.into_inner()).push(SubEntry {
-            id,
-            prefixes,
-            tx,
-            dropped: dropped.clone(),
-        });
+        self.inner
+            .subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(SubEntry {
+                id,
+                prefixes,
+                tx,
+                dropped: dropped.clone(),
+            });
         self.inner.update_medium_subscriptions();
-        Subscription { rx, id, dropped, node: Arc::downgrade(&self.inner) }
+        Subscription {
+            rx,
+            id,
+            dropped,
+            node: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Adds a peer by hand (as if announced).
     pub async fn add_peer(&self, a: Announcement) {
-        self.handle_heard(Heard { announcement: a, source: None, direct: true }).await;
+        self.handle_heard(Heard {
+            announcement: a,
+            source: None,
+            direct: true,
+        })
+        .await;
     }
 
     /// Says bye, lets in-flight requests finish (at most the request timeout), flushes the
     /// hosted stores and stops every task.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             // Discovery sends its bye before returning; the rest return on cancel.
-            if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a node task did not stop within 2 s");
             }
         }
         self.inner.tracker.close();
-        if tokio::time::timeout(self.inner.timeout, self.inner.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.inner.timeout, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("in-flight requests still running at shutdown");
         }
-        let hosted: Vec<Arc<Hosted>> = self.inner.hosted.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let hosted: Vec<Arc<Hosted>> = self
+            .inner
+            .hosted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for h in hosted {
             if let Err(e) = h.store.flush().await {
                 tracing::error!(collection = %h.name, error = %e, "flush at shutdown failed");
@@ -621,13 +722,20 @@ impl Node {
                 if let Some(old) = replaced {
                     self.peer_left(old.announcement).await;
                 }
-                if let Err(e) = self.inner.medium.connect_peer(&a.node_id, &a.endpoints).await {
+                if let Err(e) = self
+                    .inner
+                    .medium
+                    .connect_peer(&a.node_id, &a.endpoints)
+                    .await
+                {
                     tracing::warn!(peer = %a.node_id, error = %e, "cannot connect to peer");
                 }
                 tracing::info!(peer = %a.name, node_id = %a.node_id, "peer joined");
                 let _ = self.inner.peer_events.send(PeerEvent::Joined(a.clone()));
                 let n = self.clone();
-                self.inner.tracker.spawn(async move { n.inner.service.on_peer_join(&n, &a).await });
+                self.inner
+                    .tracker
+                    .spawn(async move { n.inner.service.on_peer_join(&n, &a).await });
             }
             Upsert::Updated | Upsert::Refreshed | Upsert::Ignored => {}
         }
@@ -638,7 +746,9 @@ impl Node {
         tracing::info!(peer = %a.name, node_id = %a.node_id, "peer left");
         let _ = self.inner.peer_events.send(PeerEvent::Left(a.clone()));
         let n = self.clone();
-        self.inner.tracker.spawn(async move { n.inner.service.on_peer_leave(&n, &a).await });
+        self.inner
+            .tracker
+            .spawn(async move { n.inner.service.on_peer_leave(&n, &a).await });
     }
 
     async fn handle_request(&self, req: InboundRequest) {
@@ -662,14 +772,27 @@ impl Node {
                     .map_err(|e| Error::BadRequest(format!("invalid resource request: {e}")))?;
                 match self.hosted(&req.collection) {
                     Some(h) => h.execute(self, req).await,
-                    None => Err(Error::Unavailable(format!("{} is not served here", req.collection))),
+                    None => Err(Error::Unavailable(format!(
+                        "{} is not served here",
+                        req.collection
+                    ))),
                 }
             }
             kind::ANNOUNCE => {
                 let a = Announcement::decode(body)?;
-                self.handle_heard(Heard { announcement: a, source: None, direct: true }).await;
-                let peers: Vec<Announcement> =
-                    self.inner.directory.peers().into_iter().map(|p| p.announcement).collect();
+                self.handle_heard(Heard {
+                    announcement: a,
+                    source: None,
+                    direct: true,
+                })
+                .await;
+                let peers: Vec<Announcement> = self
+                    .inner
+                    .directory
+                    .peers()
+                    .into_iter()
+                    .map(|p| p.announcement)
+                    .collect();
                 Ok(json!({"node": self.announcement(), "peers": peers}))
             }
             other => Err(Error::BadRequest(format!("unknown message type {other:?}"))),
@@ -687,7 +810,9 @@ async fn dispatcher(node: Node, mut inbox: Inbox) {
             None => return,
             Some(Incoming::Request(req)) => {
                 let n = node.clone();
-                node.inner.tracker.spawn(async move { n.handle_request(req).await });
+                node.inner
+                    .tracker
+                    .spawn(async move { n.handle_request(req).await });
             }
             Some(Incoming::Event(ev)) => node.inner.deliver_local(&ev),
         }

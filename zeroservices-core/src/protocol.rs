@@ -117,11 +117,17 @@ impl Announcement {
     /// Parses and checks an announcement (version, field sizes). Never panics on any input.
     pub fn decode(bytes: &[u8]) -> Result<Announcement> {
         if bytes.len() > MAX_DATAGRAM_BYTES {
-            return Err(Error::TooLarge(format!("announcement of {} bytes", bytes.len())));
+            return Err(Error::TooLarge(format!(
+                "announcement of {} bytes",
+                bytes.len()
+            )));
         }
         let a: Announcement = serde_json::from_slice(bytes)?;
         if a.version != PROTOCOL_VERSION {
-            return Err(Error::BadRequest(format!("unsupported protocol version {}", a.version)));
+            return Err(Error::BadRequest(format!(
+                "unsupported protocol version {}",
+                a.version
+            )));
         }
         if a.node_id.is_empty() || a.node_id.len() > 128 {
             return Err(Error::BadRequest("node_id must be 1-128 bytes".into()));
@@ -148,7 +154,9 @@ impl Announcement {
 pub fn encode_reply(result: &Result<Value>) -> Bytes {
     let v = match result {
         Ok(data) => serde_json::json!({"ok": true, "data": data}),
-        Err(e) => serde_json::json!({"ok": false, "error": {"code": e.code(), "message": e.wire_message()}}),
+        Err(e) => {
+            serde_json::json!({"ok": false, "error": {"code": e.code(), "message": e.wire_message()}})
+        }
     };
     Bytes::from(v.to_string())
 }
@@ -173,7 +181,10 @@ pub fn decode_reply(body: &[u8]) -> Result<Value> {
     if r.ok {
         Ok(r.data)
     } else {
-        let e = r.error.unwrap_or(WireError { code: "internal".into(), message: String::new() });
+        let e = r.error.unwrap_or(WireError {
+            code: "internal".into(),
+            message: String::new(),
+        });
         Err(Error::from_wire(&e.code, e.message))
     }
 }

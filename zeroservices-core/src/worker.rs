@@ -69,7 +69,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("rules", &self.rules.len()).finish()
+        f.debug_struct("Worker")
+            .field("rules", &self.rules.len())
+            .finish()
     }
 }
 
@@ -97,7 +99,12 @@ impl Drop for WorkerHandle {
 impl Worker {
     /// A worker on `node` (catch-up every 30 s, 64 callbacks at once).
     pub fn new(node: Node) -> Worker {
-        Worker { node, rules: Vec::new(), catch_up: Duration::from_secs(30), concurrency: 64 }
+        Worker {
+            node,
+            rules: Vec::new(),
+            catch_up: Duration::from_secs(30),
+            concurrency: 64,
+        }
     }
 
     /// Adds a rule: run `callback` for resources of `collection` matching `filter`.
@@ -136,10 +143,25 @@ impl Worker {
         let mut tasks = Vec::new();
         for rule in self.rules {
             let sub = self.node.subscribe(&rule.collection);
-            tasks.push(TaskGuard::spawn(on_events(self.node.clone(), rule.clone(), sub, permits.clone(), stop.clone())));
-            tasks.push(TaskGuard::spawn(catch_up(self.node.clone(), rule, self.catch_up, permits.clone(), stop.clone())));
+            tasks.push(TaskGuard::spawn(on_events(
+                self.node.clone(),
+                rule.clone(),
+                sub,
+                permits.clone(),
+                stop.clone(),
+            )));
+            tasks.push(TaskGuard::spawn(catch_up(
+                self.node.clone(),
+                rule,
+                self.catch_up,
+                permits.clone(),
+                stop.clone(),
+            )));
         }
-        WorkerHandle { stop, _tasks: tasks }
+        WorkerHandle {
+            stop,
+            _tasks: tasks,
+        }
     }
 }
 
@@ -151,46 +173,76 @@ async fn run(node: &Node, rule: &Arc<Rule>, resource: Resource, permits: &Arc<Se
             return;
         }
     }
-    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+    let Ok(permit) = permits.clone().acquire_owned().await else {
+        return;
+    };
     let (node, rule) = (node.clone(), rule.clone());
     tokio::spawn(async move {
         let id = resource.resource_id.clone();
-        let ctx = WorkContext { node, collection: rule.collection.clone(), resource };
+        let ctx = WorkContext {
+            node,
+            collection: rule.collection.clone(),
+            resource,
+        };
         if let Err(e) = (rule.callback)(ctx).await {
             tracing::warn!(collection = %rule.collection, resource_id = %id, error = %e, "worker callback failed");
         }
-        rule.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        rule.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         drop(permit);
     });
 }
 
-async fn on_events(node: Node, rule: Arc<Rule>, mut sub: crate::Subscription, permits: Arc<Semaphore>, stop: CancellationToken) {
+async fn on_events(
+    node: Node,
+    rule: Arc<Rule>,
+    mut sub: crate::Subscription,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
     loop {
         let ev = tokio::select! {
             _ = stop.cancelled() => return,
             ev = sub.recv() => match ev { Some(e) => e, None => return },
         };
-        let Ok(ev) = serde_json::from_slice::<ResourceEvent>(&ev.payload) else { continue };
+        let Ok(ev) = serde_json::from_slice::<ResourceEvent>(&ev.payload) else {
+            continue;
+        };
         if ev.collection != rule.collection {
             continue;
         }
         if let Some(data) = ev.resource_data {
             if rule.filter.matches(&data) {
-                let r = Resource { resource_id: ev.resource_id, resource_data: data };
+                let r = Resource {
+                    resource_id: ev.resource_id,
+                    resource_data: data,
+                };
                 run(&node, &rule, r, &permits).await;
             }
         }
     }
 }
 
-async fn catch_up(node: Node, rule: Arc<Rule>, every: Duration, permits: Arc<Semaphore>, stop: CancellationToken) {
+async fn catch_up(
+    node: Node,
+    rule: Arc<Rule>,
+    every: Duration,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let q = ListQuery { filter: rule.filter_doc.clone(), limit: Some(crate::resources::MAX_LIST_LIMIT), ..ListQuery::default() };
+        let q = ListQuery {
+            filter: rule.filter_doc.clone(),
+            limit: Some(crate::resources::MAX_LIST_LIMIT),
+            ..ListQuery::default()
+        };
         match node.collection(&rule.collection).list(&q).await {
             Ok(page) => {
                 for r in page.items {
@@ -198,7 +250,9 @@ async fn catch_up(node: Node, rule: Arc<Rule>, every: Duration, permits: Arc<Sem
                 }
             }
             // The collection may not be discovered yet; the next tick retries.
-            Err(e) => tracing::debug!(collection = %rule.collection, error = %e, "worker catch-up failed"),
+            Err(e) => {
+                tracing::debug!(collection = %rule.collection, error = %e, "worker catch-up failed")
+            }
         }
     }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use zeroservices_core::medium::{Inbox, Medium};
 use zeroservices_core::testkit::{collection_conformance, medium_conformance};
-use zeroservices_core::{Collection, EmbeddedStore, MemoryCollection, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
+use zeroservices_core::{
+    Collection, EmbeddedStore, MemoryCollection, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_medium_passes_the_medium_suite() {

@@ -63,13 +63,19 @@ impl BasicAuth {
     }
     /// Adds a user with a password and grants such as `("power", "*")` or `("*", "get")`.
     pub fn user(mut self, name: &str, password: &str, grants: &[(&str, &str)]) -> BasicAuth {
-        let g = grants.iter().map(|(c, a)| (c.to_string(), a.to_string())).collect();
+        let g = grants
+            .iter()
+            .map(|(c, a)| (c.to_string(), a.to_string()))
+            .collect();
         self.users.insert(name.to_owned(), (password.to_owned(), g));
         self
     }
     /// Grants for callers without credentials, e.g. `[("*", "list"), ("*", "get")]`.
     pub fn anonymous(mut self, grants: &[(&str, &str)]) -> BasicAuth {
-        self.anonymous = grants.iter().map(|(c, a)| (c.to_string(), a.to_string())).collect();
+        self.anonymous = grants
+            .iter()
+            .map(|(c, a)| (c.to_string(), a.to_string()))
+            .collect();
         self
     }
 }
@@ -79,20 +85,29 @@ fn unauthorized(msg: &str) -> ApiError {
 }
 
 fn granted(grants: &[(String, String)], collection: &str, action: &str) -> bool {
-    grants.iter().any(|(c, a)| (c == "*" || c == collection) && (a == "*" || a == action))
+    grants
+        .iter()
+        .any(|(c, a)| (c == "*" || c == collection) && (a == "*" || a == action))
 }
 
 impl Auth for BasicAuth {
     fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
-        let Some(value) = authorization else { return Ok(Principal::Anonymous) };
+        let Some(value) = authorization else {
+            return Ok(Principal::Anonymous);
+        };
         let encoded = value.strip_prefix("Basic ").unwrap_or(value).trim();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|_| unauthorized("malformed Basic credentials"))?;
-        let text = String::from_utf8(decoded).map_err(|_| unauthorized("malformed Basic credentials"))?;
-        let (user, pass) = text.split_once(':').ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        let text =
+            String::from_utf8(decoded).map_err(|_| unauthorized("malformed Basic credentials"))?;
+        let (user, pass) = text
+            .split_once(':')
+            .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
         match self.users.get(user) {
-            Some((p, _)) if constant_time_eq(p.as_bytes(), pass.as_bytes()) => Ok(Principal::User(user.to_owned())),
+            Some((p, _)) if constant_time_eq(p.as_bytes(), pass.as_bytes()) => {
+                Ok(Principal::User(user.to_owned()))
+            }
             _ => Err(unauthorized("wrong user or password")),
         }
     }
@@ -107,7 +122,11 @@ impl Auth for BasicAuth {
         } else if *who == Principal::Anonymous {
             Err(unauthorized("credentials required"))
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("not allowed to {action} on {collection}")))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("not allowed to {action} on {collection}"),
+            ))
         }
     }
 }
@@ -120,9 +139,14 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Principal, ApiError> {
-        let header_value = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header_value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let token = parts.uri.query().and_then(|q| {
-            q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .map(str::to_owned)
         });
         st.auth.authenticate(header_value.or(token.as_deref()))
     }

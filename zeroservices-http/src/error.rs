@@ -18,7 +18,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with an explicit status.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code: code.to_owned(), message: message.into() }
+        ApiError {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
     }
 
     /// 400 with code `bad_request`.
@@ -59,7 +63,11 @@ impl From<Error> for ApiError {
             Error::PeerGone(_) | Error::Transport(_) => "unavailable".to_owned(),
             other => other.code().to_owned(),
         };
-        ApiError { status, code, message }
+        ApiError {
+            status,
+            code,
+            message,
+        }
     }
 }
 

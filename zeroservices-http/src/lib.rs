@@ -56,7 +56,11 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { cors_origins: Vec::new(), body_limit: 1024 * 1024, auth: Arc::new(AllowAll) }
+        HttpConfig {
+            cors_origins: Vec::new(),
+            body_limit: 1024 * 1024,
+            auth: Arc::new(AllowAll),
+        }
     }
 }
 
@@ -72,7 +76,12 @@ pub struct AppState {
 impl AppState {
     /// State for `node`; starts the realtime hub task, which ends when the node shuts down.
     pub fn new(node: Node, cfg: &HttpConfig) -> AppState {
-        let st = AppState { node: node.clone(), auth: cfg.auth.clone(), hub: Arc::new(realtime::Hub::new()), metrics: Arc::new(Metrics::default()) };
+        let st = AppState {
+            node: node.clone(),
+            auth: cfg.auth.clone(),
+            hub: Arc::new(realtime::Hub::new()),
+            metrics: Arc::new(Metrics::default()),
+        };
         let hub_state = st.clone();
         let token = node.shutdown_token();
         tokio::spawn(async move {
@@ -88,13 +97,26 @@ impl AppState {
 /// The router of an HTTP node (without a socket, so tests can call it directly).
 pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
     let cors = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(Any)
-        .expose_headers([axum::http::header::LOCATION, axum::http::HeaderName::from_static("x-total-count")]);
+        .expose_headers([
+            axum::http::header::LOCATION,
+            axum::http::HeaderName::from_static("x-total-count"),
+        ]);
     let cors = if cfg.cors_origins.is_empty() {
         cors.allow_origin(Any)
     } else {
-        let list: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        let list: Vec<HeaderValue> = cfg
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
         cors.allow_origin(AllowOrigin::list(list))
     };
     Router::new()
@@ -104,7 +126,13 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .route("/realtime", get(realtime::handler))
         .route("/{c}", get(rest::list).post(rest::create))
-        .route("/{c}/{id}", get(rest::resource).patch(rest::resource).delete(rest::resource).post(rest::resource))
+        .route(
+            "/{c}/{id}",
+            get(rest::resource)
+                .patch(rest::resource)
+                .delete(rest::resource)
+                .post(rest::resource),
+        )
         .route("/{c}/{id}/{action}", post(rest::resource_action))
         .fallback(rest::fallback)
         .with_state(st)
@@ -126,5 +154,7 @@ pub async fn serve(
     if let Some(extra) = extra {
         router = extra.merge(router);
     }
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 use crate::AppState;
 
-const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
 
 /// Counters behind `/metrics`.
 #[derive(Debug, Default)]
@@ -29,13 +31,24 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn observe_request(&self, collection: &str, action: &str, status: u16, took: Duration) {
+    pub(crate) fn observe_request(
+        &self,
+        collection: &str,
+        action: &str,
+        status: u16,
+        took: Duration,
+    ) {
         // Custom action names come from clients: bucket unknown ones to bound the label set.
         let action = match action {
             "list" | "create" | "get" | "patch" | "delete" | "add_link" => action,
             _ => "custom",
         };
-        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry((collection.to_owned(), action.to_owned(), status)).or_insert(0) += 1;
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((collection.to_owned(), action.to_owned(), status))
+            .or_insert(0) += 1;
         let secs = took.as_secs_f64();
         let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -83,20 +96,55 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         let _ = writeln!(out, "zeroservices_http_requests_total{{collection=\"{c}\",action=\"{a}\",status=\"{s}\"}} {n}");
     }
     let (buckets, count, sum) = *m.latency.lock().unwrap_or_else(|p| p.into_inner());
-    let _ = writeln!(out, "# HELP zeroservices_http_request_duration_seconds Resource request latency.");
-    let _ = writeln!(out, "# TYPE zeroservices_http_request_duration_seconds histogram");
+    let _ = writeln!(
+        out,
+        "# HELP zeroservices_http_request_duration_seconds Resource request latency."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE zeroservices_http_request_duration_seconds histogram"
+    );
     for (b, n) in BUCKETS.iter().zip(buckets) {
-        let _ = writeln!(out, "zeroservices_http_request_duration_seconds_bucket{{le=\"{b}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "zeroservices_http_request_duration_seconds_bucket{{le=\"{b}\"}} {n}"
+        );
     }
-    let _ = writeln!(out, "zeroservices_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(
+        out,
+        "zeroservices_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
     let _ = writeln!(out, "zeroservices_http_request_duration_seconds_sum {sum}");
-    let _ = writeln!(out, "zeroservices_http_request_duration_seconds_count {count}");
+    let _ = writeln!(
+        out,
+        "zeroservices_http_request_duration_seconds_count {count}"
+    );
     let gauges = [
-        ("zeroservices_websocket_connections", "gauge", m.ws_connections.load(Ordering::Relaxed).to_string()),
-        ("zeroservices_events_published_total", "counter", m.events_published.load(Ordering::Relaxed).to_string()),
-        ("zeroservices_events_delivered_total", "counter", m.events_delivered.load(Ordering::Relaxed).to_string()),
-        ("zeroservices_events_dropped_total", "counter", m.events_dropped.load(Ordering::Relaxed).to_string()),
-        ("zeroservices_known_peers", "gauge", st.node.directory().peers().len().to_string()),
+        (
+            "zeroservices_websocket_connections",
+            "gauge",
+            m.ws_connections.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zeroservices_events_published_total",
+            "counter",
+            m.events_published.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zeroservices_events_delivered_total",
+            "counter",
+            m.events_delivered.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zeroservices_events_dropped_total",
+            "counter",
+            m.events_dropped.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zeroservices_known_peers",
+            "gauge",
+            st.node.directory().peers().len().to_string(),
+        ),
     ];
     for (name, kind, v) in gauges {
         let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");

@@ -57,7 +57,10 @@ struct Replay {
 
 impl Hub {
     pub(crate) fn new() -> Hub {
-        Hub { tx: broadcast::channel(CONNECTION_QUEUE).0, replay: Mutex::new(Replay::default()) }
+        Hub {
+            tx: broadcast::channel(CONNECTION_QUEUE).0,
+            replay: Mutex::new(Replay::default()),
+        }
     }
 
     fn push(&self, ev: HubEvent) {
@@ -85,12 +88,19 @@ impl Hub {
 pub(crate) async fn run_hub(node: Node, st: AppState) {
     let mut sub = node.subscribe("*");
     while let Some(ev) = sub.recv().await {
-        let Ok(data) = serde_json::from_slice::<Value>(&ev.payload) else { continue };
-        st.metrics.events_published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(data) = serde_json::from_slice::<Value>(&ev.payload) else {
+            continue;
+        };
+        st.metrics
+            .events_published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let text = json!({"type": "event", "topic": &*ev.topic, "data": &data}).to_string();
         st.hub.push(HubEvent {
             topic: ev.topic.clone(),
-            node_id: data.get("node_id").and_then(Value::as_str).map(str::to_owned),
+            node_id: data
+                .get("node_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             seq: data.get("seq").and_then(Value::as_u64),
             text: Utf8Bytes::from(text),
         });
@@ -98,8 +108,13 @@ pub(crate) async fn run_hub(node: Node, st: AppState) {
 }
 
 /// `GET /realtime`.
-pub(crate) async fn handler(ws: WebSocketUpgrade, State(st): State<AppState>, who: Principal) -> Response {
-    ws.max_message_size(64 * 1024).on_upgrade(move |socket| connection(st, who, socket))
+pub(crate) async fn handler(
+    ws: WebSocketUpgrade,
+    State(st): State<AppState>,
+    who: Principal,
+) -> Response {
+    ws.max_message_size(64 * 1024)
+        .on_upgrade(move |socket| connection(st, who, socket))
 }
 
 #[derive(Deserialize)]
@@ -151,7 +166,13 @@ impl Conn {
     fn on_text(&mut self, text: &str) -> Vec<Utf8Bytes> {
         let msg: ClientMessage = match serde_json::from_str(text) {
             Ok(m) => m,
-            Err(e) => return vec![error_msg("bad_request", &format!("unknown or malformed message: {e}")).into()],
+            Err(e) => {
+                return vec![error_msg(
+                    "bad_request",
+                    &format!("unknown or malformed message: {e}"),
+                )
+                .into()]
+            }
         };
         match msg {
             ClientMessage::Ping => vec![json!({"type": "pong"}).to_string().into()],
@@ -164,17 +185,34 @@ impl Conn {
             },
             ClientMessage::Unsubscribe { topics } => {
                 self.topics.retain(|t| !topics.contains(t));
-                vec![json!({"type": "unsubscribed", "topics": topics}).to_string().into()]
+                vec![json!({"type": "unsubscribed", "topics": topics})
+                    .to_string()
+                    .into()]
             }
             ClientMessage::Subscribe { topics, since } => {
                 for t in &topics {
-                    let collection = if t == "*" || t.is_empty() { "*" } else { t.split('.').next().unwrap_or("*") };
+                    let collection = if t == "*" || t.is_empty() {
+                        "*"
+                    } else {
+                        t.split('.').next().unwrap_or("*")
+                    };
                     if let Err(e) = self.st.auth.authorize(&self.who, collection, "subscribe") {
-                        let code = if e.status().as_u16() == 401 { "unauthorized" } else { "forbidden" };
-                        return vec![error_msg(code, &format!("not allowed to subscribe to {t:?}")).into()];
+                        let code = if e.status().as_u16() == 401 {
+                            "unauthorized"
+                        } else {
+                            "forbidden"
+                        };
+                        return vec![error_msg(
+                            code,
+                            &format!("not allowed to subscribe to {t:?}"),
+                        )
+                        .into()];
                     }
                 }
-                let mut out: Vec<Utf8Bytes> = vec![json!({"type": "subscribed", "topics": &topics}).to_string().into()];
+                let mut out: Vec<Utf8Bytes> =
+                    vec![json!({"type": "subscribed", "topics": &topics})
+                        .to_string()
+                        .into()];
                 let new_topics = topics.clone();
                 for t in topics {
                     if !self.topics.contains(&t) {
@@ -186,17 +224,27 @@ impl Conn {
                 }
                 let (snapshot, evicted) = {
                     let r = self.st.hub.replay.lock().unwrap_or_else(|p| p.into_inner());
-                    (r.events.iter().cloned().collect::<Vec<_>>(), r.evicted.clone())
+                    (
+                        r.events.iter().cloned().collect::<Vec<_>>(),
+                        r.evicted.clone(),
+                    )
                 };
                 for (node_id, seq) in &since {
                     if evicted.get(node_id).is_some_and(|e| e > seq) {
-                        out.push(json!({"type": "resync", "node_id": node_id, "reason": "gap"}).to_string().into());
+                        out.push(
+                            json!({"type": "resync", "node_id": node_id, "reason": "gap"})
+                                .to_string()
+                                .into(),
+                        );
                     }
                     self.last.insert(node_id.clone(), *seq);
                 }
                 for ev in snapshot {
                     let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
-                    if from_resumed && new_topics.iter().any(|t| topic_matches(t, &ev.topic)) && self.wants(&ev) {
+                    if from_resumed
+                        && new_topics.iter().any(|t| topic_matches(t, &ev.topic))
+                        && self.wants(&ev)
+                    {
                         self.note(&ev);
                         out.push(ev.text.clone());
                     }
@@ -209,11 +257,18 @@ impl Conn {
 
 async fn connection(st: AppState, who: Principal, socket: WebSocket) {
     let metrics = st.metrics.clone();
-    metrics.ws_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .ws_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut rx = st.hub.tx.subscribe();
     let shutdown = st.node.shutdown_token();
     let (mut sink, mut stream) = socket.split();
-    let mut conn = Conn { st, who, topics: Vec::new(), last: HashMap::new() };
+    let mut conn = Conn {
+        st,
+        who,
+        topics: Vec::new(),
+        last: HashMap::new(),
+    };
     loop {
         let outgoing: Vec<Utf8Bytes> = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -251,5 +306,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
             break;
         }
     }
-    metrics.ws_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .ws_connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }

@@ -28,14 +28,19 @@ fn path_error(e: PathRejection) -> ApiError {
 
 fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "request body too large",
+        )
     } else {
         ApiError::bad_request(format!("cannot read body: {}", e.body_text()))
     }
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 fn check_segment(s: &str) -> Result<(), ApiError> {
@@ -44,7 +49,11 @@ fn check_segment(s: &str) -> Result<(), ApiError> {
 
 impl AppState {
     /// Runs a resource request with authorization and metrics.
-    pub(crate) async fn call(&self, who: &Principal, req: ResourceRequest) -> Result<Value, ApiError> {
+    pub(crate) async fn call(
+        &self,
+        who: &Principal,
+        req: ResourceRequest,
+    ) -> Result<Value, ApiError> {
         self.auth.authorize(who, &req.collection, &req.action)?;
         let start = Instant::now();
         let (collection, action) = (req.collection.clone(), req.action.clone());
@@ -53,7 +62,8 @@ impl AppState {
             Ok(_) => 200,
             Err(e) => e.status().as_u16(),
         };
-        self.metrics.observe_request(&collection, &action, status, start.elapsed());
+        self.metrics
+            .observe_request(&collection, &action, status, start.elapsed());
         res
     }
 }
@@ -61,7 +71,9 @@ impl AppState {
 /// `GET /`: collections and nodes.
 pub(crate) async fn index(State(st): State<AppState>) -> Json<Value> {
     let me = st.node.announcement();
-    let mut nodes = vec![json!({"name": me.name, "node_id": me.node_id, "node_type": me.node_type, "collections": me.collections})];
+    let mut nodes = vec![
+        json!({"name": me.name, "node_id": me.node_id, "node_type": me.node_type, "collections": me.collections}),
+    ];
     let mut collections: Vec<String> = me.collections.clone();
     for p in st.node.directory().peers() {
         let a = p.announcement;
@@ -82,10 +94,15 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let Path(c) = path.map_err(path_error)?;
     check_segment(&c)?;
-    let Query(params) = query.map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
-    let mut q = ListQuery { limit: Some(DEFAULT_LIMIT), ..ListQuery::default() };
+    let Query(params) = query
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let mut q = ListQuery {
+        limit: Some(DEFAULT_LIMIT),
+        ..ListQuery::default()
+    };
     if let Some(w) = params.get("where") {
-        q.filter = serde_json::from_str(w).map_err(|e| ApiError::bad_request(format!("where is not JSON: {e}")))?;
+        q.filter = serde_json::from_str(w)
+            .map_err(|e| ApiError::bad_request(format!("where is not JSON: {e}")))?;
         if !q.filter.is_object() {
             return Err(ApiError::bad_request("where must be a JSON object"));
         }
@@ -98,18 +115,28 @@ pub(crate) async fn list(
         q.fields = Projection::parse(f)?;
     }
     if let Some(s) = params.get("skip") {
-        q.skip = s.parse().map_err(|_| ApiError::bad_request("skip must be an integer >= 0"))?;
+        q.skip = s
+            .parse()
+            .map_err(|_| ApiError::bad_request("skip must be an integer >= 0"))?;
     }
     if let Some(l) = params.get("limit") {
-        let l: u64 = l.parse().map_err(|_| ApiError::bad_request("limit must be an integer"))?;
+        let l: u64 = l
+            .parse()
+            .map_err(|_| ApiError::bad_request("limit must be an integer"))?;
         if l > MAX_LIST_LIMIT {
-            return Err(ApiError::bad_request(format!("limit must be at most {MAX_LIST_LIMIT}")));
+            return Err(ApiError::bad_request(format!(
+                "limit must be at most {MAX_LIST_LIMIT}"
+            )));
         }
         q.limit = Some(l);
     }
-    let args = serde_json::to_value(&q).map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
-    let page: ListPage = serde_json::from_value(st.call(&who, ResourceRequest::new(&c, "list", args)).await?)
+    let args = serde_json::to_value(&q)
         .map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
+    let page: ListPage = serde_json::from_value(
+        st.call(&who, ResourceRequest::new(&c, "list", args))
+            .await?,
+    )
+    .map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
     let mut headers = HeaderMap::new();
     headers.insert("x-total-count", HeaderValue::from(page.total));
     Ok((headers, Json(page.items)).into_response())
@@ -123,9 +150,14 @@ fn create_args(body: Value) -> Result<(Option<String>, Value), ApiError> {
     };
     let envelope = obj.get("resource_data").is_some_and(Value::is_object)
         && obj.get("resource_id").is_none_or(Value::is_string)
-        && obj.keys().all(|k| k == "resource_data" || k == "resource_id");
+        && obj
+            .keys()
+            .all(|k| k == "resource_data" || k == "resource_id");
     if envelope {
-        let id = obj.get("resource_id").and_then(Value::as_str).map(str::to_owned);
+        let id = obj
+            .get("resource_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let data = obj.get("resource_data").cloned().unwrap_or_default();
         Ok((id, data))
     } else {
@@ -150,8 +182,11 @@ pub(crate) async fn create(
     if let Some(id) = id {
         args["resource_id"] = json!(id);
     }
-    let v = st.call(&who, ResourceRequest::new(&c, "create", args)).await?;
-    let r: Resource = serde_json::from_value(v).map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
+    let v = st
+        .call(&who, ResourceRequest::new(&c, "create", args))
+        .await?;
+    let r: Resource = serde_json::from_value(v)
+        .map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
     let location = format!("/{}/{}", percent(&c), percent(&r.resource_id));
     let mut headers = HeaderMap::new();
     if let Ok(h) = HeaderValue::from_str(&location) {
@@ -186,23 +221,46 @@ pub(crate) async fn resource(
     check_segment(&id)?;
     let body = body.map_err(body_error)?;
     match method {
-        Method::GET => Ok(Json(st.call(&who, ResourceRequest::new(&c, "get", Value::Null).on(&id)).await?).into_response()),
+        Method::GET => Ok(Json(
+            st.call(&who, ResourceRequest::new(&c, "get", Value::Null).on(&id))
+                .await?,
+        )
+        .into_response()),
         Method::PATCH => {
             let patch = parse_json(&body)?;
             if !patch.is_object() {
                 return Err(ApiError::bad_request("the patch must be a JSON object"));
             }
-            Ok(Json(st.call(&who, ResourceRequest::new(&c, "patch", json!({"patch": patch})).on(&id)).await?).into_response())
+            Ok(Json(
+                st.call(
+                    &who,
+                    ResourceRequest::new(&c, "patch", json!({"patch": patch})).on(&id),
+                )
+                .await?,
+            )
+            .into_response())
         }
         Method::DELETE => {
-            st.call(&who, ResourceRequest::new(&c, "delete", Value::Null).on(&id)).await?;
+            st.call(
+                &who,
+                ResourceRequest::new(&c, "delete", Value::Null).on(&id),
+            )
+            .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Method::POST => {
-            let args = if body.is_empty() { json!({}) } else { parse_json(&body)? };
+            let args = if body.is_empty() {
+                json!({})
+            } else {
+                parse_json(&body)?
+            };
             Ok(Json(st.call(&who, ResourceRequest::new(&c, &id, args)).await?).into_response())
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")),
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        )),
     }
 }
 
@@ -218,8 +276,16 @@ pub(crate) async fn resource_action(
         check_segment(s)?;
     }
     let body = body.map_err(body_error)?;
-    let args = if body.is_empty() { json!({}) } else { parse_json(&body)? };
-    Ok(Json(st.call(&who, ResourceRequest::new(&c, &action, args).on(&id)).await?).into_response())
+    let args = if body.is_empty() {
+        json!({})
+    } else {
+        parse_json(&body)?
+    };
+    Ok(Json(
+        st.call(&who, ResourceRequest::new(&c, &action, args).on(&id))
+            .await?,
+    )
+    .into_response())
 }
 
 /// Anything else.
@@ -233,8 +299,14 @@ mod tests {
 
     #[test]
     fn envelope_only_when_exactly_its_keys() {
-        assert_eq!(create_args(json!({"resource_id": "a", "resource_data": {"v": 1}})).unwrap(), (Some("a".into()), json!({"v": 1})));
-        assert_eq!(create_args(json!({"resource_data": {"v": 1}})).unwrap(), (None, json!({"v": 1})));
+        assert_eq!(
+            create_args(json!({"resource_id": "a", "resource_data": {"v": 1}})).unwrap(),
+            (Some("a".into()), json!({"v": 1}))
+        );
+        assert_eq!(
+            create_args(json!({"resource_data": {"v": 1}})).unwrap(),
+            (None, json!({"v": 1}))
+        );
         let other = json!({"resource_data": {"v": 1}, "x": 2});
         assert_eq!(create_args(other.clone()).unwrap(), (None, other));
         let not_obj = json!({"resource_data": 5});

@@ -26,7 +26,9 @@ pub struct StaticDiscovery {
 impl StaticDiscovery {
     /// Discovery seeded with these ROUTER endpoints.
     pub fn new(seeds: impl IntoIterator<Item = impl Into<String>>) -> StaticDiscovery {
-        StaticDiscovery { seeds: seeds.into_iter().map(Into::into).collect() }
+        StaticDiscovery {
+            seeds: seeds.into_iter().map(Into::into).collect(),
+        }
     }
 }
 
@@ -61,14 +63,22 @@ impl Discovery for StaticDiscovery {
                 async move { (ep.clone(), c.request(kind::ANNOUNCE, body, timeout).await) }
             });
             for (ep, res) in futures::future::join_all(calls).await {
-                let reply = res.and_then(|b| decode_reply(&b)).and_then(|v| {
-                    serde_json::from_value::<AnnounceReply>(v).map_err(Into::into)
-                });
+                let reply = res
+                    .and_then(|b| decode_reply(&b))
+                    .and_then(|v| serde_json::from_value::<AnnounceReply>(v).map_err(Into::into));
                 match reply {
                     Ok(r) => {
-                        let mut heard = vec![Heard { announcement: r.node, source: None, direct: true }];
+                        let mut heard = vec![Heard {
+                            announcement: r.node,
+                            source: None,
+                            direct: true,
+                        }];
                         heard.extend(r.peers.into_iter().filter(|p| p.node_id != me.node_id).map(
-                            |p| Heard { announcement: p, source: None, direct: false },
+                            |p| Heard {
+                                announcement: p,
+                                source: None,
+                                direct: false,
+                            },
                         ));
                         for h in heard {
                             if ctx.heard.send(h).await.is_err() {
@@ -76,7 +86,9 @@ impl Discovery for StaticDiscovery {
                             }
                         }
                     }
-                    Err(e) => tracing::debug!(endpoint = %ep, error = %e, "static discovery: no answer"),
+                    Err(e) => {
+                        tracing::debug!(endpoint = %ep, error = %e, "static discovery: no answer")
+                    }
                 }
             }
         }
@@ -84,7 +96,9 @@ impl Discovery for StaticDiscovery {
         let mut bye = ctx.me.borrow().clone();
         bye.kind = AnnounceKind::Bye;
         let body = bye.encode();
-        let calls = clients.values().map(|c| c.request(kind::ANNOUNCE, body.clone(), Duration::from_millis(300)));
+        let calls = clients
+            .values()
+            .map(|c| c.request(kind::ANNOUNCE, body.clone(), Duration::from_millis(300)));
         let _ = futures::future::join_all(calls).await;
         Ok(())
     }

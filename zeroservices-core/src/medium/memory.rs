@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Event, Inbox, InboundRequest, Incoming, Medium, Replier, INBOX_CAPACITY};
+use super::{Event, InboundRequest, Inbox, Incoming, Medium, Replier, INBOX_CAPACITY};
 use crate::error::{Error, Result};
 use crate::protocol::{topic_matches, Endpoints};
 
@@ -63,19 +63,36 @@ impl MemoryMedium {
         let me = format!("mem://{}", net.next.fetch_add(1, Ordering::Relaxed));
         net.lock().slots.insert(
             me.clone(),
-            Slot { inbox: tx, prefixes: Vec::new(), subscribers: HashSet::new() },
+            Slot {
+                inbox: tx,
+                prefixes: Vec::new(),
+                subscribers: HashSet::new(),
+            },
         );
-        (MemoryMedium { net: net.clone(), me, peers: Mutex::new(HashMap::new()) }, rx)
+        (
+            MemoryMedium {
+                net: net.clone(),
+                me,
+                peers: Mutex::new(HashMap::new()),
+            },
+            rx,
+        )
     }
 
     fn peer_endpoint(&self, node_id: &str) -> Result<String> {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers.get(node_id).cloned().ok_or_else(|| Error::PeerGone(node_id.to_owned()))
+        peers
+            .get(node_id)
+            .cloned()
+            .ok_or_else(|| Error::PeerGone(node_id.to_owned()))
     }
 
     fn inbox_of(&self, endpoint: &str, node_id: &str) -> Result<mpsc::Sender<Incoming>> {
         let net = self.net.lock();
-        let slot = net.slots.get(endpoint).ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
+        let slot = net
+            .slots
+            .get(endpoint)
+            .ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
         Ok(slot.inbox.clone())
     }
 }
@@ -93,7 +110,10 @@ impl Drop for MemoryMedium {
 #[async_trait]
 impl Medium for MemoryMedium {
     fn endpoints(&self) -> Endpoints {
-        Endpoints { request: self.me.clone(), publish: self.me.clone() }
+        Endpoints {
+            request: self.me.clone(),
+            publish: self.me.clone(),
+        }
     }
 
     async fn connect_peer(&self, node_id: &str, endpoints: &Endpoints) -> Result<()> {
@@ -112,7 +132,11 @@ impl Medium for MemoryMedium {
     }
 
     async fn disconnect_peer(&self, node_id: &str) {
-        let endpoint = self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(node_id);
+        let endpoint = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node_id);
         if let Some(ep) = endpoint {
             if let Some(slot) = self.net.lock().slots.get_mut(&ep) {
                 slot.subscribers.remove(&self.me);
@@ -129,24 +153,42 @@ impl Medium for MemoryMedium {
     ) -> Result<Bytes> {
         let inbox = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
         let (reply, rx) = Replier::new();
-        let req = InboundRequest { kind: kind.to_owned(), body, reply: Some(reply) };
+        let req = InboundRequest {
+            kind: kind.to_owned(),
+            body,
+            reply: Some(reply),
+        };
         let exchange = async {
-            inbox.send(Incoming::Request(req)).await.map_err(|_| Error::PeerGone(node_id.into()))?;
+            inbox
+                .send(Incoming::Request(req))
+                .await
+                .map_err(|_| Error::PeerGone(node_id.into()))?;
             rx.await.map_err(|_| Error::PeerGone(node_id.to_owned()))
         };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| Error::Timeout(timeout))?
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
     }
 
     async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {
         let inbox = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
-        let req = InboundRequest { kind: kind.to_owned(), body, reply: None };
-        inbox.send(Incoming::Request(req)).await.map_err(|_| Error::PeerGone(node_id.to_owned()))
+        let req = InboundRequest {
+            kind: kind.to_owned(),
+            body,
+            reply: None,
+        };
+        inbox
+            .send(Incoming::Request(req))
+            .await
+            .map_err(|_| Error::PeerGone(node_id.to_owned()))
     }
 
     async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
         let targets: Vec<mpsc::Sender<Incoming>> = {
             let net = self.net.lock();
-            let Some(me) = net.slots.get(&self.me) else { return Err(Error::Shutdown) };
+            let Some(me) = net.slots.get(&self.me) else {
+                return Err(Error::Shutdown);
+            };
             me.subscribers
                 .iter()
                 .filter_map(|ep| net.slots.get(ep))
@@ -154,7 +196,10 @@ impl Medium for MemoryMedium {
                 .map(|s| s.inbox.clone())
                 .collect()
         };
-        let event = Event { topic: Arc::from(topic), payload };
+        let event = Event {
+            topic: Arc::from(topic),
+            payload,
+        };
         for inbox in targets {
             // Like a ZeroMQ PUB socket: a subscriber whose queue is full misses the event.
             if inbox.try_send(Incoming::Event(event.clone())).is_err() {

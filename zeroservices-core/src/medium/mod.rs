@@ -10,8 +10,8 @@ mod memory;
 mod zmq;
 
 pub use self::memory::{MemoryMedium, MemoryNetwork};
-pub use self::zmq::{ZmqConfig, ZmqMedium};
 pub(crate) use self::zmq::DealerClient;
+pub use self::zmq::{ZmqConfig, ZmqMedium};
 
 use std::fmt;
 use std::sync::Arc;
@@ -109,8 +109,13 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
     async fn disconnect_peer(&self, node_id: &str);
 
     /// Sends a request and waits for the encoded reply body, at most `timeout`.
-    async fn request(&self, node_id: &str, kind: &str, body: Bytes, timeout: Duration)
-        -> Result<Bytes>;
+    async fn request(
+        &self,
+        node_id: &str,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes>;
 
     /// Sends a one-way message.
     async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()>;

@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use zeromq::{Endpoint, Socket, SocketRecv, SocketSend, ZmqMessage};
 
-use super::{Event, Inbox, InboundRequest, Incoming, Medium, Replier, INBOX_CAPACITY};
+use super::{Event, InboundRequest, Inbox, Incoming, Medium, Replier, INBOX_CAPACITY};
 use crate::error::{Error, Result};
 use crate::protocol::{encode_reply, kind, Endpoints, MAX_BODY_BYTES};
 use crate::task::TaskGuard;
@@ -66,7 +66,10 @@ impl Default for ZmqConfig {
 impl ZmqConfig {
     /// Binds on 127.0.0.1 with random ports: for tests and single-host use.
     pub fn loopback() -> ZmqConfig {
-        ZmqConfig { bind: IpAddr::V4(Ipv4Addr::LOCALHOST), ..ZmqConfig::default() }
+        ZmqConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ..ZmqConfig::default()
+        }
     }
 }
 
@@ -109,9 +112,13 @@ impl ZmqMedium {
             IpAddr::V4(ip) => ip.to_string(),
         };
         let mut router = zeromq::RouterSocket::new();
-        let rep = router.bind(&format!("tcp://{host}:{}", cfg.router_port)).await?;
+        let rep = router
+            .bind(&format!("tcp://{host}:{}", cfg.router_port))
+            .await?;
         let mut publisher = zeromq::PubSocket::new();
-        let pep = publisher.bind(&format!("tcp://{host}:{}", cfg.pub_port)).await?;
+        let pep = publisher
+            .bind(&format!("tcp://{host}:{}", cfg.pub_port))
+            .await?;
         let shown = cfg.advertise.clone().unwrap_or(host);
         let endpoints = Endpoints {
             request: format!("tcp://{shown}:{}", tcp_port(&rep)?),
@@ -135,7 +142,9 @@ impl ZmqMedium {
 
     fn dealer_for(&self, node_id: &str) -> Result<Arc<DealerClient>> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = peers.get_mut(node_id).ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
+        let conn = peers
+            .get_mut(node_id)
+            .ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
         match &conn.dealer {
             Some(d) if d.is_alive() => Ok(d.clone()),
             _ => {
@@ -164,13 +173,24 @@ impl Medium for ZmqMedium {
             self.prefixes.subscribe(),
             self.inbox.clone(),
         ));
-        let conn = PeerConn { endpoints: endpoints.clone(), dealer: None, _sub: sub };
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(node_id.to_owned(), conn);
+        let conn = PeerConn {
+            endpoints: endpoints.clone(),
+            dealer: None,
+            _sub: sub,
+        };
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id.to_owned(), conn);
         Ok(())
     }
 
     async fn disconnect_peer(&self, node_id: &str) {
-        let gone = self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(node_id);
+        let gone = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node_id);
         drop(gone);
     }
 
@@ -189,7 +209,10 @@ impl Medium for ZmqMedium {
     }
 
     async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
-        self.pub_tx.send((Arc::from(topic), payload)).await.map_err(|_| Error::Shutdown)
+        self.pub_tx
+            .send((Arc::from(topic), payload))
+            .await
+            .map_err(|_| Error::Shutdown)
     }
 
     fn set_subscriptions(&self, prefixes: Vec<String>) {
@@ -202,7 +225,9 @@ async fn guarded_recv<S: SocketRecv + Send>(sock: &mut S) -> Result<ZmqMessage> 
     match AssertUnwindSafe(sock.recv()).catch_unwind().await {
         Ok(Ok(m)) => Ok(m),
         Ok(Err(e)) => Err(Error::Transport(e.to_string())),
-        Err(_) => Err(Error::Transport("zeromq receive loop panicked (unexpected frame)".into())),
+        Err(_) => Err(Error::Transport(
+            "zeromq receive loop panicked (unexpected frame)".into(),
+        )),
     }
 }
 
@@ -257,8 +282,16 @@ async fn router_task(mut router: zeromq::RouterSocket, inbox: mpsc::Sender<Incom
 
 enum Classified {
     Drop(&'static str),
-    Immediate { ident: Bytes, rid: Bytes, body: Bytes },
-    Deliver { ident: Bytes, rid: Option<Bytes>, req: (String, Bytes) },
+    Immediate {
+        ident: Bytes,
+        rid: Bytes,
+        body: Bytes,
+    },
+    Deliver {
+        ident: Bytes,
+        rid: Option<Bytes>,
+        req: (String, Bytes),
+    },
 }
 
 /// Decides what to do with one ROUTER message `[identity, request_id, kind, body]`.
@@ -287,10 +320,16 @@ fn classify(frames: Vec<Bytes>) -> Classified {
             rid,
             body: encode_reply(&Ok(serde_json::json!({}))),
         },
-        kind::NOTIFY => Classified::Deliver { ident, rid: None, req: (kind_str.to_owned(), body) },
-        kind::REQUEST | kind::RESOURCE | kind::ANNOUNCE => {
-            Classified::Deliver { ident, rid: Some(rid), req: (kind_str.to_owned(), body) }
-        }
+        kind::NOTIFY => Classified::Deliver {
+            ident,
+            rid: None,
+            req: (kind_str.to_owned(), body),
+        },
+        kind::REQUEST | kind::RESOURCE | kind::ANNOUNCE => Classified::Deliver {
+            ident,
+            rid: Some(rid),
+            req: (kind_str.to_owned(), body),
+        },
         kind::REPLY => Classified::Drop("unsolicited reply"),
         other => {
             tracing::warn!(kind = other, "router: unknown message type");
@@ -311,7 +350,10 @@ async fn send_reply(router: &mut zeromq::RouterSocket, ident: Bytes, rid: Bytes,
     }
 }
 
-async fn publisher_task(mut publisher: zeromq::PubSocket, mut rx: mpsc::Receiver<(Arc<str>, Bytes)>) {
+async fn publisher_task(
+    mut publisher: zeromq::PubSocket,
+    mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
+) {
     while let Some((topic, payload)) = rx.recv().await {
         let mut msg = ZmqMessage::from(Bytes::copy_from_slice(topic.as_bytes()));
         msg.push_back(payload);
@@ -337,8 +379,11 @@ async fn subscriber_task(
     inbox: mpsc::Sender<Incoming>,
 ) {
     let mut sock = zeromq::SubSocket::new();
-    let mut current: BTreeSet<String> =
-        prefixes.borrow_and_update().iter().map(|p| zmq_prefix(p).to_owned()).collect();
+    let mut current: BTreeSet<String> = prefixes
+        .borrow_and_update()
+        .iter()
+        .map(|p| zmq_prefix(p).to_owned())
+        .collect();
     for p in &current {
         // Before connect this only records the subscription; it is sent in the handshake.
         let _ = sock.subscribe(p).await;
@@ -347,7 +392,10 @@ async fn subscriber_task(
     // peer is forgotten (which aborts this task).
     let mut delay = Duration::from_millis(50);
     loop {
-        match AssertUnwindSafe(sock.connect(&endpoint)).catch_unwind().await {
+        match AssertUnwindSafe(sock.connect(&endpoint))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(())) => break,
             Ok(Err(e)) => tracing::debug!(%node_id, error = %e, "sub: connect failed, retrying"),
             Err(_) => tracing::warn!(%node_id, "sub: connect panicked, retrying"),
@@ -401,7 +449,11 @@ async fn subscriber_task(
 }
 
 enum DealerCmd {
-    Request { kind: String, body: Bytes, reply: Option<oneshot::Sender<Result<Bytes>>> },
+    Request {
+        kind: String,
+        body: Bytes,
+        reply: Option<oneshot::Sender<Result<Bytes>>>,
+    },
 }
 
 /// A connection to one peer's ROUTER, shared by every request to that peer. Requests are
@@ -420,7 +472,11 @@ impl DealerClient {
     pub(crate) fn spawn(endpoint: String, connect_timeout: Duration) -> DealerClient {
         let (tx, rx) = mpsc::channel(DEALER_QUEUE);
         let task = TaskGuard::spawn(dealer_task(endpoint.clone(), connect_timeout, rx));
-        DealerClient { endpoint, tx, _task: task }
+        DealerClient {
+            endpoint,
+            tx,
+            _task: task,
+        }
     }
 
     /// False once the connection failed or broke.
@@ -429,24 +485,50 @@ impl DealerClient {
     }
 
     /// Sends a request and waits for its reply body, at most `timeout`.
-    pub(crate) async fn request(&self, kind: &str, body: Bytes, timeout: Duration) -> Result<Bytes> {
+    pub(crate) async fn request(
+        &self,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
         let (tx, rx) = oneshot::channel();
-        let cmd = DealerCmd::Request { kind: kind.to_owned(), body, reply: Some(tx) };
-        let exchange = async {
-            self.tx.send(cmd).await.map_err(|_| Error::PeerGone(self.endpoint.clone()))?;
-            rx.await.map_err(|_| Error::PeerGone(self.endpoint.clone()))?
+        let cmd = DealerCmd::Request {
+            kind: kind.to_owned(),
+            body,
+            reply: Some(tx),
         };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| Error::Timeout(timeout))?
+        let exchange = async {
+            self.tx
+                .send(cmd)
+                .await
+                .map_err(|_| Error::PeerGone(self.endpoint.clone()))?;
+            rx.await
+                .map_err(|_| Error::PeerGone(self.endpoint.clone()))?
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
     }
 
     /// Sends a one-way message.
     pub(crate) async fn notify(&self, kind: &str, body: Bytes) -> Result<()> {
-        let cmd = DealerCmd::Request { kind: kind.to_owned(), body, reply: None };
-        self.tx.send(cmd).await.map_err(|_| Error::PeerGone(self.endpoint.clone()))
+        let cmd = DealerCmd::Request {
+            kind: kind.to_owned(),
+            body,
+            reply: None,
+        };
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| Error::PeerGone(self.endpoint.clone()))
     }
 }
 
-async fn dealer_task(endpoint: String, connect_timeout: Duration, mut rx: mpsc::Receiver<DealerCmd>) {
+async fn dealer_task(
+    endpoint: String,
+    connect_timeout: Duration,
+    mut rx: mpsc::Receiver<DealerCmd>,
+) {
     let mut sock = zeromq::DealerSocket::new();
     let connected = tokio::time::timeout(
         connect_timeout,

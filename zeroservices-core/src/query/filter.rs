@@ -67,7 +67,9 @@ fn parse_doc(doc: &Value, depth: usize) -> Result<Node> {
     if depth > MAX_DEPTH {
         return Err(bad("filter nested too deeply"));
     }
-    let obj = doc.as_object().ok_or_else(|| bad("a filter must be a JSON object"))?;
+    let obj = doc
+        .as_object()
+        .ok_or_else(|| bad("a filter must be a JSON object"))?;
     let mut parts = Vec::new();
     for (k, v) in obj {
         let node = match k.as_str() {
@@ -76,7 +78,10 @@ fn parse_doc(doc: &Value, depth: usize) -> Result<Node> {
                     .as_array()
                     .filter(|a| !a.is_empty())
                     .ok_or_else(|| bad(format!("{k} takes a non-empty array of filters")))?;
-                let subs = items.iter().map(|i| parse_doc(i, depth + 1)).collect::<Result<Vec<_>>>()?;
+                let subs = items
+                    .iter()
+                    .map(|i| parse_doc(i, depth + 1))
+                    .collect::<Result<Vec<_>>>()?;
                 match k.as_str() {
                     "$and" => Node::And(subs),
                     "$or" => Node::Or(subs),
@@ -102,11 +107,16 @@ fn parse_doc(doc: &Value, depth: usize) -> Result<Node> {
         };
         parts.push(node);
     }
-    Ok(if parts.len() == 1 { parts.remove(0) } else { Node::And(parts) })
+    Ok(if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Node::And(parts)
+    })
 }
 
 fn is_operator_doc(v: &Value) -> bool {
-    v.as_object().is_some_and(|o| !o.is_empty() && o.keys().all(|k| k.starts_with('$')))
+    v.as_object()
+        .is_some_and(|o| !o.is_empty() && o.keys().all(|k| k.starts_with('$')))
 }
 
 fn parse_conds(v: &Value, depth: usize) -> Result<Vec<Cond>> {
@@ -118,8 +128,13 @@ fn parse_conds(v: &Value, depth: usize) -> Result<Vec<Cond>> {
         }
         return Ok(vec![Cond::Eq(v.clone())]);
     }
-    let obj = v.as_object().ok_or_else(|| bad("condition must be an object"))?;
-    let options = obj.get("$options").map(|o| o.as_str().ok_or_else(|| bad("$options takes a string"))).transpose()?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("condition must be an object"))?;
+    let options = obj
+        .get("$options")
+        .map(|o| o.as_str().ok_or_else(|| bad("$options takes a string")))
+        .transpose()?;
     let mut conds = Vec::new();
     for (op, arg) in obj {
         let c = match op.as_str() {
@@ -130,20 +145,38 @@ fn parse_conds(v: &Value, depth: usize) -> Result<Vec<Cond>> {
             "$lt" => Cond::Cmp(Ordering::Less, false, arg.clone()),
             "$lte" => Cond::Cmp(Ordering::Less, true, arg.clone()),
             "$in" | "$nin" => {
-                let list = arg.as_array().ok_or_else(|| bad(format!("{op} takes an array")))?.clone();
-                if op == "$in" { Cond::In(list) } else { Cond::Nin(list) }
+                let list = arg
+                    .as_array()
+                    .ok_or_else(|| bad(format!("{op} takes an array")))?
+                    .clone();
+                if op == "$in" {
+                    Cond::In(list)
+                } else {
+                    Cond::Nin(list)
+                }
             }
-            "$exists" => Cond::Exists(arg.as_bool().ok_or_else(|| bad("$exists takes a boolean"))?),
+            "$exists" => Cond::Exists(
+                arg.as_bool()
+                    .ok_or_else(|| bad("$exists takes a boolean"))?,
+            ),
             "$regex" => {
                 let pattern = arg.as_str().ok_or_else(|| bad("$regex takes a string"))?;
                 let mut b = RegexBuilder::new(pattern);
                 b.size_limit(1 << 20);
                 for flag in options.unwrap_or("").chars() {
                     match flag {
-                        'i' => { b.case_insensitive(true); }
-                        'm' => { b.multi_line(true); }
-                        's' => { b.dot_matches_new_line(true); }
-                        'x' => { b.ignore_whitespace(true); }
+                        'i' => {
+                            b.case_insensitive(true);
+                        }
+                        'm' => {
+                            b.multi_line(true);
+                        }
+                        's' => {
+                            b.dot_matches_new_line(true);
+                        }
+                        'x' => {
+                            b.ignore_whitespace(true);
+                        }
                         f => return Err(bad(format!("unknown $regex option {f:?}"))),
                     }
                 }
@@ -183,7 +216,9 @@ fn eval(node: &Node, data: &Value) -> bool {
 
 /// Candidates of a path: each found value, plus the elements of found arrays.
 fn any_candidate(found: &[&Value], f: impl Fn(&Value) -> bool) -> bool {
-    found.iter().any(|v| f(v) || v.as_array().is_some_and(|a| a.iter().any(&f)))
+    found
+        .iter()
+        .any(|v| f(v) || v.as_array().is_some_and(|a| a.iter().any(&f)))
 }
 
 fn eq_matches(found: &[&Value], want: &Value) -> bool {
@@ -196,7 +231,9 @@ fn eq_matches(found: &[&Value], want: &Value) -> bool {
 fn same_kind(a: &Value, b: &Value) -> bool {
     matches!(
         (a, b),
-        (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_)) | (Value::Bool(_), Value::Bool(_))
+        (Value::Number(_), Value::Number(_))
+            | (Value::String(_), Value::String(_))
+            | (Value::Bool(_), Value::Bool(_))
     )
 }
 
@@ -212,7 +249,7 @@ fn eval_cond(c: &Cond, found: &[&Value]) -> bool {
         }),
         Cond::In(list) => list.iter().any(|v| eq_matches(found, v)),
         Cond::Nin(list) => !list.iter().any(|v| eq_matches(found, v)),
-        Cond::Exists(want) => !found.is_empty() == *want,
+        Cond::Exists(want) => found.is_empty() != *want,
         Cond::Regex(re) => any_candidate(found, |c| c.as_str().is_some_and(|s| re.is_match(s))),
         Cond::Not(conds) => !conds.iter().all(|c| eval_cond(c, found)),
     }

@@ -54,7 +54,10 @@ impl Sort {
                 None => (part.strip_prefix('+').unwrap_or(part), false),
             };
             check_path(path)?;
-            keys.push(SortKey { path: path.to_owned(), descending });
+            keys.push(SortKey {
+                path: path.to_owned(),
+                descending,
+            });
         }
         Ok(Sort(keys))
     }

@@ -59,14 +59,16 @@ fn parent_mut<'a>(v: &'a mut Value, path: &str) -> Result<(&'a mut Map<String, V
     let last = segs.pop().unwrap_or_default().to_owned();
     let mut cur = v;
     for seg in segs {
-        let obj = cur
-            .as_object_mut()
-            .ok_or_else(|| Error::BadRequest(format!("cannot descend into a non-object at {path:?}")))?;
-        cur = obj.entry(seg.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        let obj = cur.as_object_mut().ok_or_else(|| {
+            Error::BadRequest(format!("cannot descend into a non-object at {path:?}"))
+        })?;
+        cur = obj
+            .entry(seg.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
-    let obj = cur
-        .as_object_mut()
-        .ok_or_else(|| Error::BadRequest(format!("cannot set a field of a non-object at {path:?}")))?;
+    let obj = cur.as_object_mut().ok_or_else(|| {
+        Error::BadRequest(format!("cannot set a field of a non-object at {path:?}"))
+    })?;
     Ok((obj, last))
 }
 
@@ -114,15 +116,16 @@ fn type_rank(v: &Value) -> u8 {
 /// MongoDB order); numbers compare by value whatever their representation.
 pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            match (x.as_i64(), y.as_i64()) {
-                (Some(i), Some(j)) => i.cmp(&j),
-                _ => {
-                    let (f, g) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
-                    f.partial_cmp(&g).unwrap_or(Ordering::Equal)
-                }
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i.cmp(&j),
+            _ => {
+                let (f, g) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                f.partial_cmp(&g).unwrap_or(Ordering::Equal)
             }
-        }
+        },
         (Value::String(x), Value::String(y)) => x.cmp(y),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Array(x), Value::Array(y)) => {
@@ -155,7 +158,9 @@ pub fn values_equal(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(i, j)| values_equal(i, j))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
         }
         _ => a == b,
     }

@@ -36,7 +36,11 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 fn each(v: &Value) -> Vec<Value> {
-    match v.as_object().and_then(|o| o.get("$each")).and_then(Value::as_array) {
+    match v
+        .as_object()
+        .and_then(|o| o.get("$each"))
+        .and_then(Value::as_array)
+    {
         Some(list) if v.as_object().is_some_and(|o| o.len() == 1) => list.clone(),
         _ => vec![v.clone()],
     }
@@ -45,7 +49,9 @@ fn each(v: &Value) -> Vec<Value> {
 impl Update {
     /// Parses an update document; unknown operators and malformed operands are errors.
     pub fn parse(doc: &Value) -> Result<Update> {
-        let obj = doc.as_object().ok_or_else(|| bad("an update must be a JSON object"))?;
+        let obj = doc
+            .as_object()
+            .ok_or_else(|| bad("an update must be a JSON object"))?;
         let has_ops = obj.keys().any(|k| k.starts_with('$'));
         if has_ops && obj.keys().any(|k| !k.starts_with('$')) {
             return Err(bad("cannot mix update operators and plain fields"));
@@ -55,7 +61,9 @@ impl Update {
         let groups: Vec<(&str, &Map<String, Value>)> = if has_ops {
             obj.iter()
                 .map(|(op, fields)| {
-                    let f = fields.as_object().ok_or_else(|| bad(format!("{op} takes an object")))?;
+                    let f = fields
+                        .as_object()
+                        .ok_or_else(|| bad(format!("{op} takes an object")))?;
                     Ok((op.as_str(), f))
                 })
                 .collect::<Result<_>>()?
@@ -63,7 +71,10 @@ impl Update {
             vec![("$set", obj)]
         };
         for (op, fields) in groups {
-            if !matches!(op, "$set" | "$unset" | "$inc" | "$push" | "$addToSet" | "$pull") {
+            if !matches!(
+                op,
+                "$set" | "$unset" | "$inc" | "$push" | "$addToSet" | "$pull"
+            ) {
                 return Err(bad(format!("unknown update operator {op}")));
             }
             for (path, arg) in fields {
@@ -82,7 +93,9 @@ impl Update {
                     "$addToSet" => Op::AddToSet(path.clone(), each(arg)),
                     "$pull" => {
                         let cond = match arg {
-                            Value::Object(o) if o.keys().all(|k| k.starts_with('$')) && !o.is_empty() => {
+                            Value::Object(o)
+                                if o.keys().all(|k| k.starts_with('$')) && !o.is_empty() =>
+                            {
                                 PullCond::Cond(Filter::parse(&serde_json::json!({ "v": arg }))?)
                             }
                             Value::Object(_) => PullCond::Matching(Filter::parse(arg)?),
@@ -98,10 +111,17 @@ impl Update {
         paths.sort();
         for w in paths.windows(2) {
             if w[0] == w[1] || w[1].starts_with(&format!("{}.", w[0])) {
-                return Err(bad(format!("conflicting updates of {:?} and {:?}", w[0], w[1])));
+                return Err(bad(format!(
+                    "conflicting updates of {:?} and {:?}",
+                    w[0], w[1]
+                )));
             }
         }
-        let doc = if has_ops { doc.clone() } else { serde_json::json!({ "$set": doc }) };
+        let doc = if has_ops {
+            doc.clone()
+        } else {
+            serde_json::json!({ "$set": doc })
+        };
         Ok(Update { ops, doc })
     }
 
@@ -126,7 +146,8 @@ fn array_at<'a>(data: &'a mut Value, path: &str) -> Result<&'a mut Vec<Value>> {
     if slot.is_null() {
         *slot = Value::Array(Vec::new());
     }
-    slot.as_array_mut().ok_or_else(|| bad(format!("{path:?} is not an array")))
+    slot.as_array_mut()
+        .ok_or_else(|| bad(format!("{path:?} is not an array")))
 }
 
 fn apply_op(op: &Op, data: &mut Value) -> Result<()> {
@@ -144,7 +165,9 @@ fn apply_op(op: &Op, data: &mut Value) -> Result<()> {
                     },
                     _ => {
                         let s = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
-                        serde_json::Number::from_f64(s).map(Value::Number).ok_or_else(|| bad("$inc overflow"))?
+                        serde_json::Number::from_f64(s)
+                            .map(Value::Number)
+                            .ok_or_else(|| bad("$inc overflow"))?
                     }
                 },
                 _ => return Err(bad(format!("$inc of non-number {p:?}"))),

@@ -30,7 +30,10 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
 
 impl CollectionClient {
     pub(crate) fn new(node: Node, name: &str) -> CollectionClient {
-        CollectionClient { node, name: name.to_owned() }
+        CollectionClient {
+            node,
+            name: name.to_owned(),
+        }
     }
 
     fn req(&self, action: &str, args: Value) -> ResourceRequest {
@@ -59,16 +62,29 @@ impl CollectionClient {
 
     /// Applies an update document.
     pub async fn patch(&self, id: &str, patch: Value) -> Result<Resource> {
-        parse(self.node.send(self.req("patch", json!({ "patch": patch })).on(id)).await?)
+        parse(
+            self.node
+                .send(self.req("patch", json!({ "patch": patch })).on(id))
+                .await?,
+        )
     }
 
     /// Deletes a resource.
     pub async fn delete(&self, id: &str) -> Result<()> {
-        self.node.send(self.req("delete", Value::Null).on(id)).await.map(|_| ())
+        self.node
+            .send(self.req("delete", Value::Null).on(id))
+            .await
+            .map(|_| ())
     }
 
     /// Links resource `id` to `target` (`(collection, id)`) under `relation`.
-    pub async fn add_link(&self, id: &str, relation: &str, target: (&str, &str), title: &str) -> Result<Resource> {
+    pub async fn add_link(
+        &self,
+        id: &str,
+        relation: &str,
+        target: (&str, &str),
+        title: &str,
+    ) -> Result<Resource> {
         let args = json!({"relation": relation, "target": [target.0, target.1], "title": title});
         parse(self.node.send(self.req("add_link", args).on(id)).await?)
     }

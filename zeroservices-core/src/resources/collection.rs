@@ -53,7 +53,9 @@ pub fn validate_id(id: &str) -> Result<()> {
         return Err(Error::BadRequest("resource id must be 1-512 bytes".into()));
     }
     if id.chars().any(|c| c == '/' || c.is_control()) {
-        return Err(Error::BadRequest("resource id must not contain '/' or control characters".into()));
+        return Err(Error::BadRequest(
+            "resource id must not contain '/' or control characters".into(),
+        ));
     }
     Ok(())
 }
@@ -63,7 +65,9 @@ pub fn validate_data(data: &Value) -> Result<()> {
     if data.is_object() {
         Ok(())
     } else {
-        Err(Error::BadRequest("resource data must be a JSON object".into()))
+        Err(Error::BadRequest(
+            "resource data must be a JSON object".into(),
+        ))
     }
 }
 
@@ -83,12 +87,17 @@ pub fn list_in_memory<'a>(
     let total = hits.len() as u64;
     hits.sort_by(|(ia, a), (ib, b)| query.sort.compare(a, ia, b, ib));
     let skip = usize::try_from(query.skip).unwrap_or(usize::MAX);
-    let limit = query.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let limit = query
+        .limit
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let items = hits
         .into_iter()
         .skip(skip)
         .take(limit)
-        .map(|(id, d)| Resource { resource_id: id.to_owned(), resource_data: query.fields.apply(d.clone()) })
+        .map(|(id, d)| Resource {
+            resource_id: id.to_owned(),
+            resource_data: query.fields.apply(d.clone()),
+        })
         .collect();
     Ok(ListPage { items, total })
 }

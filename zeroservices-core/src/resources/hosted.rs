@@ -71,7 +71,12 @@ const STANDARD: &[&str] = &["list", "create", "get", "patch", "delete", "add_lin
 impl CollectionSpec {
     /// A collection named `name` stored in `store`.
     pub fn new(name: &str, store: Arc<dyn Collection>) -> CollectionSpec {
-        CollectionSpec { name: name.to_owned(), store, schema: None, actions: HashMap::new() }
+        CollectionSpec {
+            name: name.to_owned(),
+            store,
+            schema: None,
+            actions: HashMap::new(),
+        }
     }
 
     /// The collection's name.
@@ -92,16 +97,24 @@ impl CollectionSpec {
         F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value>> + Send + 'static,
     {
-        self.actions.insert(name.to_owned(), Arc::new(move |ctx| Box::pin(f(ctx))));
+        self.actions
+            .insert(name.to_owned(), Arc::new(move |ctx| Box::pin(f(ctx))));
         self
     }
 
     pub(crate) fn into_hosted(self) -> Result<Hosted> {
         check_collection_name(&self.name)?;
         if let Some(a) = self.actions.keys().find(|a| STANDARD.contains(&a.as_str())) {
-            return Err(Error::BadRequest(format!("custom action {a:?} shadows a standard action")));
+            return Err(Error::BadRequest(format!(
+                "custom action {a:?} shadows a standard action"
+            )));
         }
-        Ok(Hosted { name: self.name, store: self.store, schema: self.schema, actions: self.actions })
+        Ok(Hosted {
+            name: self.name,
+            store: self.store,
+            schema: self.schema,
+            actions: self.actions,
+        })
     }
 }
 
@@ -109,7 +122,9 @@ impl CollectionSpec {
 pub(crate) fn check_collection_name(name: &str) -> Result<()> {
     validate_id(name)?;
     if name.contains('.') || name.contains('*') || name.starts_with('_') {
-        return Err(Error::BadRequest(format!("invalid collection name {name:?}")));
+        return Err(Error::BadRequest(format!(
+            "invalid collection name {name:?}"
+        )));
     }
     if RESERVED_NAMES.contains(&name) {
         return Err(Error::BadRequest(format!("{name:?} is reserved")));
@@ -192,13 +207,19 @@ struct LinkArgs {
 impl Hosted {
     /// Runs one action on this node's store and publishes the resulting event.
     pub(crate) async fn execute(&self, node: &Node, req: ResourceRequest) -> Result<Value> {
-        let args = if req.args.is_null() { json!({}) } else { req.args.clone() };
+        let args = if req.args.is_null() {
+            json!({})
+        } else {
+            req.args.clone()
+        };
         match req.action.as_str() {
             "list" => {
                 let q: ListQuery = serde_json::from_value(args)
                     .map_err(|e| Error::BadRequest(format!("invalid list arguments: {e}")))?;
                 if q.limit.is_some_and(|l| l > MAX_LIST_LIMIT) {
-                    return Err(Error::BadRequest(format!("limit must be at most {MAX_LIST_LIMIT}")));
+                    return Err(Error::BadRequest(format!(
+                        "limit must be at most {MAX_LIST_LIMIT}"
+                    )));
                 }
                 to_value(&self.store.list(&q).await?)
             }
@@ -209,7 +230,14 @@ impl Hosted {
                     s.validate(&a.resource_data)?;
                 }
                 let r = self.store.create(a.resource_id, a.resource_data).await?;
-                node.publish_change(&self.name, "create", &r.resource_id, Some(&r.resource_data), None).await;
+                node.publish_change(
+                    &self.name,
+                    "create",
+                    &r.resource_id,
+                    Some(&r.resource_data),
+                    None,
+                )
+                .await;
                 to_value(&r)
             }
             "get" => to_value(&self.store.get(need_id(&req)?).await?),
@@ -223,7 +251,8 @@ impl Hosted {
             "delete" => {
                 let id = need_id(&req)?;
                 self.store.delete(id).await?;
-                node.publish_change(&self.name, "delete", id, None, None).await;
+                node.publish_change(&self.name, "delete", id, None, None)
+                    .await;
                 Ok(json!({}))
             }
             "add_link" => {
@@ -269,7 +298,14 @@ impl Hosted {
             s.validate(&preview)?;
         }
         let r = self.store.patch(id, update).await?;
-        node.publish_change(&self.name, "patch", id, Some(&r.resource_data), Some(update.document())).await;
+        node.publish_change(
+            &self.name,
+            "patch",
+            id,
+            Some(&r.resource_data),
+            Some(update.document()),
+        )
+        .await;
         to_value(&r)
     }
 }

@@ -11,9 +11,11 @@ mod hosted;
 mod schema;
 
 pub use self::client::CollectionClient;
-pub use self::collection::{generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource};
-pub use self::hosted::{ActionContext, ActionFn, CollectionSpec, ResourceEvent, MAX_LIST_LIMIT};
+pub use self::collection::{
+    generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource,
+};
 pub(crate) use self::hosted::Hosted;
+pub use self::hosted::{ActionContext, ActionFn, CollectionSpec, ResourceEvent, MAX_LIST_LIMIT};
 pub use self::schema::Schema;
 
 use serde::{Deserialize, Serialize};
@@ -41,7 +43,12 @@ pub struct ResourceRequest {
 impl ResourceRequest {
     /// A request without a resource id.
     pub fn new(collection: &str, action: &str, args: Value) -> ResourceRequest {
-        ResourceRequest { collection: collection.into(), action: action.into(), resource_id: None, args }
+        ResourceRequest {
+            collection: collection.into(),
+            action: action.into(),
+            resource_id: None,
+            args,
+        }
     }
 
     /// The same request, aimed at one resource.

@@ -17,9 +17,27 @@ pub struct Schema {
 }
 
 const KNOWN: &[&str] = &[
-    "type", "properties", "required", "additionalProperties", "enum", "const", "minimum",
-    "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern",
-    "items", "minItems", "maxItems", "title", "description", "$schema", "$id", "default",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "items",
+    "minItems",
+    "maxItems",
+    "title",
+    "description",
+    "$schema",
+    "$id",
+    "default",
 ];
 
 impl Schema {
@@ -48,22 +66,31 @@ impl Schema {
 
 fn check(s: &Value, at: &str) -> Result<()> {
     let Some(o) = s.as_object() else {
-        return Err(Error::BadRequest(format!("schema at {at} must be an object")));
+        return Err(Error::BadRequest(format!(
+            "schema at {at} must be an object"
+        )));
     };
     for (k, v) in o {
         if !KNOWN.contains(&k.as_str()) {
-            return Err(Error::BadRequest(format!("unsupported schema keyword {k:?} at {at}")));
+            return Err(Error::BadRequest(format!(
+                "unsupported schema keyword {k:?} at {at}"
+            )));
         }
         match k.as_str() {
             "properties" => {
-                for (name, sub) in v.as_object().ok_or_else(|| Error::BadRequest(format!("{at}/properties must be an object")))? {
+                for (name, sub) in v.as_object().ok_or_else(|| {
+                    Error::BadRequest(format!("{at}/properties must be an object"))
+                })? {
                     check(sub, &format!("{at}/properties/{name}"))?;
                 }
             }
             "items" => check(v, &format!("{at}/items"))?,
-            "additionalProperties" if v.is_object() => check(v, &format!("{at}/additionalProperties"))?,
+            "additionalProperties" if v.is_object() => {
+                check(v, &format!("{at}/additionalProperties"))?
+            }
             "pattern" => {
-                Regex::new(v.as_str().unwrap_or("")).map_err(|e| Error::BadRequest(format!("bad pattern at {at}: {e}")))?;
+                Regex::new(v.as_str().unwrap_or(""))
+                    .map_err(|e| Error::BadRequest(format!("bad pattern at {at}: {e}")))?;
             }
             _ => {}
         }
@@ -77,7 +104,11 @@ fn type_ok(t: &str, v: &Value) -> bool {
         "array" => v.is_array(),
         "string" => v.is_string(),
         "number" => v.is_number(),
-        "integer" => v.as_i64().is_some() || v.as_u64().is_some() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
+        "integer" => {
+            v.as_i64().is_some()
+                || v.as_u64().is_some()
+                || v.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
         "boolean" => v.is_boolean(),
         "null" => v.is_null(),
         _ => false,
@@ -115,15 +146,33 @@ fn validate(s: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
     }
     if let Some(x) = num(v) {
         let bound = |k: &str| o.get(k).and_then(num);
-        if bound("minimum").is_some_and(|m| x < m) { err(format!("must be >= {}", o["minimum"])); }
-        if bound("maximum").is_some_and(|m| x > m) { err(format!("must be <= {}", o["maximum"])); }
-        if bound("exclusiveMinimum").is_some_and(|m| x <= m) { err(format!("must be > {}", o["exclusiveMinimum"])); }
-        if bound("exclusiveMaximum").is_some_and(|m| x >= m) { err(format!("must be < {}", o["exclusiveMaximum"])); }
+        if bound("minimum").is_some_and(|m| x < m) {
+            err(format!("must be >= {}", o["minimum"]));
+        }
+        if bound("maximum").is_some_and(|m| x > m) {
+            err(format!("must be <= {}", o["maximum"]));
+        }
+        if bound("exclusiveMinimum").is_some_and(|m| x <= m) {
+            err(format!("must be > {}", o["exclusiveMinimum"]));
+        }
+        if bound("exclusiveMaximum").is_some_and(|m| x >= m) {
+            err(format!("must be < {}", o["exclusiveMaximum"]));
+        }
     }
     if let Some(text) = v.as_str() {
         let n = text.chars().count() as u64;
-        if o.get("minLength").and_then(Value::as_u64).is_some_and(|m| n < m) { err(format!("shorter than {}", o["minLength"])); }
-        if o.get("maxLength").and_then(Value::as_u64).is_some_and(|m| n > m) { err(format!("longer than {}", o["maxLength"])); }
+        if o.get("minLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+        {
+            err(format!("shorter than {}", o["minLength"]));
+        }
+        if o.get("maxLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n > m)
+        {
+            err(format!("longer than {}", o["maxLength"]));
+        }
         if let Some(p) = o.get("pattern").and_then(Value::as_str) {
             if Regex::new(p).is_ok_and(|re| !re.is_match(text)) {
                 err(format!("does not match {p:?}"));
@@ -132,8 +181,18 @@ fn validate(s: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
     }
     if let Some(items) = v.as_array() {
         let n = items.len() as u64;
-        if o.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m) { err(format!("fewer than {} items", o["minItems"])); }
-        if o.get("maxItems").and_then(Value::as_u64).is_some_and(|m| n > m) { err(format!("more than {} items", o["maxItems"])); }
+        if o.get("minItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+        {
+            err(format!("fewer than {} items", o["minItems"]));
+        }
+        if o.get("maxItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n > m)
+        {
+            err(format!("more than {} items", o["maxItems"]));
+        }
         if let Some(item_schema) = o.get("items") {
             for (i, it) in items.iter().enumerate() {
                 validate(item_schema, it, &format!("{path}/{i}"), errs);
@@ -145,7 +204,12 @@ fn validate(s: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
     }
 }
 
-fn validate_object(o: &Map<String, Value>, obj: &Map<String, Value>, path: &str, errs: &mut Vec<String>) {
+fn validate_object(
+    o: &Map<String, Value>,
+    obj: &Map<String, Value>,
+    path: &str,
+    errs: &mut Vec<String>,
+) {
     if let Some(Value::Array(req)) = o.get("required") {
         for r in req.iter().filter_map(Value::as_str) {
             if !obj.contains_key(r) {
@@ -180,7 +244,9 @@ mod tests {
             "additionalProperties": false
         }))
         .unwrap();
-        assert!(s.validate(&json!({"value": 3, "status": "pending"})).is_ok());
+        assert!(s
+            .validate(&json!({"value": 3, "status": "pending"}))
+            .is_ok());
         match s.validate(&json!({"value": -1, "extra": 1})) {
             Err(Error::Validation(paths)) => {
                 assert!(paths.iter().any(|p| p.starts_with("/value")), "{paths:?}");

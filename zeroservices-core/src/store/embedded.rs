@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, Update};
-use crate::resources::{generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource};
+use crate::resources::{
+    generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource,
+};
 
 /// One database file holding any number of collections. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,7 +36,10 @@ impl EmbeddedStore {
 
     /// The collection `name` in this store (its table is created on first write).
     pub fn collection(&self, name: &str) -> EmbeddedCollection {
-        EmbeddedCollection { db: self.db.clone(), table: format!("collection:{name}") }
+        EmbeddedCollection {
+            db: self.db.clone(),
+            table: format!("collection:{name}"),
+        }
     }
 }
 
@@ -61,7 +66,9 @@ impl EmbeddedCollection {
     /// Runs blocking redb work off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database, TableDefinition<'_, &'static str, &'static [u8]>) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Database, TableDefinition<'_, &'static str, &'static [u8]>) -> Result<T>
+            + Send
+            + 'static,
     ) -> Result<T> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(&this.db, this.def()))
@@ -70,7 +77,11 @@ impl EmbeddedCollection {
     }
 
     /// Reads one record; `Ok(None)` when missing (or when the table does not exist yet).
-    fn read_one(db: &Database, def: TableDefinition<'_, &'static str, &'static [u8]>, id: &str) -> Result<Option<Value>> {
+    fn read_one(
+        db: &Database,
+        def: TableDefinition<'_, &'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<Option<Value>> {
         let tx = db.begin_read().map_err(storage)?;
         let table = match tx.open_table(def) {
             Ok(t) => t,
@@ -124,10 +135,15 @@ impl Collection for EmbeddedCollection {
                     return Err(Error::Conflict(format!("resource {id:?} already exists")));
                 }
                 let bytes = serde_json::to_vec(&data).map_err(storage)?;
-                table.insert(id.as_str(), bytes.as_slice()).map_err(storage)?;
+                table
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
             }
             tx.commit().map_err(storage)?;
-            Ok(Resource { resource_id: id, resource_data: data })
+            Ok(Resource {
+                resource_id: id,
+                resource_data: data,
+            })
         })
         .await
     }
@@ -136,7 +152,10 @@ impl Collection for EmbeddedCollection {
         let id = id.to_owned();
         self.blocking(move |db, def| {
             let data = Self::read_one(db, def, &id)?.ok_or_else(|| not_found(&id))?;
-            Ok(Resource { resource_id: id, resource_data: data })
+            Ok(Resource {
+                resource_id: id,
+                resource_data: data,
+            })
         })
         .await
     }
@@ -153,11 +172,16 @@ impl Collection for EmbeddedCollection {
                 };
                 update.apply(&mut data)?;
                 let bytes = serde_json::to_vec(&data).map_err(storage)?;
-                table.insert(id.as_str(), bytes.as_slice()).map_err(storage)?;
+                table
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
                 data
             };
             tx.commit().map_err(storage)?;
-            Ok(Resource { resource_id: id, resource_data: data })
+            Ok(Resource {
+                resource_id: id,
+                resource_data: data,
+            })
         })
         .await
     }

@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, Update};
-use crate::resources::{generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource};
+use crate::resources::{
+    generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource,
+};
 
 /// In-memory collection: fast, lost on exit.
 #[derive(Debug, Default)]
@@ -49,20 +51,29 @@ impl Collection for MemoryCollection {
             return Err(Error::Conflict(format!("resource {id:?} already exists")));
         }
         items.insert(id.clone(), data.clone());
-        Ok(Resource { resource_id: id, resource_data: data })
+        Ok(Resource {
+            resource_id: id,
+            resource_data: data,
+        })
     }
 
     async fn get(&self, id: &str) -> Result<Resource> {
         let items = self.items.read().unwrap_or_else(|p| p.into_inner());
         let data = items.get(id).ok_or_else(|| not_found(id))?;
-        Ok(Resource { resource_id: id.to_owned(), resource_data: data.clone() })
+        Ok(Resource {
+            resource_id: id.to_owned(),
+            resource_data: data.clone(),
+        })
     }
 
     async fn patch(&self, id: &str, update: &Update) -> Result<Resource> {
         let mut items = self.items.write().unwrap_or_else(|p| p.into_inner());
         let data = items.get_mut(id).ok_or_else(|| not_found(id))?;
         update.apply(data)?;
-        Ok(Resource { resource_id: id.to_owned(), resource_data: data.clone() })
+        Ok(Resource {
+            resource_id: id.to_owned(),
+            resource_data: data.clone(),
+        })
     }
 
     async fn delete(&self, id: &str) -> Result<()> {
