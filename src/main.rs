@@ -8,13 +8,14 @@
 //! ```
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use zeroservices::core::{CollectionSpec, Node, NodeType, PeerEvent};
-use zeroservices::http::{serve, HttpConfig};
+use zeroservices::http::{serve, AllowAll, Auth, BasicAuth, HttpConfig};
 use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
 
 #[derive(Parser, Debug)]
@@ -91,6 +92,22 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// HTTP Basic user NAME:PASSWORD[:GRANTS] where GRANTS is COLLECTION/ACTION,... (`*` for
+    /// any; default `*/*`). Any --user turns authentication on.
+    #[arg(long = "user", env = "ZEROSERVICES_USERS", value_delimiter = ' ')]
+    users: Vec<String>,
+    /// Grants of callers without credentials when users are configured, e.g. `*/list,*/get`.
+    #[arg(long, env = "ZEROSERVICES_ANONYMOUS")]
+    anonymous: Option<String>,
+    /// Largest request body in bytes (larger is 413).
+    #[arg(long, env = "ZEROSERVICES_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// Events a websocket client may fall behind before it gets a resync.
+    #[arg(long, env = "ZEROSERVICES_WS_QUEUE", default_value_t = zeroservices::http::CONNECTION_QUEUE)]
+    ws_queue: usize,
+    /// Events kept for websocket clients that resume.
+    #[arg(long, env = "ZEROSERVICES_REPLAY", default_value_t = zeroservices::http::REPLAY_CAPACITY)]
+    replay: usize,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -163,13 +180,50 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         ready(Some(addr.to_string()));
         let cfg = HttpConfig {
             cors_origins: a.cors_origins,
-            ..HttpConfig::default()
+            auth: auth_from(&a.users, a.anonymous.as_deref())?,
+            body_limit: a.body_limit,
+            ws_queue: a.ws_queue,
+            replay_capacity: a.replay,
         };
         serve(listener, node.clone(), cfg, None, stop_signal()).await?;
     }
     tracing::info!("stopping: saying bye, finishing in-flight requests, flushing the store");
     node.shutdown().await;
     Ok(())
+}
+
+fn grants(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
+    spec.split(',')
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            let (c, a) = g
+                .split_once('/')
+                .with_context(|| format!("grant {g:?} must be COLLECTION/ACTION"))?;
+            Ok((c.to_owned(), a.to_owned()))
+        })
+        .collect()
+}
+
+fn auth_from(users: &[String], anonymous: Option<&str>) -> anyhow::Result<Arc<dyn Auth>> {
+    if users.is_empty() {
+        return Ok(Arc::new(AllowAll));
+    }
+    let mut auth = BasicAuth::new();
+    for u in users {
+        let mut parts = u.splitn(3, ':');
+        let (Some(name), Some(pass)) = (parts.next(), parts.next()) else {
+            anyhow::bail!("--user must be NAME:PASSWORD[:GRANTS]");
+        };
+        let g = grants(parts.next().unwrap_or("*/*"))?;
+        let refs: Vec<(&str, &str)> = g.iter().map(|(c, a)| (c.as_str(), a.as_str())).collect();
+        auth = auth.user(name, pass, &refs);
+    }
+    if let Some(spec) = anonymous {
+        let g = grants(spec)?;
+        let refs: Vec<(&str, &str)> = g.iter().map(|(c, a)| (c.as_str(), a.as_str())).collect();
+        auth = auth.anonymous(&refs);
+    }
+    Ok(Arc::new(auth))
 }
 
 async fn run_sniff(topic: String, as_json: bool, cluster: ClusterArgs) -> anyhow::Result<()> {

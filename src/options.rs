@@ -159,6 +159,9 @@ pub struct ClusterArgs {
     /// Heartbeat in milliseconds (peers silent for 3 are gone).
     #[arg(long, env = "ZEROSERVICES_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    /// Timeout of requests to other nodes, in milliseconds.
+    #[arg(long, env = "ZEROSERVICES_TIMEOUT_MS", default_value_t = 5000)]
+    pub timeout_ms: u64,
 }
 
 impl ClusterArgs {
@@ -190,6 +193,7 @@ impl ClusterArgs {
         b.zmq(zmq)
             .boxed_discovery(discovery)
             .heartbeat(Duration::from_millis(self.heartbeat_ms.max(10)))
+            .timeout(Duration::from_millis(self.timeout_ms.max(1)))
     }
 }
 

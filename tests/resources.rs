@@ -16,15 +16,36 @@ const HB: Duration = Duration::from_millis(200);
 
 fn serve_power(name: &str, port: u16, store: &str) -> Proc {
     let mut c = Command::new(bin());
-    c.args(["serve", "--name", name, "--no-http", "--collection", "power", "--store", store, "--discovery", "none"]);
-    c.args(["--bind", "127.0.0.1", "--router-port", &port.to_string(), "--heartbeat-ms", "200"]);
+    c.args([
+        "serve",
+        "--name",
+        name,
+        "--no-http",
+        "--collection",
+        "power",
+        "--store",
+        store,
+        "--discovery",
+        "none",
+    ]);
+    c.args([
+        "--bind",
+        "127.0.0.1",
+        "--router-port",
+        &port.to_string(),
+        "--heartbeat-ms",
+        "200",
+    ]);
     let p = spawn(name, c);
     p.wait_line("\"ready\"", Duration::from_secs(10));
     p
 }
 
 async fn client(seeds: &[u16], timeout: Duration) -> Node {
-    let seeds: Vec<String> = seeds.iter().map(|p| format!("tcp://127.0.0.1:{p}")).collect();
+    let seeds: Vec<String> = seeds
+        .iter()
+        .map(|p| format!("tcp://127.0.0.1:{p}"))
+        .collect();
     Node::builder("client")
         .zmq(ZmqConfig::loopback())
         .discovery(StaticDiscovery::new(seeds))
@@ -38,7 +59,10 @@ async fn client(seeds: &[u16], timeout: Duration) -> Node {
 async fn wait_providers(node: &Node, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while node.directory().providers("power").len() < n {
-        assert!(Instant::now() < deadline, "waited 10 s for {n} providers of power");
+        assert!(
+            Instant::now() < deadline,
+            "waited 10 s for {n} providers of power"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -51,7 +75,16 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
     let port = free_port();
     let a = serve_power("service-a", port, &store);
     let mut w = Command::new(example("power"));
-    w.args(["--role", "worker", "--discovery", &format!("static:127.0.0.1:{port}"), "--bind", "127.0.0.1", "--heartbeat-ms", "200"]);
+    w.args([
+        "--role",
+        "worker",
+        "--discovery",
+        &format!("static:127.0.0.1:{port}"),
+        "--bind",
+        "127.0.0.1",
+        "--heartbeat-ms",
+        "200",
+    ]);
     let _worker = spawn("worker-b", w);
 
     let c = client(&[port], Duration::from_secs(5)).await;
@@ -63,7 +96,13 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
     let created: Vec<String> = stream::iter(0..N)
         .map(|i| {
             let power = power.clone();
-            async move { power.create(None, json!({"value": i, "status": "pending"})).await.expect("create").resource_id }
+            async move {
+                power
+                    .create(None, json!({"value": i, "status": "pending"}))
+                    .await
+                    .expect("create")
+                    .resource_id
+            }
         })
         .buffer_unordered(32)
         .collect()
@@ -73,14 +112,31 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
     // Every power reaches done with the right result.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let pending = power.list(&ListQuery { filter: json!({"status": "pending"}), limit: Some(0), ..ListQuery::default() }).await.expect("list").total;
+        let pending = power
+            .list(&ListQuery {
+                filter: json!({"status": "pending"}),
+                limit: Some(0),
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list")
+            .total;
         if pending == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "{pending} powers still pending after 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "{pending} powers still pending after 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let all = power.list(&ListQuery { limit: Some(10_000), ..ListQuery::default() }).await.expect("list all");
+    let all = power
+        .list(&ListQuery {
+            limit: Some(10_000),
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list all");
     assert_eq!(all.total, N as u64);
     for r in &all.items {
         let v = r.resource_data["value"].as_i64().expect("value");
@@ -94,12 +150,21 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
     let mut patched = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while (creates.len() < N as usize || patched.len() < N as usize) && Instant::now() < deadline {
-        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await else { continue };
+        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await else {
+            continue;
+        };
         let e: ResourceEvent = serde_json::from_slice(&ev.payload).expect("event JSON");
         match e.action.as_str() {
-            "create" => assert!(creates.insert(e.resource_id.clone()), "create of {} seen twice", e.resource_id),
+            "create" => assert!(
+                creates.insert(e.resource_id.clone()),
+                "create of {} seen twice",
+                e.resource_id
+            ),
             "patch" => {
-                if e.resource_data.as_ref().is_some_and(|d| d["status"] == "done") {
+                if e.resource_data
+                    .as_ref()
+                    .is_some_and(|d| d["status"] == "done")
+                {
                     patched.insert(e.resource_id.clone());
                 }
             }
@@ -114,7 +179,10 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
         let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
         let first = seqs[0];
         let want: Vec<u64> = (first..first + seqs.len() as u64).collect();
-        assert_eq!(seqs, want, "events of {node} out of order, duplicated or missing");
+        assert_eq!(
+            seqs, want,
+            "events of {node} out of order, duplicated or missing"
+        );
     }
 
     // SIGKILL the service and restart it on the same data: nothing acknowledged is lost.
@@ -123,10 +191,19 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
     let _a2 = serve_power("service-a2", port, &store);
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
-        match power.list(&ListQuery { limit: Some(10_000), ..ListQuery::default() }).await {
+        match power
+            .list(&ListQuery {
+                limit: Some(10_000),
+                ..ListQuery::default()
+            })
+            .await
+        {
             Ok(p) => break p,
             Err(e) => {
-                assert!(Instant::now() < deadline, "service not back after 10 s: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "service not back after 10 s: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -134,7 +211,10 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
     assert_eq!(after.total, N as u64, "resources lost across SIGKILL");
     let ids: HashSet<&String> = after.items.iter().map(|r| &r.resource_id).collect();
     assert!(created.iter().all(|id| ids.contains(id)));
-    assert!(after.items.iter().all(|r| r.resource_data["status"] == "done"));
+    assert!(after
+        .items
+        .iter()
+        .all(|r| r.resource_data["status"] == "done"));
     c.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -154,12 +234,18 @@ async fn requests_spread_over_two_providers_and_survive_losing_one() {
     }
     let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
     while by_node.values().sum::<usize>() < 40 {
-        let ev = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("event").expect("open");
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("event")
+            .expect("open");
         let e: ResourceEvent = serde_json::from_slice(&ev.payload).expect("event JSON");
         *by_node.entry(e.node_id).or_default() += 1;
     }
     assert_eq!(by_node.len(), 2, "creates not spread: {by_node:?}");
-    assert!(by_node.values().all(|n| *n >= 10), "uneven spread: {by_node:?}");
+    assert!(
+        by_node.values().all(|n| *n >= 10),
+        "uneven spread: {by_node:?}"
+    );
 
     let killed = Instant::now();
     a2.signal(9);
@@ -171,7 +257,10 @@ async fn requests_spread_over_two_providers_and_survive_losing_one() {
         let r = power.create(None, json!({"after": true})).await;
         let took = start.elapsed();
         slowest = slowest.max(took);
-        assert!(took < timeout + Duration::from_millis(500), "a request hung for {took:?}");
+        assert!(
+            took < timeout + Duration::from_millis(500),
+            "a request hung for {took:?}"
+        );
         match r {
             Ok(_) => ok += 1,
             Err(e) => {
@@ -183,7 +272,10 @@ async fn requests_spread_over_two_providers_and_survive_losing_one() {
         }
     }
     eprintln!("failover: {ok} creates succeeded, slowest {slowest:?}");
-    assert_eq!(failures_after_detection, 0, "requests failed after the dead provider was detected");
+    assert_eq!(
+        failures_after_detection, 0,
+        "requests failed after the dead provider was detected"
+    );
     assert!(ok > 50, "only {ok} requests succeeded");
     c.shutdown().await;
 }

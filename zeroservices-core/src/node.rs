@@ -510,15 +510,17 @@ impl Node {
         let body =
             Bytes::from(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
         let mut tried: Vec<String> = Vec::new();
+        let mut last_failure: Option<Error> = None;
         loop {
             let Some(peer) = self.inner.directory.pick_provider(&req.collection, &tried) else {
-                return Err(
-                    if tried.is_empty() && !self.inner.directory.has_seen(&req.collection) {
+                return Err(match last_failure {
+                    // Every provider tried timed out: that is what the caller should hear.
+                    Some(e @ Error::Timeout(_)) => e,
+                    _ if tried.is_empty() && !self.inner.directory.has_seen(&req.collection) => {
                         Error::NotFound(format!("unknown collection {:?}", req.collection))
-                    } else {
-                        Error::Unavailable(req.collection.clone())
-                    },
-                );
+                    }
+                    _ => Error::Unavailable(req.collection.clone()),
+                });
             };
             let reply = self
                 .inner
@@ -529,12 +531,15 @@ impl Node {
                 Ok(b) => return decode_reply(&b),
                 Err(e @ (Error::PeerGone(_) | Error::Timeout(_) | Error::Transport(_))) => {
                     tracing::debug!(%peer, error = %e, collection = %req.collection, "provider failed");
-                    if !req.is_read_only() || tried.len() >= 2 {
-                        return Err(match e {
-                            Error::Timeout(_) => e,
-                            _ => Error::Unavailable(req.collection.clone()),
-                        });
+                    let give_up = !req.is_read_only() || tried.len() >= 2;
+                    let e = match e {
+                        Error::Timeout(_) => e,
+                        _ => Error::Unavailable(req.collection.clone()),
+                    };
+                    if give_up {
+                        return Err(e);
                     }
+                    last_failure = Some(e);
                     tried.push(peer);
                 }
                 Err(e) => return Err(e),
@@ -732,6 +737,17 @@ impl Node {
                 }
                 tracing::info!(peer = %a.name, node_id = %a.node_id, "peer joined");
                 let _ = self.inner.peer_events.send(PeerEvent::Joined(a.clone()));
+                // Measure the round-trip time at once, so /health and `nodes` show it.
+                let (n, id, limit) = (
+                    self.clone(),
+                    a.node_id.clone(),
+                    self.inner.heartbeat.max(Duration::from_millis(100)),
+                );
+                self.inner.tracker.spawn(async move {
+                    if let Ok(Ok(rtt)) = tokio::time::timeout(limit, n.ping(&id)).await {
+                        n.inner.directory.set_rtt(&id, rtt);
+                    }
+                });
                 let n = self.clone();
                 self.inner
                     .tracker

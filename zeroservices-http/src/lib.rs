@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod error;
+mod limits;
 mod ops;
 mod realtime;
 mod rest;
@@ -52,6 +53,10 @@ pub struct HttpConfig {
     pub body_limit: usize,
     /// Who may do what (default: everyone everything).
     pub auth: Arc<dyn Auth>,
+    /// Events a websocket connection may fall behind before it gets a `resync`.
+    pub ws_queue: usize,
+    /// Events kept for resuming websocket clients.
+    pub replay_capacity: usize,
 }
 
 impl Default for HttpConfig {
@@ -60,6 +65,8 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             body_limit: 1024 * 1024,
             auth: Arc::new(AllowAll),
+            ws_queue: CONNECTION_QUEUE,
+            replay_capacity: REPLAY_CAPACITY,
         }
     }
 }
@@ -79,7 +86,7 @@ impl AppState {
         let st = AppState {
             node: node.clone(),
             auth: cfg.auth.clone(),
-            hub: Arc::new(realtime::Hub::new()),
+            hub: Arc::new(realtime::Hub::new(cfg.ws_queue, cfg.replay_capacity)),
             metrics: Arc::new(Metrics::default()),
         };
         let hub_state = st.clone();
@@ -137,6 +144,10 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .fallback(rest::fallback)
         .with_state(st)
         .layer(DefaultBodyLimit::max(cfg.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            cfg.body_limit,
+            limits::reject_oversized,
+        ))
         .layer(cors)
 }
 

@@ -25,9 +25,9 @@ use zeroservices_core::Node;
 use crate::auth::Principal;
 use crate::AppState;
 
-/// Events a connection may fall behind before it gets a `resync`.
+/// Default number of events a connection may fall behind before it gets a `resync`.
 pub const CONNECTION_QUEUE: usize = 4096;
-/// Events kept for resuming clients.
+/// Default number of events kept for resuming clients.
 pub const REPLAY_CAPACITY: usize = 10_000;
 /// A client that does not read for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +44,7 @@ pub(crate) struct HubEvent {
 #[derive(Debug)]
 pub(crate) struct Hub {
     tx: broadcast::Sender<Arc<HubEvent>>,
+    replay_capacity: usize,
     // std Mutex: push/pop and snapshot only; never held across an await.
     replay: Mutex<Replay>,
 }
@@ -56,9 +57,10 @@ struct Replay {
 }
 
 impl Hub {
-    pub(crate) fn new() -> Hub {
+    pub(crate) fn new(queue: usize, replay_capacity: usize) -> Hub {
         Hub {
-            tx: broadcast::channel(CONNECTION_QUEUE).0,
+            tx: broadcast::channel(queue.max(1)).0,
+            replay_capacity,
             replay: Mutex::new(Replay::default()),
         }
     }
@@ -70,7 +72,7 @@ impl Hub {
             if ev.seq.is_some() {
                 r.events.push_back(ev.clone());
             }
-            while r.events.len() > REPLAY_CAPACITY {
+            while r.events.len() > self.replay_capacity {
                 if let Some(old) = r.events.pop_front() {
                     if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
                         let e = r.evicted.entry(n.clone()).or_insert(0);

@@ -1,0 +1,996 @@
+//! The HTTP node end to end, with a real HTTP client (ureq) and a real websocket client
+//! (tokio-tungstenite), against separate processes: an API node with no collections and a
+//! service node owning `power`.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bin, free_port, spawn, Proc};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Cluster {
+    service: Option<Proc>,
+    _api: Proc,
+    base: String,
+    ws: String,
+    router_port: u16,
+    service_node_id: String,
+    schema: std::path::PathBuf,
+}
+
+fn ready_json(p: &Proc) -> Value {
+    let line = p.wait_line("\"ready\"", Duration::from_secs(10));
+    serde_json::from_str(&line).expect("ready line is JSON")
+}
+
+fn start_service(port: u16, schema: &std::path::Path) -> (Proc, String) {
+    let mut c = Command::new(bin());
+    c.args([
+        "serve",
+        "--name",
+        "svc",
+        "--no-http",
+        "--store",
+        "memory",
+        "--discovery",
+        "none",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    c.args(["--router-port", &port.to_string(), "--heartbeat-ms", "200"]);
+    c.arg("--collection")
+        .arg("power")
+        .arg("--collection")
+        .arg(format!("typed={}", schema.display()));
+    let p = spawn("svc", c);
+    let id = ready_json(&p)["node_id"]
+        .as_str()
+        .expect("node_id")
+        .to_owned();
+    (p, id)
+}
+
+fn start_api(router_port: u16, extra: &[&str]) -> (Proc, String) {
+    let http = free_port();
+    let mut c = Command::new(bin());
+    c.args([
+        "serve",
+        "--name",
+        "api",
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--store",
+        "memory",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    c.args([
+        "--discovery",
+        &format!("static:127.0.0.1:{router_port}"),
+        "--heartbeat-ms",
+        "200",
+        "--timeout-ms",
+        "400",
+    ]);
+    c.args(extra);
+    let p = spawn("api", c);
+    ready_json(&p);
+    (p, format!("127.0.0.1:{http}"))
+}
+
+impl Cluster {
+    fn start(api_extra: &[&str]) -> Cluster {
+        let schema = std::env::temp_dir().join(format!(
+            "zs-schema-{}-{}.json",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::write(
+            &schema,
+            r#"{"type":"object","required":["value"],"properties":{"value":{"type":"number"}}}"#,
+        )
+        .expect("schema");
+        let port = free_port();
+        let (service, id) = start_service(port, &schema);
+        let (api, addr) = start_api(port, api_extra);
+        let c = Cluster {
+            service: Some(service),
+            _api: api,
+            base: format!("http://{addr}"),
+            ws: format!("ws://{addr}/realtime"),
+            router_port: port,
+            service_node_id: id,
+            schema,
+        };
+        common::eventually(
+            "the API node to list power",
+            Duration::from_secs(10),
+            || {
+                let (s, _, b) = call("GET", &format!("{}/", c.base), None, &[]);
+                (s == 200
+                    && b["collections"]
+                        .as_array()
+                        .is_some_and(|a| a.contains(&json!("power"))))
+                .then_some(())
+            },
+        );
+        c
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.schema);
+    }
+}
+
+/// One HTTP exchange: (status, headers as lower-case (name, value), JSON body or Null).
+fn call(
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Value) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let mut req = agent.request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let res = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let hs = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| (n.to_lowercase(), resp.header(&n).unwrap_or("").to_owned()))
+        .collect();
+    let text = resp.into_string().unwrap_or_default();
+    let json = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, hs, json)
+}
+
+fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    hs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn assert_error(r: &(u16, Vec<(String, String)>, Value), status: u16, code: &str) {
+    assert_eq!(r.0, status, "status of {:?}", r.2);
+    assert_eq!(r.2["error"]["code"], code, "error body {:?}", r.2);
+    assert!(
+        r.2["error"]["message"].is_string(),
+        "error message {:?}",
+        r.2
+    );
+}
+
+#[test]
+fn every_route_and_every_error_status() {
+    let mut c = Cluster::start(&[]);
+    let b = c.base.clone();
+    // GET /
+    let (s, _, idx) = call("GET", &format!("{b}/"), None, &[]);
+    assert_eq!(s, 200);
+    let names: Vec<&str> = idx["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert!(names.contains(&"api") && names.contains(&"svc"), "{idx}");
+    for n in idx["nodes"].as_array().unwrap() {
+        for k in ["name", "node_id", "node_type", "collections"] {
+            assert!(n.get(k).is_some(), "node field {k}: {n}");
+        }
+    }
+    // create: data object, envelope with id, 409, Location
+    let (s, hs, r) = call(
+        "POST",
+        &format!("{b}/power"),
+        Some(br#"{"value":7,"status":"pending"}"#),
+        &[],
+    );
+    assert_eq!(s, 201, "{r}");
+    let id = r["resource_id"].as_str().unwrap().to_owned();
+    assert_eq!(r["resource_data"], json!({"value": 7, "status": "pending"}));
+    assert_eq!(
+        header(&hs, "location"),
+        Some(format!("/power/{id}").as_str())
+    );
+    let (s, hs, r) = call(
+        "POST",
+        &format!("{b}/power"),
+        Some(br#"{"resource_id":"p1","resource_data":{"value":2}}"#),
+        &[("content-type", "text/plain")],
+    );
+    assert_eq!((s, r["resource_id"].as_str()), (201, Some("p1")));
+    assert_eq!(header(&hs, "location"), Some("/power/p1"));
+    assert_error(
+        &call(
+            "POST",
+            &format!("{b}/power"),
+            Some(br#"{"resource_id":"p1","resource_data":{}}"#),
+            &[],
+        ),
+        409,
+        "conflict",
+    );
+    // an object with other keys is data, not an envelope
+    let (s, _, r) = call(
+        "POST",
+        &format!("{b}/power"),
+        Some(br#"{"resource_data":{"a":1},"x":2}"#),
+        &[],
+    );
+    assert_eq!(
+        (s, &r["resource_data"]),
+        (201, &json!({"resource_data": {"a": 1}, "x": 2}))
+    );
+    // get, patch ($set by default, operators), delete
+    let (s, _, r) = call("GET", &format!("{b}/power/p1"), None, &[]);
+    assert_eq!(
+        (s, &r),
+        (
+            200,
+            &json!({"resource_id": "p1", "resource_data": {"value": 2}})
+        )
+    );
+    let (s, _, r) = call(
+        "PATCH",
+        &format!("{b}/power/p1"),
+        Some(br#"{"status":"x"}"#),
+        &[],
+    );
+    assert_eq!(
+        (s, &r["resource_data"]),
+        (200, &json!({"value": 2, "status": "x"}))
+    );
+    let (s, _, r) = call(
+        "PATCH",
+        &format!("{b}/power/p1"),
+        Some(br#"{"$inc":{"value":5},"$unset":{"status":""}}"#),
+        &[],
+    );
+    assert_eq!((s, &r["resource_data"]), (200, &json!({"value": 7})));
+    // list: where, sort, skip, limit, fields, X-Total-Count
+    for i in 0..5 {
+        call(
+            "POST",
+            &format!("{b}/power"),
+            Some(
+                format!(
+                    r#"{{"resource_id":"l{i}","resource_data":{{"value":{i},"kind":"list"}}}}"#
+                )
+                .as_bytes(),
+            ),
+            &[],
+        );
+    }
+    let url = format!(
+        "{b}/power?where=%7B%22kind%22%3A%22list%22%7D&sort=-value&skip=1&limit=2&fields=value"
+    );
+    let (s, hs, r) = call("GET", &url, None, &[]);
+    assert_eq!(s, 200);
+    assert_eq!(header(&hs, "x-total-count"), Some("5"));
+    assert_eq!(
+        r,
+        json!([{"resource_id": "l3", "resource_data": {"value": 3}}, {"resource_id": "l2", "resource_data": {"value": 2}}])
+    );
+    let (_, hs, r) = call("GET", &format!("{b}/power"), None, &[]);
+    assert_eq!(header(&hs, "x-total-count"), Some("8"));
+    assert_eq!(r.as_array().unwrap().len(), 8);
+    let (s, _, _) = call("DELETE", &format!("{b}/power/p1"), None, &[]);
+    assert_eq!(s, 204);
+    assert_error(
+        &call("DELETE", &format!("{b}/power/p1"), None, &[]),
+        404,
+        "not_found",
+    );
+    // custom actions: routes exist; `power` has none, so 404
+    assert_error(
+        &call("POST", &format!("{b}/power/recompute"), Some(b"{}"), &[]),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &call(
+            "POST",
+            &format!("{b}/power/{id}/recompute"),
+            Some(b"{}"),
+            &[],
+        ),
+        404,
+        "not_found",
+    );
+    // 400, 404, 413, 422
+    assert_error(
+        &call("GET", &format!("{b}/power/nope"), None, &[]),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &call("GET", &format!("{b}/nothing"), None, &[]),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &call("GET", &format!("{b}/nothing/1"), None, &[]),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &call("POST", &format!("{b}/power"), Some(b"{oops"), &[]),
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &call(
+            "POST",
+            &format!("{b}/power"),
+            Some(&vec![b' '; 2 * 1024 * 1024]),
+            &[],
+        ),
+        413,
+        "too_large",
+    );
+    assert_error(
+        &call(
+            "POST",
+            &format!("{b}/typed"),
+            Some(br#"{"value":"seven"}"#),
+            &[],
+        ),
+        422,
+        "validation",
+    );
+    let (s, _, _) = call("POST", &format!("{b}/typed"), Some(br#"{"value":7}"#), &[]);
+    assert_eq!(s, 201);
+    // /health, /metrics, /openapi.json
+    let (s, _, h) = call("GET", &format!("{b}/health"), None, &[]);
+    assert_eq!(s, 200);
+    let svc = h["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "svc")
+        .expect("svc in health");
+    assert!(
+        svc["rtt_ms"].as_f64().is_some() && svc["last_seen_ms"].as_u64().is_some(),
+        "{svc}"
+    );
+    assert_eq!(h["node"]["name"], "api");
+    let (s, _, m) = call("GET", &format!("{b}/metrics"), None, &[]);
+    let m = m.as_str().unwrap_or_default().to_owned();
+    assert_eq!(s, 200);
+    assert!(m.contains("zeroservices_http_requests_total{collection=\"power\",action=\"create\",status=\"200\"}"), "{m}");
+    assert!(m.contains("zeroservices_known_peers 1"), "{m}");
+    let (s, _, o) = call("GET", &format!("{b}/openapi.json"), None, &[]);
+    assert_eq!(s, 200);
+    assert!(
+        o["paths"]["/power"]["post"].is_object() && o["paths"]["/power/{id}"]["patch"].is_object(),
+        "{o}"
+    );
+
+    // 504: the provider is frozen (SIGSTOP) — requests time out before it is declared gone.
+    let svc = c.service.as_ref().unwrap();
+    svc.signal(19);
+    let start = Instant::now();
+    assert_error(
+        &call("GET", &format!("{b}/power/{id}"), None, &[]),
+        504,
+        "timeout",
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+    svc.signal(18);
+    common::eventually(
+        "the thawed provider to answer",
+        Duration::from_secs(5),
+        || (call("GET", &format!("{b}/power/{id}"), None, &[]).0 == 200).then_some(()),
+    );
+
+    // 503: the provider is killed; the API node remembers `power`, answers 503, and recovers
+    // by itself when a provider comes back.
+    c.service.take();
+    common::eventually(
+        "the API node to drop the killed provider",
+        Duration::from_secs(5),
+        || {
+            let (_, _, h) = call("GET", &format!("{b}/health"), None, &[]);
+            h["peers"]
+                .as_array()
+                .is_some_and(|p| p.is_empty())
+                .then_some(())
+        },
+    );
+    assert_error(
+        &call("GET", &format!("{b}/power/{id}"), None, &[]),
+        503,
+        "unavailable",
+    );
+    let (_, _, idx) = call("GET", &format!("{b}/"), None, &[]);
+    assert_eq!(
+        idx["collections"],
+        json!([]),
+        "live collections only in GET /"
+    );
+    assert_error(
+        &call("POST", &format!("{b}/power"), Some(b"{}"), &[]),
+        503,
+        "unavailable",
+    );
+    let (svc2, _) = start_service(c.router_port, &c.schema);
+    c.service = Some(svc2);
+    common::eventually(
+        "a new provider to serve power",
+        Duration::from_secs(10),
+        || {
+            (call("POST", &format!("{b}/power"), Some(b"{\"back\":true}"), &[]).0 == 201)
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn cors_preflight_default_and_restricted() {
+    let c = Cluster::start(&[]);
+    let pre = [
+        ("origin", "http://anywhere.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "content-type"),
+    ];
+    let (s, hs, _) = call("OPTIONS", &format!("{}/power", c.base), None, &pre);
+    assert!(s == 200 || s == 204, "preflight status {s}");
+    assert_eq!(header(&hs, "access-control-allow-origin"), Some("*"));
+    assert!(header(&hs, "access-control-allow-credentials").is_none());
+
+    let (api2, addr2) = start_api(c.router_port, &["--cors-origin", "http://good.example"]);
+    let good = [
+        ("origin", "http://good.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    let (_, hs, _) = call("OPTIONS", &format!("http://{addr2}/power"), None, &good);
+    assert_eq!(
+        header(&hs, "access-control-allow-origin"),
+        Some("http://good.example")
+    );
+    let evil = [
+        ("origin", "http://evil.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    let (_, hs, _) = call("OPTIONS", &format!("http://{addr2}/power"), None, &evil);
+    assert!(
+        header(&hs, "access-control-allow-origin").is_none(),
+        "evil origin allowed: {hs:?}"
+    );
+    drop(api2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_allows_and_denies_rest_and_websocket() {
+    let c = tokio::task::block_in_place(|| {
+        Cluster::start(&[
+            "--user",
+            "admin:secret",
+            "--user",
+            "reader:pw:*/list,*/get,*/subscribe",
+            "--anonymous",
+            "*/get",
+        ])
+    });
+    let b = c.base.clone();
+    let basic = |u: &str, p: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    let admin = basic("admin", "secret");
+    let reader = basic("reader", "pw");
+    let r = tokio::task::block_in_place(|| call("POST", &format!("{b}/power"), Some(b"{}"), &[]));
+    assert_error(&r, 401, "unauthorized");
+    let r = tokio::task::block_in_place(|| {
+        call(
+            "POST",
+            &format!("{b}/power"),
+            Some(b"{}"),
+            &[("authorization", &basic("admin", "wrong"))],
+        )
+    });
+    assert_error(&r, 401, "unauthorized");
+    let r = tokio::task::block_in_place(|| {
+        call(
+            "POST",
+            &format!("{b}/power"),
+            Some(b"{}"),
+            &[("authorization", &reader)],
+        )
+    });
+    assert_error(&r, 403, "forbidden");
+    let (s, _, r) = tokio::task::block_in_place(|| {
+        call(
+            "POST",
+            &format!("{b}/power"),
+            Some(b"{\"v\":1}"),
+            &[("authorization", &admin)],
+        )
+    });
+    assert_eq!(s, 201);
+    let id = r["resource_id"].as_str().unwrap().to_owned();
+    let (s, _, _) =
+        tokio::task::block_in_place(|| call("GET", &format!("{b}/power/{id}"), None, &[]));
+    assert_eq!(s, 200, "anonymous get is granted");
+    let (s, _, _) = tokio::task::block_in_place(|| {
+        call(
+            "GET",
+            &format!("{b}/power"),
+            None,
+            &[("authorization", &reader)],
+        )
+    });
+    assert_eq!(s, 200);
+    let r = tokio::task::block_in_place(|| call("GET", &format!("{b}/power"), None, &[]));
+    assert_error(&r, 401, "unauthorized");
+
+    // Websocket: anonymous may not subscribe; a token in the query or an auth message may.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    ws.send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["error"]["code"], "unauthorized");
+    ws.send(Message::text(
+        json!({"type": "auth", "token": reader}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "authenticated");
+    ws.send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    let token = reader.trim_start_matches("Basic ").replace('=', "%3D");
+    let (mut ws2, _) = tokio_tungstenite::connect_async(format!("{}?token={token}", c.ws))
+        .await
+        .expect("ws with token");
+    ws2.send(Message::text(r#"{"type":"subscribe","topics":["*"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws2).await["type"], "subscribed");
+    let bad = tokio_tungstenite::connect_async(format!("{}?token=bm9wZTpub3Bl", c.ws)).await;
+    assert!(bad.is_err(), "a wrong token must be refused at the upgrade");
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("ws message within 5 s")
+            .expect("open")
+            .expect("ok");
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).expect("JSON");
+        }
+    }
+}
+
+async fn post(base: &str, body: Value) -> Value {
+    let url = format!("{base}/power");
+    tokio::task::spawn_blocking(move || {
+        call("POST", &url, Some(body.to_string().as_bytes()), &[]).2
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_prefixes_unsubscribe_and_resume() {
+    let c = tokio::task::block_in_place(|| Cluster::start(&["--replay", "8"]));
+    let (mut all, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    all.send(Message::text(r#"{"type":"subscribe","topics":["*"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut all).await,
+        json!({"type": "subscribed", "topics": ["*"]})
+    );
+    let (mut patches, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    patches
+        .send(Message::text(
+            r#"{"type":"subscribe","topics":["power.patch"]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut patches).await["type"], "subscribed");
+    // errors keep the connection open
+    all.send(Message::text(r#"{"type":"dance"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut all).await["error"]["code"], "bad_request");
+    all.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(next_json(&mut all).await["type"], "error");
+
+    let r = post(
+        &c.base,
+        json!({"resource_id": "w1", "resource_data": {"value": 1}}),
+    )
+    .await;
+    assert_eq!(r["resource_id"], "w1");
+    let ev = next_json(&mut all).await;
+    assert_eq!(ev["type"], "event");
+    assert_eq!(ev["topic"], "power.create.w1");
+    let d = &ev["data"];
+    assert_eq!(
+        (
+            d["collection"].as_str(),
+            d["action"].as_str(),
+            d["resource_id"].as_str()
+        ),
+        (Some("power"), Some("create"), Some("w1"))
+    );
+    assert_eq!(d["resource_data"], json!({"value": 1}));
+    assert_eq!(d["node_id"], c.service_node_id);
+    assert!(d["seq"].as_u64().is_some() && d["ts"].as_u64().is_some_and(|t| t > 1_700_000_000_000));
+    let url = format!("{}/power/w1", c.base);
+    tokio::task::spawn_blocking(move || call("PATCH", &url, Some(br#"{"value":2}"#), &[]))
+        .await
+        .unwrap();
+    let pe = next_json(&mut patches).await;
+    assert_eq!(
+        pe["topic"], "power.patch.w1",
+        "prefix subscription got {pe}"
+    );
+    assert_eq!(pe["data"]["patch"], json!({"$set": {"value": 2}}));
+    assert_eq!(pe["data"]["resource_data"], json!({"value": 2}));
+    let seen = next_json(&mut all).await;
+    assert_eq!(seen["topic"], "power.patch.w1");
+    let last_seq = seen["data"]["seq"].as_u64().unwrap();
+
+    // unsubscribe: acknowledged, then nothing more arrives
+    patches
+        .send(Message::text(
+            r#"{"type":"unsubscribe","topics":["power.patch"]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut patches).await,
+        json!({"type": "unsubscribed", "topics": ["power.patch"]})
+    );
+
+    // resume without a gap: miss 3 events, reconnect with since, get exactly those 3
+    drop(all);
+    for i in 0..3 {
+        post(
+            &c.base,
+            json!({"resource_id": format!("r{i}"), "resource_data": {}}),
+        )
+        .await;
+    }
+    let (mut back, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    let since = json!({"type": "subscribe", "topics": ["power"], "since": {c.service_node_id.clone(): last_seq}});
+    back.send(Message::text(since.to_string())).await.unwrap();
+    assert_eq!(next_json(&mut back).await["type"], "subscribed");
+    for i in 0..3 {
+        let ev = next_json(&mut back).await;
+        assert_eq!(ev["topic"], format!("power.create.r{i}"), "replayed {ev}");
+        assert_eq!(ev["data"]["seq"].as_u64(), Some(last_seq + 1 + i));
+    }
+    post(&c.base, json!({"resource_id": "live", "resource_data": {}})).await;
+    assert_eq!(
+        next_json(&mut back).await["topic"],
+        "power.create.live",
+        "live after replay, no duplicate"
+    );
+    let url = format!("{}/power/w1", c.base);
+    tokio::task::spawn_blocking(move || call("PATCH", &url, Some(br#"{"value":3}"#), &[]))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut back).await["topic"], "power.patch.w1");
+    expect_silence(&mut patches, Duration::from_millis(500)).await;
+
+    // resume with a gap older than the replay buffer (8 events here): resync
+    drop(back);
+    let missed_from = last_seq + 5;
+    for i in 0..12 {
+        post(
+            &c.base,
+            json!({"resource_id": format!("g{i}"), "resource_data": {}}),
+        )
+        .await;
+    }
+    let (mut late, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    let since = json!({"type": "subscribe", "topics": ["power"], "since": {c.service_node_id.clone(): missed_from}});
+    late.send(Message::text(since.to_string())).await.unwrap();
+    assert_eq!(next_json(&mut late).await["type"], "subscribed");
+    let rs = next_json(&mut late).await;
+    assert_eq!(rs["type"], "resync", "gap older than the buffer: {rs}");
+    assert_eq!(rs["node_id"], c.service_node_id);
+}
+
+async fn expect_silence(ws: &mut Ws, d: Duration) {
+    if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(d, ws.next()).await {
+        panic!("expected nothing, got {t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_websocket_client_gets_resync_and_slows_nobody() {
+    let c = tokio::task::block_in_place(|| Cluster::start(&["--ws-queue", "16"]));
+    // A client with a tiny receive buffer that stops reading after subscribing.
+    let addr =
+        c.ws.trim_start_matches("ws://")
+            .trim_end_matches("/realtime")
+            .to_owned();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    let sa: std::net::SocketAddr = addr.parse().unwrap();
+    sock.connect(&sa.into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(sock.into()).unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(
+        c.ws.as_str(),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("slow ws");
+    slow.send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut slow).await["type"], "subscribed");
+    let (mut fast, _) = tokio_tungstenite::connect_async(&c.ws)
+        .await
+        .expect("fast ws");
+    fast.send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut fast).await["type"], "subscribed");
+
+    // 3000 creates with a 2 KB payload each while the slow client reads nothing.
+    let base = c.base.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let pad = "x".repeat(2000);
+        for i in 0..3000 {
+            let body = json!({"i": i, "pad": pad}).to_string();
+            assert_eq!(
+                call("POST", &format!("{base}/power"), Some(body.as_bytes()), &[]).0,
+                201
+            );
+        }
+    });
+    let mut fast_got = 0;
+    while fast_got < 3000 {
+        let ev = next_json(&mut fast).await;
+        assert_eq!(ev["type"], "event", "the fast client must not lag: {ev}");
+        fast_got += 1;
+    }
+    writer.await.unwrap();
+    // Now the slow client reads: somewhere in its stream there is a resync.
+    let mut saw_resync = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !saw_resync && Instant::now() < deadline {
+        let Ok(Some(Ok(Message::Text(t)))) =
+            tokio::time::timeout(Duration::from_secs(3), slow.next()).await
+        else {
+            break;
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "resync" {
+            assert_eq!(v["reason"], "overflow");
+            assert!(v["missed"].as_u64().unwrap_or(0) > 0);
+            saw_resync = true;
+        }
+    }
+    assert!(saw_resync, "the slow client never got a resync");
+    let (s, _, h) =
+        tokio::task::block_in_place(|| call("GET", &format!("{}/health", c.base), None, &[]));
+    assert_eq!((s, h["status"].as_str()), (200, Some("ok")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_battery_leaves_the_node_healthy() {
+    let c = tokio::task::block_in_place(|| Cluster::start(&[]));
+    let b = c.base.clone();
+    let cases: Vec<(&str, String, Option<Vec<u8>>, u16, &str)> = vec![
+        (
+            "POST",
+            format!("{b}/power"),
+            Some(br#"{"a":"#.to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            format!("{b}/power"),
+            Some(b"[1,2,3]".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            format!("{b}/power"),
+            Some(br#""text""#.to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            format!("{b}/power"),
+            Some(vec![0xff, 0xfe]),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            format!("{b}/power"),
+            Some(br#"{"resource_id":"a/b","resource_data":{}}"#.to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            format!("{b}/power/x"),
+            Some(br#""str""#.to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            format!("{b}/power/x"),
+            Some(br#"{"$rename":{"a":"b"}}"#.to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?where=notjson"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?where=%5B1%5D"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?where=%7B%22a%22%3A%7B%22%24bogus%22%3A1%7D%7D"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?sort=a,,b"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?limit=10001"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?limit=-1"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?limit=ten"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?skip=-3"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            format!("{b}/power?fields=a,$b"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            format!("{b}/power"),
+            Some(vec![b'{'; 10 * 1024 * 1024]),
+            413,
+            "too_large",
+        ),
+        ("GET", format!("{b}/power/%FF%FE"), None, 400, "bad_request"),
+        (
+            "GET",
+            format!("{b}/power/{}", "i".repeat(10 * 1024)),
+            None,
+            400,
+            "bad_request",
+        ),
+        ("GET", format!("{b}/%FF/1"), None, 400, "bad_request"),
+    ];
+    for (m, url, body, status, code) in &cases {
+        let r = tokio::task::block_in_place(|| call(m, url, body.as_deref(), &[]));
+        assert_eq!(r.0, *status, "{m} {}: {:?}", &url[..url.len().min(80)], r.2);
+        assert_eq!(
+            r.2["error"]["code"],
+            *code,
+            "{m} {}: {:?}",
+            &url[..url.len().min(80)],
+            r.2
+        );
+    }
+    // websocket: unknown types, malformed JSON, binary frames — errors, connection stays open
+    let (mut ws, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    for m in [
+        Message::text(r#"{"type":"nope"}"#),
+        Message::text("not json"),
+        Message::text("{}"),
+        Message::binary(vec![0u8; 100]),
+    ] {
+        ws.send(m).await.unwrap();
+        assert_eq!(next_json(&mut ws).await["type"], "error");
+    }
+    ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "pong");
+    // 1000 websockets opened and dropped abruptly (no close frame)
+    for _ in 0..10 {
+        let batch = (0..100).map(|_| tokio_tungstenite::connect_async(c.ws.clone()));
+        let socks: Vec<_> = futures::future::join_all(batch)
+            .await
+            .into_iter()
+            .map(|r| r.expect("ws").0)
+            .collect();
+        for s in socks {
+            let tcp = s.into_inner();
+            drop(tcp);
+        }
+    }
+    let (s, _, h) = tokio::task::block_in_place(|| call("GET", &format!("{b}/health"), None, &[]));
+    assert_eq!((s, h["status"].as_str()), (200, Some("ok")));
+    let (s, _, _) = tokio::task::block_in_place(|| {
+        call("POST", &format!("{b}/power"), Some(br#"{"ok":1}"#), &[])
+    });
+    assert_eq!(s, 201);
+    let (_, _, m) = tokio::task::block_in_place(|| call("GET", &format!("{b}/metrics"), None, &[]));
+    let m = m.as_str().unwrap_or_default().to_owned();
+    let open: i64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("zeroservices_websocket_connections "))
+        .and_then(|v| v.parse().ok())
+        .expect("gauge");
+    assert!(
+        open <= 2,
+        "{open} websocket connections still counted after the drops"
+    );
+}
