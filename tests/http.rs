@@ -809,7 +809,9 @@ async fn a_slow_websocket_client_gets_resync_and_slows_nobody() {
 async fn bad_input_battery_leaves_the_node_healthy() {
     let c = tokio::task::block_in_place(|| Cluster::start(&[]));
     let b = c.base.clone();
-    let cases: Vec<(&str, String, Option<Vec<u8>>, u16, &str)> = vec![
+    // (method, url, body, status, error code)
+    type Case<'a> = (&'a str, String, Option<Vec<u8>>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             format!("{b}/power"),
