@@ -95,7 +95,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if http {
         let listener = tokio::net::TcpListener::bind(&args.http).await?;
-        tracing::info!("power demo on http://{}/ui/", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        tracing::info!("power demo on http://{addr}/ui/");
+        println!(
+            "{}",
+            json!({"event": "ready", "role": args.role, "http": addr.to_string(), "node_id": node.node_id()})
+        );
         let ui = Router::new()
             .route("/ui/", get(|| async { Html(PAGE) }))
             .route("/ui", get(|| async { Redirect::permanent("/ui/") }));
@@ -108,6 +113,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     } else {
+        println!(
+            "{}",
+            json!({"event": "ready", "role": args.role, "node_id": node.node_id()})
+        );
         stop_signal().await;
     }
     node.shutdown().await;

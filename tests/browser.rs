@@ -1,0 +1,186 @@
+//! The power page in a real browser: headless Chromium driven over WebDriver (chromedriver)
+//! adds a power through the form and sees its row turn done with the right result, and sees a
+//! row created by a separate HTTP client appear without a reload. Saves a screenshot as
+//! `target/power-ui.png`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use common::{example, free_port, spawn};
+use serde_json::{json, Value};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Driver {
+    base: String,
+    session: String,
+}
+
+fn wd(method: &str, url: &str, body: Option<Value>) -> Value {
+    let req = ureq::request(method, url).timeout(Duration::from_secs(30));
+    let res = match body {
+        Some(b) => req.send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let text = match res {
+        Ok(r) => r.into_string().unwrap_or_default(),
+        Err(ureq::Error::Status(code, r)) => panic!(
+            "WebDriver {method} {url}: {code} {}",
+            r.into_string().unwrap_or_default()
+        ),
+        Err(e) => panic!("WebDriver {method} {url}: {e}"),
+    };
+    serde_json::from_str::<Value>(&text)
+        .map(|v| v["value"].clone())
+        .unwrap_or(Value::Null)
+}
+
+impl Driver {
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        wd(
+            method,
+            &format!("{}/session/{}{path}", self.base, self.session),
+            body,
+        )
+    }
+    fn script(&self, js: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": js, "args": []})),
+        )
+    }
+    fn element(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        let v = self.script("return Array.from(document.querySelectorAll('#rows tr')).map(tr => Array.from(tr.children).map(td => td.textContent));");
+        serde_json::from_value(v).unwrap_or_default()
+    }
+}
+
+fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+#[test]
+fn the_power_page_updates_live_in_headless_chromium() {
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} missing: .ci/run installs chromium and chromium-driver"
+        );
+    }
+    let http = free_port();
+    let mut c = Command::new(example("power"));
+    c.args([
+        "--discovery",
+        "none",
+        "--store",
+        "memory",
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--bind",
+        "127.0.0.1",
+    ]);
+    let demo = spawn("power", c);
+    demo.wait_line("\"ready\"", Duration::from_secs(10));
+
+    let dport = free_port();
+    let mut dc = Command::new("/usr/bin/chromedriver");
+    dc.arg(format!("--port={dport}"));
+    let _driver = spawn("chromedriver", dc);
+    let base = format!("http://127.0.0.1:{dport}");
+    common::eventually("chromedriver to listen", Duration::from_secs(10), || {
+        ureq::get(&format!("{base}/status")).call().ok().map(|_| ())
+    });
+    let profile = std::env::temp_dir().join(format!("zs-chrome-{}", std::process::id()));
+    let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1000,800", format!("--user-data-dir={}", profile.display())]}}}});
+    let created = wd("POST", &format!("{base}/session"), Some(caps));
+    let session = created["sessionId"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
+    let d = Driver { base, session };
+
+    d.cmd(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("http://127.0.0.1:{http}/ui/")})),
+    );
+    common::eventually("the page to go live", Duration::from_secs(10), || {
+        (d.script("return document.getElementById('state').textContent;") == "live").then_some(())
+    });
+    d.script("window.__loaded_once = true;");
+
+    // Add a power through the form.
+    let input = d.element("#value");
+    d.cmd(
+        "POST",
+        &format!("/element/{input}/value"),
+        Some(json!({"text": "12"})),
+    );
+    let submit = d.element("#submit");
+    d.cmd("POST", &format!("/element/{submit}/click"), Some(json!({})));
+    common::eventually(
+        "the form's power to turn done with 144",
+        Duration::from_secs(10),
+        || {
+            d.rows().into_iter().find(|r| {
+                r.get(1).map(String::as_str) == Some("12")
+                    && r.get(2).map(String::as_str) == Some("done")
+                    && r.get(3).map(String::as_str) == Some("144")
+            })
+        },
+    );
+
+    // A power created by another client appears without a reload.
+    let r = ureq::post(&format!("http://127.0.0.1:{http}/power"))
+        .send_string(r#"{"value": 5, "status": "pending"}"#)
+        .expect("POST");
+    let v: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+    let id = v["resource_id"].as_str().unwrap().to_owned();
+    common::eventually(
+        "the curl-created row to appear and turn done",
+        Duration::from_secs(10),
+        || {
+            d.rows().into_iter().find(|r| {
+                r.first() == Some(&id)
+                    && r.get(2).map(String::as_str) == Some("done")
+                    && r.get(3).map(String::as_str) == Some("25")
+            })
+        },
+    );
+    assert_eq!(
+        d.script("return window.__loaded_once === true;"),
+        json!(true),
+        "the page reloaded"
+    );
+
+    let shot = d.cmd("GET", "/screenshot", None);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().expect("base64 PNG"))
+        .expect("decode");
+    assert!(png.starts_with(b"\x89PNG"), "screenshot is a PNG");
+    let out = target_dir().join("power-ui.png");
+    std::fs::write(&out, png).expect("write screenshot");
+    eprintln!("screenshot: {}", out.display());
+    d.cmd("DELETE", "", None);
+    let _ = std::fs::remove_dir_all(&profile);
+}
