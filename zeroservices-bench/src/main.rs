@@ -1,0 +1,61 @@
+//! `zeroservices-bench`: the workloads of `../shared/bench/WORKLOADS.md` (W1 request/reply, W2
+//! event fan-out, W3 REST + realtime) on ZeroServices, beside a raw `zeromq` baseline and a
+//! bare axum baseline measured in the same run. Every participant is its own OS process on
+//! 127.0.0.1 and speaks the harness protocol (`BENCH_*` variables, JSON lines on stdout, stdin
+//! `go` and close), so an external driver can run them beside other frameworks.
+//!
+//! ```text
+//! cargo run --release -p zeroservices-bench -- run            # table
+//! cargo run --release -p zeroservices-bench -- run --json     # table on stderr, JSON on stdout
+//! cargo run --release -p zeroservices-bench -- run --quick    # tiny counts (smoke test)
+//! ```
+
+mod driver;
+mod stats;
+mod w1;
+mod w2;
+mod w3;
+
+use anyhow::bail;
+
+fn usage() -> anyhow::Result<()> {
+    bail!(
+        "usage: zeroservices-bench run [--json] [--quick]\n\
+         participants: w1-service|w1-client resource|core|raw; w2-pub|w2-sub framework|raw [N];\n\
+         w3-server all|service|api|baseline; w3-load URL METHOD PATH CONNS WARM_S SECS STATUS; w3c-client"
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    if a.first() == Some(&"run") {
+        return driver::run(a.contains(&"--json"), a.contains(&"--quick"));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match a.as_slice() {
+            ["w1-service", imp] => w1::service(imp).await,
+            ["w1-client", imp] => w1::client(imp).await,
+            ["w2-pub", imp] => w2::publisher(imp).await,
+            ["w2-sub", imp, n] => w2::subscriber(imp, n.parse()?).await,
+            ["w3-server", mode] => w3::server(mode).await,
+            ["w3-load", url, method, path, conns, warm, secs, status] => {
+                w3::load(
+                    url,
+                    method,
+                    path,
+                    conns.parse()?,
+                    warm.parse()?,
+                    secs.parse()?,
+                    status.parse()?,
+                )
+                .await
+            }
+            ["w3c-client"] => w3::realtime_client().await,
+            _ => usage(),
+        }
+    })
+}

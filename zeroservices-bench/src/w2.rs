@@ -1,0 +1,212 @@
+//! W2 — event fan-out: one publisher, several subscriber processes; `framework` publishes with
+//! `Node::publish` and subscribes with `Node::subscribe` (peers found by static discovery),
+//! `raw` uses the `zeromq` crate's PUB/SUB with the same frames.
+
+use std::io::BufRead;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeroservices_core::{Node, StaticDiscovery, ZmqConfig};
+
+use crate::stats::{emit, env_or};
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn event(seq: u64) -> Value {
+    json!({"seq": seq, "ts": now_ms(), "kind": "power.created", "data": {"id": format!("p-{seq:07}"), "watts": 1500}})
+}
+
+enum Publisher {
+    Framework(Node),
+    Raw(zeromq::PubSocket),
+}
+
+impl Publisher {
+    async fn send(&mut self, topic: &str, v: &Value) -> anyhow::Result<()> {
+        match self {
+            Publisher::Framework(n) => Ok(n.publish(topic, v).await?),
+            Publisher::Raw(p) => {
+                let mut m = ZmqMessage::from(Bytes::copy_from_slice(topic.as_bytes()));
+                m.push_back(Bytes::from(v.to_string()));
+                Ok(p.send(m).await?)
+            }
+        }
+    }
+}
+
+pub(crate) async fn publisher(imp: &str) -> anyhow::Result<()> {
+    let port: u16 = env_or("BENCH_PORT", 0);
+    let events: u64 = env_or("BENCH_EVENTS", 200_000);
+    let mut p = match imp {
+        "framework" => Publisher::Framework(
+            Node::builder("w2-pub")
+                .zmq(ZmqConfig {
+                    router_port: port,
+                    ..ZmqConfig::loopback()
+                })
+                .start()
+                .await?,
+        ),
+        "raw" => {
+            let mut s = zeromq::PubSocket::new();
+            s.bind(&format!("tcp://127.0.0.1:{port}")).await?;
+            Publisher::Raw(s)
+        }
+        other => bail!("unknown implementation {other}"),
+    };
+    // stdin: "go" starts the burst; EOF ends the process.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+        std::process::exit(0);
+    });
+    emit(json!({"event": "ready"}));
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => p.send("warmup", &json!({"warmup": true})).await?,
+            line = rx.recv() => match line.as_deref() {
+                Some("go") => break,
+                Some(_) => {}
+                None => return Ok(()),
+            },
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    for seq in 0..events {
+        p.send("bench", &event(seq)).await?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    emit(
+        json!({"event": "sent", "count": events, "elapsed_s": elapsed, "send_rate": events as f64 / elapsed}),
+    );
+    // Stay alive until the harness closes stdin.
+    while rx.recv().await.is_some() {}
+    Ok(())
+}
+
+pub(crate) async fn subscriber(imp: &str, index: usize) -> anyhow::Result<()> {
+    let port: u16 = env_or("BENCH_PORT", 0);
+    let expected: u64 = env_or("BENCH_EVENTS", 200_000);
+    let idle = Duration::from_secs_f64(env_or("BENCH_IDLE_S", 3.0));
+    let cap = Duration::from_secs(env_or("BENCH_TIME_CAP_S", 90));
+    let peer = format!("w2-{imp}");
+    // Either source yields (topic, payload bytes).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, Bytes)>(65_536);
+    let _keep: Box<dyn std::any::Any + Send> = match imp {
+        "framework" => {
+            let node = Node::builder(&format!("w2-sub-{index}"))
+                .zmq(ZmqConfig::loopback())
+                .discovery(StaticDiscovery::new([format!("tcp://127.0.0.1:{port}")]))
+                .heartbeat(Duration::from_millis(200))
+                .start()
+                .await?;
+            let mut sub = node.subscribe_many(vec!["bench".into(), "warmup".into()], 1 << 20);
+            tokio::spawn(async move {
+                while let Some(ev) = sub.recv().await {
+                    if tx.send((&*ev.topic == "bench", ev.payload)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Box::new(node)
+        }
+        "raw" => {
+            let mut s = zeromq::SubSocket::new();
+            s.subscribe("bench").await?;
+            s.subscribe("warmup").await?;
+            s.connect(&format!("tcp://127.0.0.1:{port}")).await?;
+            tokio::spawn(async move {
+                while let Ok(m) = s.recv().await {
+                    let f = m.into_vec();
+                    if f.len() == 2
+                        && tx
+                            .send((&f[0][..] == b"bench", f[1].clone()))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            Box::new(())
+        }
+        other => bail!("unknown implementation {other}"),
+    };
+    // ready on the first warmup event
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some((false, _))) => break,
+            Ok(Some(_)) => {}
+            _ => bail!("no warmup event within 30 s"),
+        }
+    }
+    emit(json!({"event": "ready", "subscriber": index}));
+    let ready_at = Instant::now();
+    let (mut received, mut out_of_order, mut last_seq) = (0u64, 0u64, None::<u64>);
+    let (mut first_ts, mut first_recv, mut last_recv_wall, mut first_delay) =
+        (None::<f64>, None::<Instant>, 0.0f64, None::<f64>);
+    let mut last_at = Instant::now();
+    let stop_reason = loop {
+        if received >= expected {
+            break "all";
+        }
+        if ready_at.elapsed() > cap {
+            break "time cap";
+        }
+        let wait = if received > 0 {
+            idle.saturating_sub(last_at.elapsed())
+        } else {
+            cap.saturating_sub(ready_at.elapsed())
+        };
+        let Ok(Some((is_bench, payload))) = tokio::time::timeout(wait, rx.recv()).await else {
+            break if received > 0 { "idle" } else { "time cap" };
+        };
+        if !is_bench {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+        let now_wall = now_ms();
+        last_at = Instant::now();
+        received += 1;
+        let seq = v["seq"].as_u64().unwrap_or(0);
+        if last_seq.is_some_and(|l| seq < l) {
+            out_of_order += 1;
+        }
+        last_seq = Some(seq);
+        if first_ts.is_none() {
+            let ts = v["ts"].as_f64().unwrap_or(now_wall);
+            first_ts = Some(ts);
+            first_recv = Some(Instant::now());
+            first_delay = Some(now_wall - ts);
+        }
+        last_recv_wall = now_wall;
+    };
+    let span_s = first_ts
+        .map(|t| (last_recv_wall - t) / 1000.0)
+        .unwrap_or(0.0);
+    let recv_span_s = first_recv
+        .map(|f| (last_at - f).as_secs_f64())
+        .unwrap_or(0.0);
+    let lost = expected.saturating_sub(received);
+    emit(
+        json!({"event": "result", "peer": peer, "subscriber": index, "expected": expected, "received": received, "lost": lost,
+                "loss_pct": lost as f64 * 100.0 / expected as f64, "out_of_order": out_of_order, "stop_reason": stop_reason,
+                "span_s": span_s, "events_per_s": if span_s > 0.0 { received as f64 / span_s } else { 0.0 },
+                "recv_span_s": recv_span_s, "first_event_delay_ms": first_delay}),
+    );
+    Ok(())
+}
