@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         .cluster
         .apply(Node::builder(&format!("power-{}", args.role)).node_type(node_type));
     if serves {
-        let store = args.store.open()?;
+        let store = args.store.open().await?;
         builder = builder.collection(CollectionSpec::new("power", store.collection("power")));
     }
     let node = builder.start().await?;

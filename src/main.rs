@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
-    let store = a.store.open()?;
+    let store = a.store.open().await?;
     let mut b = a.cluster.apply(Node::builder(&a.name));
     for c in &a.collections {
         let (name, schema) = match c.split_once('=') {

@@ -51,15 +51,19 @@ pub enum Store {
     Embedded(EmbeddedStore),
     /// Memory.
     Memory,
+    /// MongoDB.
+    Mongo(zeroservices_mongo::MongoStore),
 }
 
 impl StoreSpec {
-    /// Opens the store.
-    pub fn open(&self) -> anyhow::Result<Store> {
+    /// Opens the store (for MongoDB: prepares the client; the server may come up later).
+    pub async fn open(&self) -> anyhow::Result<Store> {
         match self {
             StoreSpec::Embedded(p) => Ok(Store::Embedded(EmbeddedStore::open(p)?)),
             StoreSpec::Memory => Ok(Store::Memory),
-            StoreSpec::Mongo(_) => anyhow::bail!("the MongoDB store is not available in this build yet (see issue 5); use embedded:PATH or memory"),
+            StoreSpec::Mongo(uri) => Ok(Store::Mongo(
+                zeroservices_mongo::MongoStore::connect(uri).await?,
+            )),
         }
     }
 }
@@ -70,6 +74,7 @@ impl Store {
         match self {
             Store::Embedded(s) => Arc::new(s.collection(name)),
             Store::Memory => Arc::new(MemoryCollection::new()),
+            Store::Mongo(s) => Arc::new(s.collection(name)),
         }
     }
 }
