@@ -8,9 +8,11 @@
 //! cargo run --release -p zeroservices-bench -- run            # table
 //! cargo run --release -p zeroservices-bench -- run --json     # table on stderr, JSON on stdout
 //! cargo run --release -p zeroservices-bench -- run --quick    # tiny counts (smoke test)
+//! cargo run --release -p zeroservices-bench -- mongo mongodb://127.0.0.1:27017/bench 2000
 //! ```
 
 mod driver;
+mod mongo;
 mod stats;
 mod w1;
 mod w2;
@@ -31,6 +33,13 @@ fn main() -> anyhow::Result<()> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     if a.first() == Some(&"run") {
         return driver::run(a.contains(&"--json"), a.contains(&"--quick"));
+    }
+    if let ["mongo", uri, rest @ ..] = a.as_slice() {
+        let n = rest.first().map(|n| n.parse()).transpose()?.unwrap_or(2000);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(mongo::run(uri, n));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
