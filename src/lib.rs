@@ -10,9 +10,11 @@
 //! - [`http`]: re-export of `zeroservices-http` (REST, `/realtime`, health, metrics, OpenAPI).
 //! - [`options`]: the command-line settings shared by the `zeroservices` binary and the examples
 //!   (store, discovery, sockets) and how they build a node.
-//! - `src/main.rs`: the `zeroservices` CLI (`serve`, `sniff`, `nodes`).
+//! - [`skeleton`]: `zeroservices new NAME`, a project skeleton.
+//! - `src/main.rs`: the `zeroservices` CLI (`serve`, `sniff`, `nodes`, `new`).
 
 pub use zeroservices_core as core;
 pub use zeroservices_http as http;
 
 pub mod options;
+pub mod skeleton;

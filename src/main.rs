@@ -44,6 +44,17 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Writes a new project (a resource service, a worker, an API node) that builds and tests.
+    New {
+        /// Project name.
+        name: String,
+        /// Directory to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The ZeroServices checkout the project depends on (default: this one).
+        #[arg(long)]
+        framework: Option<PathBuf>,
+    },
     /// Lists discovered nodes.
     Nodes {
         /// Print one JSON array.
@@ -127,6 +138,20 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Serve(a) => run_serve(a).await,
+        Command::New {
+            name,
+            dir,
+            framework,
+        } => {
+            let framework = framework.unwrap_or_else(zeroservices::skeleton::framework_dir);
+            let out = zeroservices::skeleton::generate(&name, &dir, &framework)?;
+            println!(
+                "created {}: cd {} && cargo test && cargo run",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
         Command::Sniff {
             topic,
             json,

@@ -1,0 +1,75 @@
+//! `zeroservices new NAME` writes a project that builds and whose own test passes. It builds
+//! in the workspace's target directory with the workspace's Cargo.lock, so only the new crate
+//! compiles.
+
+mod common;
+
+use std::process::Command;
+
+use common::{bin, root};
+
+#[test]
+fn a_new_project_builds_and_its_test_passes() {
+    let parent = std::env::temp_dir().join(format!("zs-new-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&parent);
+    std::fs::create_dir_all(&parent).unwrap();
+    let out = Command::new(bin())
+        .args(["new", "power-plant", "--dir"])
+        .arg(&parent)
+        .output()
+        .expect("new");
+    assert!(
+        out.status.success(),
+        "new failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = parent.join("power-plant");
+    for f in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/main.rs",
+        "src/lib.rs",
+        "tests/smoke.rs",
+        "README.md",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    // Refuses to overwrite, and rejects bad names.
+    assert!(!Command::new(bin())
+        .args(["new", "power-plant", "--dir"])
+        .arg(&parent)
+        .status()
+        .unwrap()
+        .success());
+    assert!(!Command::new(bin())
+        .args(["new", "9lives", "--dir"])
+        .arg(&parent)
+        .status()
+        .unwrap()
+        .success());
+
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let test = Command::new(env!("CARGO"))
+        .args(["test", "--offline", "--quiet"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", target.join("new-project"))
+        .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .output()
+        .expect("cargo test in the new project");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(
+        test.status.success(),
+        "generated project's tests failed:\n{log}"
+    );
+    assert!(
+        log.contains("1 passed"),
+        "the smoke test did not run:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&parent);
+}
