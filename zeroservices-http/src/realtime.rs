@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::broadcast;
 use zeroservices_core::protocol::topic_matches;
 use zeroservices_core::Node;
@@ -86,24 +86,37 @@ impl Hub {
     }
 }
 
-/// Feeds the hub from the node until the node stops.
+/// Feeds the hub from the node until the node stops. Only `node_id` and `seq` are read from a
+/// payload; the websocket message is built around the payload bytes as they are.
 pub(crate) async fn run_hub(node: Node, st: AppState) {
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow, default)]
+        node_id: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        seq: Option<u64>,
+    }
     let mut sub = node.subscribe("*");
     while let Some(ev) = sub.recv().await {
-        let Ok(data) = serde_json::from_slice::<Value>(&ev.payload) else {
+        // Parsing into `Meta` also checks the whole payload is one JSON object.
+        let Ok(meta) = serde_json::from_slice::<Meta>(&ev.payload) else {
             continue;
         };
         st.metrics
             .events_published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let text = json!({"type": "event", "topic": &*ev.topic, "data": &data}).to_string();
+        let topic = serde_json::to_string(&*ev.topic).unwrap_or_default();
+        let mut text = String::with_capacity(ev.payload.len() + topic.len() + 40);
+        text.push_str(r#"{"type":"event","topic":"#);
+        text.push_str(&topic);
+        text.push_str(r#","data":"#);
+        // Checked above to be valid JSON (and so valid UTF-8).
+        text.push_str(std::str::from_utf8(&ev.payload).unwrap_or("null"));
+        text.push('}');
         st.hub.push(HubEvent {
             topic: ev.topic.clone(),
-            node_id: data
-                .get("node_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            seq: data.get("seq").and_then(Value::as_u64),
+            node_id: meta.node_id.map(|c| c.into_owned()),
+            seq: meta.seq,
             text: Utf8Bytes::from(text),
         });
     }
