@@ -10,11 +10,13 @@
 //! - [`http`]: re-export of `zeroservices-http` (REST, `/realtime`, health, metrics, OpenAPI).
 //! - [`options`]: the command-line settings shared by the `zeroservices` binary and the examples
 //!   (store, discovery, sockets) and how they build a node.
+//! - [`config`]: `--config FILE` (TOML) for `serve`.
 //! - [`skeleton`]: `zeroservices new NAME`, a project skeleton.
 //! - `src/main.rs`: the `zeroservices` CLI (`serve`, `sniff`, `nodes`, `new`).
 
 pub use zeroservices_core as core;
 pub use zeroservices_http as http;
 
+pub mod config;
 pub mod options;
 pub mod skeleton;

@@ -98,8 +98,11 @@ struct ServeArgs {
     #[arg(long, env = "ZEROSERVICES_HTTP", default_value = "127.0.0.1:5001")]
     http: String,
     /// Do not serve HTTP.
-    #[arg(long)]
+    #[arg(long, env = "ZEROSERVICES_NO_HTTP")]
     no_http: bool,
+    /// Read settings from a TOML file (keys are the long flag names).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Allowed CORS origin (repeatable; default: any origin, no credentials).
     #[arg(
         long = "cors-origin",
@@ -137,8 +140,22 @@ fn init_tracing() {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The config file fills in ZEROSERVICES_* variables before any thread exists, so clap
+    // reads them with the usual precedence (flag > variable > file > default).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = zeroservices::config::config_arg(&args) {
+        for (k, v) in zeroservices::config::env_from_file(std::path::Path::new(&path))? {
+            std::env::set_var(k, v);
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Serve(a) => run_serve(a).await,
@@ -171,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
+    a.cluster.key()?; // report a bad key before starting anything
     let store = a.store.open().await?;
     let mut b = a.cluster.apply(Node::builder(&a.name));
     for c in &a.collections {

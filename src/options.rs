@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zeroservices_core::{
-    Collection, Discovery, EmbeddedStore, MemoryCollection, MulticastConfig, MulticastDiscovery,
-    NoDiscovery, NodeBuilder, StaticDiscovery, ZmqConfig,
+    ClusterKey, Collection, Discovery, EmbeddedStore, MemoryCollection, MulticastConfig,
+    MulticastDiscovery, NoDiscovery, NodeBuilder, StaticDiscovery, ZmqConfig,
 };
 
 /// Where collections live: `embedded:PATH` (a directory, created if missing), `memory`, or
@@ -167,10 +167,40 @@ pub struct ClusterArgs {
     /// Timeout of requests to other nodes, in milliseconds.
     #[arg(long, env = "ZEROSERVICES_TIMEOUT_MS", default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// Shared cluster secret: authenticate every datagram, request and event with it; nodes
+    /// without it are ignored (docs/security.md). Prefer --cluster-key-file.
+    #[arg(long, env = "ZEROSERVICES_CLUSTER_KEY", hide_env_values = true)]
+    pub cluster_key: Option<String>,
+    /// File holding the shared cluster secret.
+    #[arg(long, env = "ZEROSERVICES_CLUSTER_KEY_FILE")]
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 impl ClusterArgs {
-    /// Applies sockets, discovery and heartbeat to a node builder.
+    /// The cluster key from --cluster-key or --cluster-key-file, if any.
+    pub fn key(&self) -> anyhow::Result<Option<Arc<ClusterKey>>> {
+        let secret = match (&self.cluster_key, &self.cluster_key_file) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("use --cluster-key or --cluster-key-file, not both")
+            }
+            (Some(k), None) => k.as_bytes().to_vec(),
+            (None, Some(f)) => {
+                let mut b = std::fs::read(f)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
+                while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                    b.pop();
+                }
+                b
+            }
+            (None, None) => return Ok(None),
+        };
+        if secret.len() < 16 {
+            anyhow::bail!("the cluster key must be at least 16 bytes");
+        }
+        Ok(Some(ClusterKey::new(&secret)))
+    }
+
+    /// Applies sockets, discovery, heartbeat and the cluster key to a node builder.
     pub fn apply(&self, b: NodeBuilder) -> NodeBuilder {
         let advertise = self
             .interface
@@ -194,6 +224,11 @@ impl ClusterArgs {
                     ..MulticastConfig::default()
                 }))
             }
+        };
+        // An unreadable key file was reported by `key()` at start-up (see `serve`).
+        let b = match self.key() {
+            Ok(Some(k)) => b.cluster_key(k),
+            _ => b,
         };
         b.zmq(zmq)
             .boxed_discovery(discovery)

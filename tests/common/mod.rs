@@ -166,6 +166,37 @@ impl NetNs {
         ns
     }
 
+    /// Joins two namespaces with a veth pair: `a` gets 10.77.0.1/24, `b` 10.77.0.2/24, and
+    /// multicast is routed over the link in both (a two-host LAN).
+    pub fn link(a: &NetNs, b: &NetNs) {
+        let tag = rand_suffix();
+        let (va, vb) = (
+            format!("za{}", &tag[..tag.len().min(8)]),
+            format!("zb{}", &tag[..tag.len().min(8)]),
+        );
+        let run = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("ip");
+            assert!(st.success(), "ip {args:?} failed");
+        };
+        run(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        run(&["link", "set", &va, "netns", &a.name]);
+        run(&["link", "set", &vb, "netns", &b.name]);
+        for (ns, dev, ip) in [(a, &va, "10.77.0.1/24"), (b, &vb, "10.77.0.2/24")] {
+            run(&["-n", &ns.name, "addr", "add", ip, "dev", dev]);
+            run(&["-n", &ns.name, "link", "set", dev, "up"]);
+            run(&["-n", &ns.name, "link", "set", dev, "multicast", "on"]);
+            run(&[
+                "-n",
+                &ns.name,
+                "route",
+                "replace",
+                "224.0.0.0/4",
+                "dev",
+                dev,
+            ]);
+        }
+    }
+
     /// A command running `program` inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

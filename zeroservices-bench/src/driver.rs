@@ -105,6 +105,7 @@ struct Sizes {
     w3_secs: f64,
     w3c_posts: usize,
     w3c_warmup: usize,
+    fanout_posts: usize,
 }
 
 fn w1(imp: &str, s: &Sizes) -> anyhow::Result<Value> {
@@ -309,7 +310,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut w1s = serde_json::Map::new();
-    for imp in ["raw", "core", "resource"] {
+    for imp in ["raw", "core", "resource", "resource-create"] {
         eprintln!("W1 {imp} …");
         w1s.insert(imp.into(), w1(imp, &s)?);
     }
@@ -329,6 +330,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
         "w1_core_vs_raw_throughput": ratio(tp("core"), tp("raw")),
         "w1_resource_vs_raw_throughput": ratio(tp("resource"), tp("raw")),
         "w1_resource_vs_core_throughput": ratio(tp("resource"), tp("core")),
+        "w1_resource_create_vs_core_throughput": ratio(tp("resource-create"), tp("core")),
         "w1_core_vs_raw_p99_latency": ratio(f(&w1v, &["core", "latency", "latency", "p99_ms"]), f(&w1v, &["raw", "latency", "latency", "p99_ms"])),
         "w2_framework_vs_raw_events_per_s": ratio(f(&w2v, &["framework", "events_per_s_mean"]), f(&w2v, &["raw", "events_per_s_mean"])),
         "w3_all_vs_axum_post": ratio(f(&w3v, &["all", "post", "req_per_s"]), f(&w3v, &["baseline", "post", "req_per_s"])),
@@ -350,7 +352,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
                      "w1": w1v, "w2": w2v, "w3": w3v, "ratios": ratios});
     let mut table = String::new();
     let mut row = |name: &str, value: String| table.push_str(&format!("{name:<52} {value}\n"));
-    for imp in ["raw", "core", "resource"] {
+    for imp in ["raw", "core", "resource", "resource-create"] {
         row(
             &format!("W1a {imp}: p50 / p99 latency (ms)"),
             format!(

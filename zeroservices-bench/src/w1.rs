@@ -45,7 +45,7 @@ pub(crate) async fn service(imp: &str) -> anyhow::Result<()> {
     exit_on_stdin_close_or_deadline();
     let item: Value = serde_json::from_str(ITEM)?;
     match imp {
-        "resource" => {
+        "resource" | "resource-create" => {
             let store = Arc::new(MemoryCollection::new());
             store.create(Some("1".into()), item).await?;
             let node = Node::builder("w1-service")

@@ -116,6 +116,18 @@ pub(crate) async fn server(mode: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Lifts the open-file limit to `want` (up to the hard limit), for many websockets.
+fn raise_fd_limit(want: u64) {
+    // `ulimit -n` through the shell would not affect this process; use prlimit on ourselves.
+    let _ = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={want}:{want}"),
+        ])
+        .status();
+}
+
 /// Reads one HTTP/1.1 response; returns its status.
 async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<u16> {
     loop {
@@ -238,6 +250,7 @@ pub(crate) async fn realtime_client() -> anyhow::Result<()> {
     let warmup: usize = env_or("BENCH_WARMUP", 100);
     let cap = Duration::from_secs_f64(env_or("BENCH_TIME_CAP_S", 60.0));
     let ws_url = format!("{}/realtime", url.replace("http://", "ws://"));
+    raise_fd_limit(clients as u64 * 2 + 256);
     // nonce → arrival instants
     let arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>> = Arc::default();
     let arrived = Arc::new(tokio::sync::Notify::new());

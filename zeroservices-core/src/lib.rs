@@ -14,8 +14,10 @@
 //! - [`store`]: [`MemoryCollection`] and the embedded persistent [`EmbeddedStore`].
 //! - [`worker`]: rules that run a callback on matching resources.
 //! - [`testkit`]: the conformance suites every medium and backend must pass.
+//! - `cluster_key`: the optional shared [`ClusterKey`] authenticating every frame and datagram.
 //! - [`error`]: the [`Error`] type.
 
+mod cluster_key;
 pub mod directory;
 pub mod discovery;
 pub mod error;
@@ -29,6 +31,7 @@ mod task;
 pub mod testkit;
 pub mod worker;
 
+pub use cluster_key::ClusterKey;
 pub use directory::{Directory, PeerInfo};
 pub use discovery::{
     Discovery, MemoryDiscovery, MemoryDiscoveryBus, MulticastConfig, MulticastDiscovery,

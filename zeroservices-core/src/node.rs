@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster_key::ClusterKey;
 use crate::directory::{resolve_endpoint, Directory, Upsert};
 use crate::discovery::{Discovery, DiscoveryContext, Heard, NoDiscovery};
 use crate::error::{Error, Result};
@@ -111,6 +112,7 @@ pub struct NodeBuilder {
     discovery: Box<dyn Discovery>,
     service: Arc<dyn Service>,
     collections: Vec<CollectionSpec>,
+    cluster_key: Option<Arc<ClusterKey>>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -163,6 +165,11 @@ impl NodeBuilder {
         self.discovery = d;
         self
     }
+    /// Authenticates every datagram and frame with a shared key; peers without it are ignored.
+    pub fn cluster_key(mut self, key: Arc<ClusterKey>) -> Self {
+        self.cluster_key = Some(key);
+        self
+    }
     /// Service hooks.
     pub fn service(mut self, s: impl Service) -> Self {
         self.service = Arc::new(s);
@@ -177,7 +184,10 @@ impl NodeBuilder {
     /// Binds the medium, starts discovery and every background task.
     pub async fn start(self) -> Result<Node> {
         let (medium, inbox): (Arc<dyn Medium>, Inbox) = match self.medium {
-            MediumChoice::Zmq(cfg) => {
+            MediumChoice::Zmq(mut cfg) => {
+                if self.cluster_key.is_some() {
+                    cfg.cluster_key = self.cluster_key.clone();
+                }
                 let (m, i) = ZmqMedium::bind(cfg).await?;
                 (Arc::new(m), i)
             }
@@ -240,6 +250,7 @@ impl NodeBuilder {
             heartbeat: self.heartbeat,
             shutdown: inner.shutdown.clone(),
             directory: inner.directory.clone(),
+            cluster_key: self.cluster_key.clone(),
         };
         // Service subscription first, so `on_event` sees events from the first peer on.
         let service_sub = {
@@ -427,6 +438,7 @@ impl Node {
             discovery: Box::new(NoDiscovery),
             service: Arc::new(NoService),
             collections: Vec::new(),
+            cluster_key: None,
         }
     }
 
@@ -603,6 +615,15 @@ impl Node {
         };
         self.inner.deliver_local(&ev);
         self.inner.medium.publish(topic, payload).await
+    }
+
+    /// Delivers an event to this node's own subscribers only (nothing goes to peers).
+    pub fn publish_local(&self, topic: &str, data: &Value) {
+        let ev = Event {
+            topic: Arc::from(topic),
+            payload: Bytes::from(data.to_string()),
+        };
+        self.inner.deliver_local(&ev);
     }
 
     /// Queues a resource change event; the event task gives it its `seq` and publishes it, so

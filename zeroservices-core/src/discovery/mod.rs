@@ -51,6 +51,8 @@ pub struct DiscoveryContext {
     pub shutdown: CancellationToken,
     /// The node's directory (static discovery announces to every known peer too).
     pub directory: Directory,
+    /// When set, announcements are sealed with this key and unauthenticated ones dropped.
+    pub cluster_key: Option<std::sync::Arc<crate::ClusterKey>>,
 }
 
 /// A way of finding peers. Object-safe; the node runs it in a task it owns.

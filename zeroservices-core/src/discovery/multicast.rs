@@ -8,6 +8,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::{Discovery, DiscoveryContext, Heard};
+use crate::cluster_key::{open_datagram, seal_datagram, ClusterKey};
 use crate::error::Result;
 use crate::protocol::{AnnounceKind, Announcement, MAX_DATAGRAM_BYTES};
 
@@ -74,24 +75,36 @@ impl Discovery for MulticastDiscovery {
         let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
         let mut tick = tokio::time::interval(ctx.heartbeat);
         let my_id = ctx.me.borrow().node_id.clone();
+        let key_holder = ctx.cluster_key.clone();
+        let key = key_holder.as_deref();
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     let me = ctx.me.borrow().clone();
-                    send(&sock, to, &me).await;
+                    send(&sock, to, &me, key).await;
                 }
                 changed = ctx.me.changed() => {
                     if changed.is_err() { break; }
                     let me = ctx.me.borrow_and_update().clone();
-                    send(&sock, to, &me).await;
+                    send(&sock, to, &me, key).await;
                 }
                 got = sock.recv_from(&mut buf) => {
                     let (n, from) = match got {
                         Ok(x) => x,
                         Err(e) => { tracing::warn!(error = %e, "discovery: receive failed"); continue; }
                     };
-                    match Announcement::decode(&buf[..n]) {
+                    let body = match key {
+                        Some(k) => match open_datagram(k, &buf[..n]) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::warn!(%from, error = %e, "discovery: dropped a datagram");
+                                continue;
+                            }
+                        },
+                        None => &buf[..n],
+                    };
+                    match Announcement::decode(body) {
                         Ok(a) if a.node_id == my_id => {} // our own announcement, looped back
                         Ok(a) => {
                             let source: Option<IpAddr> = Some(from.ip()).filter(|ip| !ip.is_unspecified());
@@ -106,13 +119,18 @@ impl Discovery for MulticastDiscovery {
         }
         let mut bye = ctx.me.borrow().clone();
         bye.kind = AnnounceKind::Bye;
-        send(&sock, to, &bye).await;
+        send(&sock, to, &bye, key).await;
         Ok(())
     }
 }
 
-async fn send(sock: &UdpSocket, to: SocketAddr, me: &Announcement) {
-    if let Err(e) = sock.send_to(&me.encode(), to).await {
+async fn send(sock: &UdpSocket, to: SocketAddr, me: &Announcement, key: Option<&ClusterKey>) {
+    let body = me.encode();
+    let datagram = match key {
+        Some(k) => seal_datagram(k, &body),
+        None => body.to_vec(),
+    };
+    if let Err(e) = sock.send_to(&datagram, to).await {
         tracing::warn!(error = %e, "discovery: announce failed");
     }
 }

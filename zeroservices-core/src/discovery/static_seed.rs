@@ -57,7 +57,13 @@ impl Discovery for StaticDiscovery {
             let calls = targets.iter().map(|ep| {
                 let c = clients
                     .entry(ep.clone())
-                    .or_insert_with(|| Arc::new(DealerClient::spawn(ep.clone(), timeout)))
+                    .or_insert_with(|| {
+                        Arc::new(DealerClient::spawn(
+                            ep.clone(),
+                            timeout,
+                            ctx.cluster_key.clone(),
+                        ))
+                    })
                     .clone();
                 let body = body.clone();
                 async move { (ep.clone(), c.request(kind::ANNOUNCE, body, timeout).await) }

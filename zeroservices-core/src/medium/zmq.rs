@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use zeromq::{Endpoint, Socket, SocketRecv, SocketSend, ZmqMessage};
 
 use super::{Event, InboundRequest, Inbox, Incoming, Medium, Replier, INBOX_CAPACITY};
+use crate::cluster_key::ClusterKey;
 use crate::error::{Error, Result};
 use crate::protocol::{encode_reply, kind, Endpoints, MAX_BODY_BYTES};
 use crate::task::TaskGuard;
@@ -49,7 +50,12 @@ pub struct ZmqConfig {
     pub advertise: Option<String>,
     /// Longest wait for a TCP connection to a peer.
     pub connect_timeout: Duration,
+    /// Authenticate every frame with this shared key (see [`ClusterKey`]); `None`: open cluster.
+    pub cluster_key: Key,
 }
+
+/// An optional cluster key, shared by a node's sockets.
+pub(crate) type Key = Option<Arc<ClusterKey>>;
 
 impl Default for ZmqConfig {
     fn default() -> Self {
@@ -59,6 +65,7 @@ impl Default for ZmqConfig {
             pub_port: 0,
             advertise: None,
             connect_timeout: Duration::from_secs(2),
+            cluster_key: None,
         }
     }
 }
@@ -127,6 +134,7 @@ impl ZmqMedium {
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let (pub_tx, pub_rx) = mpsc::channel(PUB_QUEUE);
         let (prefixes, _) = watch::channel(Vec::new());
+        let key = cfg.cluster_key.clone();
         let medium = ZmqMedium {
             endpoints,
             cfg,
@@ -134,8 +142,8 @@ impl ZmqMedium {
             pub_tx,
             prefixes,
             peers: Mutex::new(HashMap::new()),
-            _router: TaskGuard::spawn(router_task(router, inbox_tx)),
-            _publisher: TaskGuard::spawn(publisher_task(publisher, pub_rx)),
+            _router: TaskGuard::spawn(router_task(router, inbox_tx, key.clone())),
+            _publisher: TaskGuard::spawn(publisher_task(publisher, pub_rx, key)),
         };
         Ok((medium, inbox_rx))
     }
@@ -152,6 +160,7 @@ impl ZmqMedium {
                 let d = Arc::new(DealerClient::spawn(
                     conn.endpoints.request.clone(),
                     self.cfg.connect_timeout,
+                    self.cfg.cluster_key.clone(),
                 ));
                 conn.dealer = Some(d.clone());
                 Ok(d)
@@ -172,6 +181,7 @@ impl Medium for ZmqMedium {
             endpoints.publish.clone(),
             self.prefixes.subscribe(),
             self.inbox.clone(),
+            self.cfg.cluster_key.clone(),
         ));
         let conn = PeerConn {
             endpoints: endpoints.clone(),
@@ -233,12 +243,12 @@ async fn guarded_recv<S: SocketRecv + Send>(sock: &mut S) -> Result<ZmqMessage> 
 
 type PendingReply = BoxFuture<'static, (Bytes, Bytes, Bytes)>;
 
-async fn router_task(mut router: zeromq::RouterSocket, inbox: mpsc::Sender<Incoming>) {
+async fn router_task(mut router: zeromq::RouterSocket, inbox: mpsc::Sender<Incoming>, key: Key) {
     let mut replies: FuturesUnordered<PendingReply> = FuturesUnordered::new();
     loop {
         tokio::select! {
             Some((ident, rid, body)) = replies.next(), if !replies.is_empty() => {
-                send_reply(&mut router, ident, rid, body).await;
+                send_reply(&mut router, ident, rid, body, key.as_deref()).await;
             }
             msg = guarded_recv(&mut router), if replies.len() < MAX_INFLIGHT => {
                 let msg = match msg {
@@ -249,10 +259,10 @@ async fn router_task(mut router: zeromq::RouterSocket, inbox: mpsc::Sender<Incom
                         continue;
                     }
                 };
-                match classify(msg.into_vec()) {
+                match classify(msg.into_vec(), key.as_deref()) {
                     Classified::Drop(why) => tracing::warn!(why, "router: dropped a frame"),
                     Classified::Immediate { ident, rid, body } => {
-                        send_reply(&mut router, ident, rid, body).await;
+                        send_reply(&mut router, ident, rid, body, key.as_deref()).await;
                     }
                     Classified::Deliver { ident, rid, req } => {
                         let (reply, rx) = if rid.is_some() {
@@ -295,7 +305,18 @@ enum Classified {
 }
 
 /// Decides what to do with one ROUTER message `[identity, request_id, kind, body]`.
-fn classify(frames: Vec<Bytes>) -> Classified {
+fn classify(mut frames: Vec<Bytes>, key: Option<&ClusterKey>) -> Classified {
+    if let Some(key) = key {
+        // With a cluster key: [identity, request_id, kind, body, authenticator].
+        if frames.len() != 5 {
+            return Classified::Drop("unauthenticated request (cluster key required)");
+        }
+        let auth = frames.pop().unwrap_or_default();
+        if let Err(e) = key.verify(&[&frames[1], &frames[2], &frames[3]], &auth) {
+            tracing::warn!(error = %e, "router: dropped a request");
+            return Classified::Drop("request failed authentication");
+        }
+    }
     let [ident, rid, kind_frame, body]: [Bytes; 4] = match frames.try_into() {
         Ok(f) => f,
         Err(_) => return Classified::Drop("expected 3 frames: request_id, kind, body"),
@@ -338,11 +359,21 @@ fn classify(frames: Vec<Bytes>) -> Classified {
     }
 }
 
-async fn send_reply(router: &mut zeromq::RouterSocket, ident: Bytes, rid: Bytes, body: Bytes) {
+async fn send_reply(
+    router: &mut zeromq::RouterSocket,
+    ident: Bytes,
+    rid: Bytes,
+    body: Bytes,
+    key: Option<&ClusterKey>,
+) {
+    let auth = key.map(|k| k.sign(&[&rid, kind::REPLY.as_bytes(), &body]));
     let mut msg = ZmqMessage::from(ident);
     msg.push_back(rid);
     msg.push_back(Bytes::from_static(kind::REPLY.as_bytes()));
     msg.push_back(body);
+    if let Some(a) = auth {
+        msg.push_back(a);
+    }
     match tokio::time::timeout(REPLY_SEND_TIMEOUT, router.send(msg)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "router: reply not delivered (peer left)"),
@@ -353,10 +384,15 @@ async fn send_reply(router: &mut zeromq::RouterSocket, ident: Bytes, rid: Bytes,
 async fn publisher_task(
     mut publisher: zeromq::PubSocket,
     mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
+    key: Key,
 ) {
     while let Some((topic, payload)) = rx.recv().await {
+        let auth = key.as_ref().map(|k| k.sign(&[topic.as_bytes(), &payload]));
         let mut msg = ZmqMessage::from(Bytes::copy_from_slice(topic.as_bytes()));
         msg.push_back(payload);
+        if let Some(a) = auth {
+            msg.push_back(a);
+        }
         // PUB never blocks: a subscriber whose queue is full misses the event (ZMTP rule).
         if let Err(e) = publisher.send(msg).await {
             tracing::warn!(error = %e, "publisher: send failed");
@@ -377,6 +413,7 @@ async fn subscriber_task(
     endpoint: String,
     mut prefixes: watch::Receiver<Vec<String>>,
     inbox: mpsc::Sender<Incoming>,
+    key: Key,
 ) {
     let mut sock = zeromq::SubSocket::new();
     let mut current: BTreeSet<String> = prefixes
@@ -427,7 +464,21 @@ async fn subscriber_task(
                         return;
                     }
                 };
-                let Ok([topic, payload]) = <[Bytes; 2]>::try_from(msg.into_vec()) else {
+                let mut frames = msg.into_vec();
+                if let Some(k) = &key {
+                    let auth = if frames.len() == 3 { frames.pop() } else { None };
+                    let ok = auth.is_some_and(|a| match k.verify(&[&frames[0], &frames[1]], &a) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(%node_id, error = %e, "sub: dropped an event");
+                            false
+                        }
+                    });
+                    if !ok {
+                        continue;
+                    }
+                }
+                let Ok([topic, payload]) = <[Bytes; 2]>::try_from(frames) else {
                     tracing::warn!(%node_id, "sub: dropped event without exactly 2 frames");
                     continue;
                 };
@@ -469,9 +520,9 @@ pub(crate) struct DealerClient {
 
 impl DealerClient {
     /// Starts connecting to `endpoint` in the background.
-    pub(crate) fn spawn(endpoint: String, connect_timeout: Duration) -> DealerClient {
+    pub(crate) fn spawn(endpoint: String, connect_timeout: Duration, key: Key) -> DealerClient {
         let (tx, rx) = mpsc::channel(DEALER_QUEUE);
-        let task = TaskGuard::spawn(dealer_task(endpoint.clone(), connect_timeout, rx));
+        let task = TaskGuard::spawn(dealer_task(endpoint.clone(), connect_timeout, rx, key));
         DealerClient {
             endpoint,
             tx,
@@ -528,6 +579,7 @@ async fn dealer_task(
     endpoint: String,
     connect_timeout: Duration,
     mut rx: mpsc::Receiver<DealerCmd>,
+    key: Key,
 ) {
     let mut sock = zeromq::DealerSocket::new();
     let connected = tokio::time::timeout(
@@ -546,9 +598,14 @@ async fn dealer_task(
             cmd = rx.recv() => {
                 let Some(DealerCmd::Request { kind, body, reply }) = cmd else { return };
                 next_id = next_id.wrapping_add(1);
-                let mut msg = ZmqMessage::from(Bytes::copy_from_slice(&next_id.to_be_bytes()));
+                let rid = Bytes::copy_from_slice(&next_id.to_be_bytes());
+                let auth = key.as_ref().map(|k| k.sign(&[&rid, kind.as_bytes(), &body]));
+                let mut msg = ZmqMessage::from(rid);
                 msg.push_back(Bytes::from(kind.into_bytes()));
                 msg.push_back(body);
+                if let Some(a) = auth {
+                    msg.push_back(a);
+                }
                 if let Err(e) = sock.send(msg).await {
                     tracing::debug!(%endpoint, error = %e, "dealer: send failed; connection closed");
                     if let Some(r) = reply {
@@ -572,7 +629,15 @@ async fn dealer_task(
                         return;
                     }
                 };
-                let Ok([rid, kind_frame, body]) = <[Bytes; 3]>::try_from(msg.into_vec()) else {
+                let mut frames = msg.into_vec();
+                if let Some(k) = &key {
+                    let auth = if frames.len() == 4 { frames.pop() } else { None };
+                    if auth.is_none_or(|a| k.verify(&[&frames[0], &frames[1], &frames[2]], &a).is_err()) {
+                        tracing::warn!(%endpoint, "dealer: dropped an unauthenticated reply");
+                        continue;
+                    }
+                }
+                let Ok([rid, kind_frame, body]) = <[Bytes; 3]>::try_from(frames) else {
                     tracing::warn!(%endpoint, "dealer: dropped a reply without 3 frames");
                     continue;
                 };

@@ -1,0 +1,126 @@
+//! The chat example: two chat nodes; what one says reaches the other's page feed, and the
+//! other node's arrival shows up as presence.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{example, free_port, spawn};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn next_event(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    topic: &str,
+) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("event within 10 s")
+            .expect("open")
+            .expect("ok");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["topic"] == topic {
+                return v["data"].clone();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chat_nodes_talk_and_see_each_other_arrive() {
+    let (router_a, http_a, http_b) = (free_port(), free_port(), free_port());
+    let mut a = Command::new(example("chat"));
+    a.args([
+        "--name",
+        "alice",
+        "--http",
+        &format!("127.0.0.1:{http_a}"),
+        "--discovery",
+        "none",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    a.args([
+        "--router-port",
+        &router_a.to_string(),
+        "--heartbeat-ms",
+        "200",
+    ]);
+    let alice = spawn("alice", a);
+    alice.wait_line("\"ready\"", Duration::from_secs(10));
+    let (mut ws_a, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http_a}/realtime"))
+            .await
+            .expect("ws");
+    ws_a.send(Message::text(r#"{"type":"subscribe","topics":["chat"]}"#))
+        .await
+        .unwrap();
+
+    let mut b = Command::new(example("chat"));
+    b.args([
+        "--name",
+        "bob",
+        "--http",
+        &format!("127.0.0.1:{http_b}"),
+        "--bind",
+        "127.0.0.1",
+    ]);
+    b.args([
+        "--discovery",
+        &format!("static:127.0.0.1:{router_a}"),
+        "--heartbeat-ms",
+        "200",
+    ]);
+    let bob = spawn("bob", b);
+    bob.wait_line("\"ready\"", Duration::from_secs(10));
+    let joined = next_event(&mut ws_a, "chat.presence").await;
+    assert_eq!(
+        (joined["event"].as_str(), joined["name"].as_str()),
+        (Some("join"), Some("bob"))
+    );
+
+    let (mut ws_b, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http_b}/realtime"))
+            .await
+            .expect("ws");
+    ws_b.send(Message::text(r#"{"type":"subscribe","topics":["chat"]}"#))
+        .await
+        .unwrap();
+    // Bob's node has subscribed to alice's events once it joined; say something until it arrives.
+    let url = format!("http://127.0.0.1:{http_a}/say");
+    let said = tokio::spawn(async move {
+        for _ in 0..50 {
+            let u = url.clone();
+            tokio::task::spawn_blocking(move || {
+                ureq::post(&u).send_string(r#"{"text":"hello bob"}"#)
+            })
+            .await
+            .unwrap()
+            .expect("say");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let msg = next_event(&mut ws_b, "chat.message").await;
+    assert_eq!(
+        (msg["from"].as_str(), msg["text"].as_str()),
+        (Some("alice"), Some("hello bob"))
+    );
+    said.abort();
+    drop(bob);
+    let left = next_event(&mut ws_a, "chat.presence").await;
+    let left = if left["event"] == "join" {
+        next_event(&mut ws_a, "chat.presence").await
+    } else {
+        left
+    };
+    assert_eq!(
+        (left["event"].as_str(), left["name"].as_str()),
+        (Some("leave"), Some("bob"))
+    );
+}
