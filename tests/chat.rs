@@ -97,12 +97,13 @@ async fn two_chat_nodes_talk_and_see_each_other_arrive() {
     let said = tokio::spawn(async move {
         for _ in 0..50 {
             let u = url.clone();
-            tokio::task::spawn_blocking(move || {
-                ureq::post(&u).send_string(r#"{"text":"hello bob"}"#)
+            let status = tokio::task::spawn_blocking(move || {
+                ureq::post(&u).send_string(r#"{"text":"hello bob"}"#).map(|r| r.status()).map_err(|e| e.to_string())
             })
             .await
             .unwrap()
             .expect("say");
+            assert_eq!(status, 204);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
