@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example chat -- --name alice --http 127.0.0.1:5002
 //! cargo run --release --example chat -- --name bob   --http 127.0.0.1:5003
-//! # open http://127.0.0.1:5002/ and http://127.0.0.1:5003/
+//! # open http://127.0.0.1:5002/chat/ and http://127.0.0.1:5003/chat/
 //! ```
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use clap::Parser;
 use serde_json::{json, Value};
 use zeroservices::core::{Announcement, Node, Service};
@@ -56,8 +56,11 @@ impl Service for Presence {
 
 async fn say(
     State(node): State<Node>,
-    Json(body): Json<Value>,
+    body: axum::body::Bytes,
 ) -> Result<StatusCode, (StatusCode, String)> {
+    // JSON whatever the Content-Type, like every ZeroServices route.
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
     let text = body["text"].as_str().unwrap_or_default().trim();
     if text.is_empty() || text.len() > 2000 {
         return Err((StatusCode::BAD_REQUEST, "text must be 1-2000 bytes".into()));
@@ -92,8 +95,8 @@ async fn main() -> anyhow::Result<()> {
         json!({"event": "ready", "http": addr.to_string(), "node_id": node.node_id()})
     );
     let page = Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route("/say", post(say))
+        .route("/chat/", get(|| async { Html(PAGE) }))
+        .route("/chat/say", post(say))
         .with_state(node.clone());
     serve(
         listener,

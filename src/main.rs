@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs a node serving collections, with the REST API and /realtime websocket.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Prints every event passing in the cluster, one line each.
     Sniff {
         /// Only events under this topic prefix.
@@ -158,7 +158,7 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
-        Command::Serve(a) => run_serve(a).await,
+        Command::Serve(a) => run_serve(*a).await,
         Command::New {
             name,
             dir,

@@ -93,12 +93,15 @@ async fn two_chat_nodes_talk_and_see_each_other_arrive() {
         .await
         .unwrap();
     // Bob's node has subscribed to alice's events once it joined; say something until it arrives.
-    let url = format!("http://127.0.0.1:{http_a}/say");
+    let url = format!("http://127.0.0.1:{http_a}/chat/say");
     let said = tokio::spawn(async move {
         for _ in 0..50 {
             let u = url.clone();
             let status = tokio::task::spawn_blocking(move || {
-                ureq::post(&u).send_string(r#"{"text":"hello bob"}"#).map(|r| r.status()).map_err(|e| e.to_string())
+                ureq::post(&u)
+                    .send_string(r#"{"text":"hello bob"}"#)
+                    .map(|r| r.status())
+                    .map_err(|e| e.to_string())
             })
             .await
             .unwrap()

@@ -152,7 +152,8 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
 }
 
 /// Serves the HTTP node on `listener` until `shutdown` completes. `extra` routes (such as a
-/// page under `/ui/`) are merged in front of the generated ones.
+/// page under `/ui/`) are merged with the generated ones; they must not reuse a generated
+/// route (`/`, `/health`, …) — axum refuses overlapping routes.
 pub async fn serve(
     listener: TcpListener,
     node: Node,
