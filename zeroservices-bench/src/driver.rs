@@ -248,24 +248,30 @@ fn w3(mode: &str, s: &Sizes) -> anyhow::Result<Value> {
     let post = load("POST", "/power", "201")?;
     let id = create_one(&format!("127.0.0.1:{p}"))?;
     let get = load("GET", &format!("/power/{id}"), "200")?;
-    let realtime = if mode == "baseline" {
-        Value::Null
-    } else {
+    let realtime_with = |clients: usize, posts: usize, warmup: usize| -> anyhow::Result<Value> {
         let c = Part::start(
             "w3c-client",
             &["w3c-client"],
             &[
                 ("BENCH_URL", url.clone()),
-                ("BENCH_CLIENTS", "16".into()),
-                ("BENCH_COUNT", s.w3c_posts.to_string()),
-                ("BENCH_WARMUP", s.w3c_warmup.to_string()),
+                ("BENCH_CLIENTS", clients.to_string()),
+                ("BENCH_COUNT", posts.to_string()),
+                ("BENCH_WARMUP", warmup.to_string()),
             ],
         )?;
-        c.wait("result", Duration::from_secs(120))?
+        c.wait("result", Duration::from_secs(120))
+    };
+    let (realtime, fanout) = match mode {
+        "baseline" => (Value::Null, Value::Null),
+        "all" => (
+            realtime_with(16, s.w3c_posts, s.w3c_warmup)?,
+            realtime_with(1000, s.fanout_posts, 10)?,
+        ),
+        _ => (realtime_with(16, s.w3c_posts, s.w3c_warmup)?, Value::Null),
     };
     let end: Vec<Option<u64>> = parts.iter().map(Part::rss).collect();
     Ok(
-        json!({"post": post, "get": get, "realtime": realtime, "server_rss_kib": {"idle": idle, "end": end}}),
+        json!({"post": post, "get": get, "realtime": realtime, "fanout_1000": fanout, "server_rss_kib": {"idle": idle, "end": end}}),
     )
 }
 
@@ -295,6 +301,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
             w3_secs: 0.5,
             w3c_posts: 20,
             w3c_warmup: 5,
+            fanout_posts: 5,
         }
     } else {
         Sizes {
@@ -306,6 +313,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
             w3_secs: 10.0,
             w3c_posts: 2_000,
             w3c_warmup: 100,
+            fanout_posts: 200,
         }
     };
     let started = Instant::now();
@@ -396,6 +404,21 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
                     "{:.3} / {:.3}",
                     f(&w3v, &[mode, "realtime", "latency", "p50_ms"]),
                     f(&w3v, &[mode, "realtime", "latency", "p99_ms"])
+                ),
+            );
+        }
+        if mode == "all" {
+            row(
+                "W3 fan-out to 1000 websockets: p50 / p99 / all-1000 p99 (ms)",
+                format!(
+                    "{:.3} / {:.3} / {:.3} (lost {})",
+                    f(&w3v, &["all", "fanout_1000", "latency", "p50_ms"]),
+                    f(&w3v, &["all", "fanout_1000", "latency", "p99_ms"]),
+                    f(
+                        &w3v,
+                        &["all", "fanout_1000", "all_clients_latency", "p99_ms"]
+                    ),
+                    w3v["all"]["fanout_1000"]["lost_events"]
                 ),
             );
         }
