@@ -110,15 +110,37 @@ pub(crate) async fn publisher(imp: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+enum Source {
+    Framework(Node, zeroservices_core::Subscription),
+    Raw(zeromq::SubSocket),
+}
+
+impl Source {
+    /// The next event: (is it a `bench` event, its payload).
+    async fn next(&mut self) -> Option<(bool, Bytes)> {
+        match self {
+            Source::Framework(_, sub) => sub
+                .recv()
+                .await
+                .map(|ev| (&*ev.topic == "bench", ev.payload)),
+            Source::Raw(s) => loop {
+                let f = s.recv().await.ok()?.into_vec();
+                if f.len() == 2 {
+                    return Some((&f[0][..] == b"bench", f[1].clone()));
+                }
+            },
+        }
+    }
+}
+
 pub(crate) async fn subscriber(imp: &str, index: usize) -> anyhow::Result<()> {
     let port: u16 = env_or("BENCH_PORT", 0);
     let expected: u64 = env_or("BENCH_EVENTS", 200_000);
     let idle = Duration::from_secs_f64(env_or("BENCH_IDLE_S", 3.0));
     let cap = Duration::from_secs(env_or("BENCH_TIME_CAP_S", 90));
     let peer = format!("w2-{imp}");
-    // Either source yields (topic, payload bytes).
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, Bytes)>(65_536);
-    let _keep: Box<dyn std::any::Any + Send> = match imp {
+    // Read straight from the framework subscription or the raw SUB socket (no extra hop).
+    let mut source = match imp {
         "framework" => {
             let node = Node::builder(&format!("w2-sub-{index}"))
                 .zmq(ZmqConfig::loopback())
@@ -126,41 +148,21 @@ pub(crate) async fn subscriber(imp: &str, index: usize) -> anyhow::Result<()> {
                 .heartbeat(Duration::from_millis(200))
                 .start()
                 .await?;
-            let mut sub = node.subscribe_many(vec!["bench".into(), "warmup".into()], 1 << 20);
-            tokio::spawn(async move {
-                while let Some(ev) = sub.recv().await {
-                    if tx.send((&*ev.topic == "bench", ev.payload)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Box::new(node)
+            let sub = node.subscribe_many(vec!["bench".into(), "warmup".into()], 1 << 20);
+            Source::Framework(node, sub)
         }
         "raw" => {
             let mut s = zeromq::SubSocket::new();
             s.subscribe("bench").await?;
             s.subscribe("warmup").await?;
             s.connect(&format!("tcp://127.0.0.1:{port}")).await?;
-            tokio::spawn(async move {
-                while let Ok(m) = s.recv().await {
-                    let f = m.into_vec();
-                    if f.len() == 2
-                        && tx
-                            .send((&f[0][..] == b"bench", f[1].clone()))
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-            Box::new(())
+            Source::Raw(s)
         }
         other => bail!("unknown implementation {other}"),
     };
     // ready on the first warmup event
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(30), source.next()).await {
             Ok(Some((false, _))) => break,
             Ok(Some(_)) => {}
             _ => bail!("no warmup event within 30 s"),
@@ -184,7 +186,7 @@ pub(crate) async fn subscriber(imp: &str, index: usize) -> anyhow::Result<()> {
         } else {
             cap.saturating_sub(ready_at.elapsed())
         };
-        let Ok(Some((is_bench, payload))) = tokio::time::timeout(wait, rx.recv()).await else {
+        let Ok(Some((is_bench, payload))) = tokio::time::timeout(wait, source.next()).await else {
             break if received > 0 { "idle" } else { "time cap" };
         };
         if !is_bench {

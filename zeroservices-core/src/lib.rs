@@ -21,6 +21,8 @@ mod cluster_key;
 pub mod directory;
 pub mod discovery;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod medium;
 pub mod node;
 pub mod protocol;

@@ -10,7 +10,7 @@ mod memory;
 mod zmq;
 
 pub use self::memory::{MemoryMedium, MemoryNetwork};
-pub(crate) use self::zmq::DealerClient;
+pub(crate) use self::zmq::{classify_for_fuzzing, DealerClient};
 pub use self::zmq::{ZmqConfig, ZmqMedium};
 
 use std::fmt;

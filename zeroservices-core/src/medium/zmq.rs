@@ -304,6 +304,11 @@ enum Classified {
     },
 }
 
+/// Runs the ROUTER's classification of one message (for the fuzz targets).
+pub(crate) fn classify_for_fuzzing(frames: Vec<Bytes>, key: Option<&ClusterKey>) {
+    let _ = classify(frames, key);
+}
+
 /// Decides what to do with one ROUTER message `[identity, request_id, kind, body]`.
 fn classify(mut frames: Vec<Bytes>, key: Option<&ClusterKey>) -> Classified {
     if let Some(key) = key {
