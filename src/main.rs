@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use zeroservices::core::{CollectionSpec, Node, NodeType, PeerEvent};
-use zeroservices::http::{serve, AllowAll, Auth, BasicAuth, HttpConfig};
+use zeroservices::http::{serve, AllowAll, Auth, BasicAuth, HttpConfig, JwtAuth};
 use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
 
 #[derive(Parser, Debug)]
@@ -114,6 +114,12 @@ struct ServeArgs {
     /// any; default `*/*`). Any --user turns authentication on.
     #[arg(long = "user", env = "ZEROSERVICES_USERS", value_delimiter = ' ')]
     users: Vec<String>,
+    /// Accept Bearer JWTs signed with HS256 and this secret (grants from the `grants` claim).
+    #[arg(long, env = "ZEROSERVICES_JWT_HS256_SECRET", hide_env_values = true)]
+    jwt_hs256_secret: Option<String>,
+    /// Accept Bearer JWTs signed with RS256 by the key whose public half is in this PEM file.
+    #[arg(long, env = "ZEROSERVICES_JWT_RS256_PUBLIC_KEY")]
+    jwt_rs256_public_key: Option<PathBuf>,
     /// Grants of callers without credentials when users are configured, e.g. `*/list,*/get`.
     #[arg(long, env = "ZEROSERVICES_ANONYMOUS")]
     anonymous: Option<String>,
@@ -188,7 +194,8 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
-    a.cluster.key()?; // report a bad key before starting anything
+    a.cluster.key()?; // report a bad key or auth setting before starting anything
+    auth_from(&a)?;
     let store = a.store.open().await?;
     let mut b = a.cluster.apply(Node::builder(&a.name));
     for c in &a.collections {
@@ -226,8 +233,8 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, "HTTP API listening");
         ready(Some(addr.to_string()));
         let cfg = HttpConfig {
+            auth: auth_from(&a)?,
             cors_origins: a.cors_origins,
-            auth: auth_from(&a.users, a.anonymous.as_deref())?,
             body_limit: a.body_limit,
             ws_queue: a.ws_queue,
             replay_capacity: a.replay,
@@ -251,7 +258,38 @@ fn grants(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn auth_from(users: &[String], anonymous: Option<&str>) -> anyhow::Result<Arc<dyn Auth>> {
+fn auth_from(a: &ServeArgs) -> anyhow::Result<Arc<dyn Auth>> {
+    let anonymous = grants(a.anonymous.as_deref().unwrap_or(""))?;
+    let anon: Vec<(&str, &str)> = anonymous
+        .iter()
+        .map(|(c, x)| (c.as_str(), x.as_str()))
+        .collect();
+    let configured = [
+        !a.users.is_empty(),
+        a.jwt_hs256_secret.is_some(),
+        a.jwt_rs256_public_key.is_some(),
+    ];
+    if configured.iter().filter(|c| **c).count() > 1 {
+        anyhow::bail!("choose one of --user, --jwt-hs256-secret, --jwt-rs256-public-key");
+    }
+    if let Some(secret) = &a.jwt_hs256_secret {
+        if secret.len() < 16 {
+            anyhow::bail!("the JWT secret must be at least 16 bytes");
+        }
+        return Ok(Arc::new(JwtAuth::hs256(secret.as_bytes()).anonymous(&anon)));
+    }
+    if let Some(path) = &a.jwt_rs256_public_key {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(Arc::new(
+            JwtAuth::rs256(&pem)
+                .map_err(anyhow::Error::msg)?
+                .anonymous(&anon),
+        ));
+    }
+    basic_from(&a.users, a.anonymous.as_deref())
+}
+
+fn basic_from(users: &[String], anonymous: Option<&str>) -> anyhow::Result<Arc<dyn Auth>> {
     if users.is_empty() {
         return Ok(Arc::new(AllowAll));
     }

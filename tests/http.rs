@@ -996,3 +996,137 @@ async fn bad_input_battery_leaves_the_node_healthy() {
         "{open} websocket connections still counted after the drops"
     );
 }
+
+fn jwt(
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    grants: &[&str],
+    exp_in: i64,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"sub": "tester", "exp": now + exp_in, "grants": grants});
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).expect("sign token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_jwt_hs256_and_rs256_for_rest_and_websocket() {
+    // HS256
+    let secret = "a-shared-jwt-secret-of-length";
+    let c = tokio::task::block_in_place(|| {
+        Cluster::start(&["--jwt-hs256-secret", secret, "--anonymous", "*/get"])
+    });
+    let b = c.base.clone();
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let writer = jwt(jsonwebtoken::Algorithm::HS256, &key, &["power/*"], 300);
+    let reader = jwt(
+        jsonwebtoken::Algorithm::HS256,
+        &key,
+        &["power/get", "power/subscribe"],
+        300,
+    );
+    let expired = jwt(jsonwebtoken::Algorithm::HS256, &key, &["*/*"], -300);
+    let forged = jwt(
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-right-secret!!"),
+        &["*/*"],
+        300,
+    );
+    let post = |token: &str| {
+        let auth = format!("Bearer {token}");
+        tokio::task::block_in_place(|| {
+            call(
+                "POST",
+                &format!("{b}/power"),
+                Some(b"{\"v\":1}"),
+                &[("authorization", &auth)],
+            )
+        })
+    };
+    let created = post(&writer);
+    assert_eq!(created.0, 201, "{:?}", created.2);
+    assert_error(&post(&reader), 403, "forbidden");
+    assert_error(&post(&expired), 401, "unauthorized");
+    assert_error(&post(&forged), 401, "unauthorized");
+    let r = tokio::task::block_in_place(|| call("POST", &format!("{b}/power"), Some(b"{}"), &[]));
+    assert_error(&r, 401, "unauthorized");
+    let id = created.2["resource_id"].as_str().unwrap().to_owned();
+    let (s, _, _) =
+        tokio::task::block_in_place(|| call("GET", &format!("{b}/power/{id}"), None, &[]));
+    assert_eq!(s, 200, "anonymous get is granted");
+    // websocket: the token in the query string
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?token={reader}", c.ws))
+        .await
+        .expect("ws with token");
+    ws.send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    let (mut anon, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    anon.send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut anon).await["error"]["code"], "unauthorized");
+    drop(c);
+
+    // RS256 with a key pair made by openssl
+    let dir = std::env::temp_dir().join(format!("zs-rsa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (private, public) = (dir.join("private.pem"), dir.join("public.pem"));
+    assert!(Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&private)
+        .arg("2048")
+        .output()
+        .unwrap()
+        .status
+        .success());
+    assert!(Command::new("openssl")
+        .args(["rsa", "-in"])
+        .arg(&private)
+        .args(["-pubout", "-out"])
+        .arg(&public)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let c = tokio::task::block_in_place(|| {
+        Cluster::start(&["--jwt-rs256-public-key", public.to_str().unwrap()])
+    });
+    let b = c.base.clone();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
+    let good = format!(
+        "Bearer {}",
+        jwt(jsonwebtoken::Algorithm::RS256, &key, &["*/*"], 300)
+    );
+    let hs = format!(
+        "Bearer {}",
+        jwt(
+            jsonwebtoken::Algorithm::HS256,
+            &jsonwebtoken::EncodingKey::from_secret(b"whatever-secret-123"),
+            &["*/*"],
+            300
+        )
+    );
+    let (s, _, _) = tokio::task::block_in_place(|| {
+        call(
+            "POST",
+            &format!("{b}/power"),
+            Some(b"{}"),
+            &[("authorization", &good)],
+        )
+    });
+    assert_eq!(s, 201);
+    let r = tokio::task::block_in_place(|| {
+        call(
+            "POST",
+            &format!("{b}/power"),
+            Some(b"{}"),
+            &[("authorization", &hs)],
+        )
+    });
+    assert_error(&r, 401, "unauthorized");
+    let _ = std::fs::remove_dir_all(&dir);
+}

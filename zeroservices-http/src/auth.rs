@@ -1,5 +1,6 @@
 //! Authentication and authorization: an [`Auth`] trait deciding per request (principal,
-//! collection, action), with [`AllowAll`] (the default) and [`BasicAuth`].
+//! collection, action), with [`AllowAll`] (the default), [`BasicAuth`] and [`JwtAuth`]
+//! (Bearer tokens, HS256 or RS256).
 //!
 //! Browsers cannot set headers on a websocket, so `/realtime` also accepts the credentials in
 //! the `token` query parameter (the value of the Authorization header without the scheme).
@@ -23,6 +24,13 @@ pub enum Principal {
     Anonymous,
     /// An authenticated user.
     User(String),
+    /// A verified token: its subject and the grants it carries.
+    Token {
+        /// The `sub` claim.
+        subject: String,
+        /// `(collection or "*", action or "*")` pairs from the `grants` claim.
+        grants: Vec<(String, String)>,
+    },
 }
 
 /// Decides who a request comes from and what they may do.
@@ -114,8 +122,113 @@ impl Auth for BasicAuth {
 
     fn authorize(&self, who: &Principal, collection: &str, action: &str) -> Result<(), ApiError> {
         let grants = match who {
-            Principal::Anonymous => &self.anonymous,
+            Principal::Anonymous | Principal::Token { .. } => &self.anonymous,
             Principal::User(u) => self.users.get(u).map(|(_, g)| g).unwrap_or(&self.anonymous),
+        };
+        if granted(grants, collection, action) {
+            Ok(())
+        } else if *who == Principal::Anonymous {
+            Err(unauthorized("credentials required"))
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("not allowed to {action} on {collection}"),
+            ))
+        }
+    }
+}
+
+/// Bearer JWTs (HS256 with a shared secret, or RS256 with a public key). The token's `grants`
+/// claim lists `"collection/action"` strings (`*` for any); `exp` is required and checked.
+/// Callers without a token get the `anonymous` grants.
+///
+/// ```
+/// use zeroservices_http::JwtAuth;
+/// let auth = JwtAuth::hs256(b"a-long-shared-secret-for-tokens").anonymous(&[("*", "get")]);
+/// # drop(auth);
+/// ```
+pub struct JwtAuth {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+    anonymous: Vec<(String, String)>,
+}
+
+impl fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    grants: Vec<String>,
+}
+
+impl JwtAuth {
+    /// Tokens signed with HS256 and this secret.
+    pub fn hs256(secret: &[u8]) -> JwtAuth {
+        JwtAuth::with(
+            jsonwebtoken::DecodingKey::from_secret(secret),
+            jsonwebtoken::Algorithm::HS256,
+        )
+    }
+
+    /// Tokens signed with RS256; `public_pem` is the RSA public key (PEM).
+    pub fn rs256(public_pem: &[u8]) -> Result<JwtAuth, String> {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_pem)
+            .map_err(|e| format!("invalid RSA public key: {e}"))?;
+        Ok(JwtAuth::with(key, jsonwebtoken::Algorithm::RS256))
+    }
+
+    fn with(key: jsonwebtoken::DecodingKey, alg: jsonwebtoken::Algorithm) -> JwtAuth {
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        JwtAuth {
+            key,
+            validation,
+            anonymous: Vec::new(),
+        }
+    }
+
+    /// Grants for callers without a token.
+    pub fn anonymous(mut self, grants: &[(&str, &str)]) -> JwtAuth {
+        self.anonymous = grants
+            .iter()
+            .map(|(c, a)| (c.to_string(), a.to_string()))
+            .collect();
+        self
+    }
+}
+
+impl Auth for JwtAuth {
+    fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        let Some(value) = authorization else {
+            return Ok(Principal::Anonymous);
+        };
+        let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| unauthorized(&format!("invalid token: {e}")))?;
+        let grants = data
+            .claims
+            .grants
+            .iter()
+            .filter_map(|g| g.split_once('/').map(|(c, a)| (c.to_owned(), a.to_owned())))
+            .collect();
+        Ok(Principal::Token {
+            subject: data.claims.sub,
+            grants,
+        })
+    }
+
+    fn authorize(&self, who: &Principal, collection: &str, action: &str) -> Result<(), ApiError> {
+        let grants = match who {
+            Principal::Token { grants, .. } => grants,
+            _ => &self.anonymous,
         };
         if granted(grants, collection, action) {
             Ok(())

@@ -7,7 +7,7 @@
 //! - `rest`: `GET /`, list/create/get/patch/delete and custom actions on `/{c}` routes.
 //! - `realtime`: `/realtime` websocket with prefix subscriptions, overflow `resync` and resume.
 //! - `ops`: `/health`, `/metrics`, `/openapi.json`.
-//! - [`auth`]: the [`Auth`] trait, [`AllowAll`], [`BasicAuth`].
+//! - [`auth`]: the [`Auth`] trait, [`AllowAll`], [`BasicAuth`], [`JwtAuth`] (HS256, RS256).
 //! - [`error`]: [`ApiError`], the one error → status + JSON mapping.
 //!
 //! ```no_run
@@ -28,7 +28,7 @@ mod ops;
 mod realtime;
 mod rest;
 
-pub use auth::{AllowAll, Auth, BasicAuth, Principal};
+pub use auth::{AllowAll, Auth, BasicAuth, JwtAuth, Principal};
 pub use error::ApiError;
 pub use ops::Metrics;
 pub use realtime::{CONNECTION_QUEUE, REPLAY_CAPACITY};
