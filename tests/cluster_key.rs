@@ -49,7 +49,7 @@ fn curl(ns: &NetNs, args: &[&str]) -> String {
 #[test]
 fn a_rogue_host_without_the_key_cannot_join_call_or_publish() {
     let (host, rogue_host) = (NetNs::new(), NetNs::new());
-    NetNs::link(&host, &rogue_host);
+    let _ = NetNs::link(&host, &rogue_host);
     let _a = serve(&host, "keyed-a", "10.77.0.1", "127.0.0.1:8080", Some(KEY));
     let _b = serve(&host, "keyed-b", "10.77.0.1", "127.0.0.1:8081", Some(KEY));
     let _rogue = serve(&rogue_host, "rogue", "10.77.0.2", "127.0.0.1:8080", None);

@@ -168,7 +168,8 @@ impl NetNs {
 
     /// Joins two namespaces with a veth pair: `a` gets 10.77.0.1/24, `b` 10.77.0.2/24, and
     /// multicast is routed over the link in both (a two-host LAN).
-    pub fn link(a: &NetNs, b: &NetNs) {
+    /// Returns the interface names (in `a`, in `b`).
+    pub fn link(a: &NetNs, b: &NetNs) -> (String, String) {
         let tag = rand_suffix();
         let (va, vb) = (
             format!("za{}", &tag[..tag.len().min(8)]),
@@ -195,6 +196,7 @@ impl NetNs {
                 dev,
             ]);
         }
+        (va, vb)
     }
 
     /// A command running `program` inside the namespace.

@@ -1,0 +1,190 @@
+//! Faults between two hosts (network namespaces joined by a veth pair): an API node on one, the
+//! `power` service (embedded store) on the other. The link goes down: requests end within their
+//! timeout (504, then 503 once the provider is declared gone), never hang; the link comes back:
+//! the API node serves again by itself and no acknowledged create was lost. Then the service is
+//! SIGKILLed and restarted on the same data while the link is up.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bin, spawn, NetNs, Proc};
+
+fn curl(ns: &NetNs, args: &[&str]) -> (u16, f64, String) {
+    let out = ns
+        .command("curl")
+        .args(["-s", "-m", "10", "-w", "\n%{http_code} %{time_total}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", "000 0"));
+    let mut it = tail.split_whitespace();
+    let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let secs = it.next().and_then(|c| c.parse().ok()).unwrap_or(0.0);
+    (code, secs, body.to_owned())
+}
+
+fn service(ns: &NetNs, dir: &std::path::Path) -> Proc {
+    let mut c = ns.command(bin());
+    c.args([
+        "serve",
+        "--name",
+        "svc",
+        "--no-http",
+        "--collection",
+        "power",
+        "--interface",
+        "10.77.0.2",
+        "--heartbeat-ms",
+        "200",
+    ]);
+    c.arg("--store").arg(format!("embedded:{}", dir.display()));
+    let p = spawn("svc", c);
+    p.wait_line("\"ready\"", Duration::from_secs(10));
+    p
+}
+
+fn wait_code(ns: &NetNs, url: &str, want: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (code, _, body) = curl(ns, &[url]);
+        if code == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url}: still {code} ({body}) after {limit:?}, want {want}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn partition_heal_and_crash_between_two_hosts() {
+    let (api_host, svc_host) = (NetNs::new(), NetNs::new());
+    let (api_if, _) = NetNs::link(&api_host, &svc_host);
+    let dir = std::env::temp_dir().join(format!("zs-partition-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let svc = service(&svc_host, &dir);
+    let mut a = api_host.command(bin());
+    a.args([
+        "serve",
+        "--name",
+        "api",
+        "--http",
+        "127.0.0.1:8080",
+        "--interface",
+        "10.77.0.1",
+        "--heartbeat-ms",
+        "200",
+        "--timeout-ms",
+        "1000",
+    ]);
+    let _api = spawn("api", a);
+    wait_code(
+        &api_host,
+        "http://127.0.0.1:8080/power",
+        200,
+        Duration::from_secs(10),
+    );
+
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (code, _, body) = curl(
+            &api_host,
+            &[
+                "-X",
+                "POST",
+                "http://127.0.0.1:8080/power",
+                "-d",
+                &format!(r#"{{"i": {i}}}"#),
+            ],
+        );
+        assert_eq!(code, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        ids.push(v["resource_id"].as_str().unwrap().to_owned());
+    }
+
+    // Partition: cut the API host's link.
+    let cut = Instant::now();
+    assert!(Command::new("ip")
+        .args(["-n", &api_host.name, "link", "set", &api_if, "down"])
+        .status()
+        .unwrap()
+        .success());
+    let mut codes = Vec::new();
+    while cut.elapsed() < Duration::from_secs(3) {
+        let (code, secs, _) = curl(&api_host, &["http://127.0.0.1:8080/power?limit=1"]);
+        assert!(
+            secs < 1.6,
+            "a request took {secs} s during the partition (timeout 1 s)"
+        );
+        assert!(code == 503 || code == 504, "during the partition: {code}");
+        codes.push(code);
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&503),
+        "not 503 once the provider is declared gone: {codes:?}"
+    );
+    eprintln!(
+        "partition: {} requests answered, codes {:?}…",
+        codes.len(),
+        &codes[..codes.len().min(6)]
+    );
+
+    // Heal: the API node finds the service again by itself; nothing acknowledged was lost.
+    let healed = Instant::now();
+    assert!(Command::new("ip")
+        .args(["-n", &api_host.name, "link", "set", &api_if, "up"])
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("ip")
+        .args([
+            "-n",
+            &api_host.name,
+            "route",
+            "replace",
+            "224.0.0.0/4",
+            "dev",
+            &api_if
+        ])
+        .status()
+        .unwrap()
+        .success());
+    wait_code(
+        &api_host,
+        "http://127.0.0.1:8080/power",
+        200,
+        Duration::from_secs(10),
+    );
+    eprintln!("healed: serving again after {:?}", healed.elapsed());
+    let (_, _, body) = curl(&api_host, &["http://127.0.0.1:8080/power?limit=100"]);
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(20), "{body}");
+
+    // Crash: SIGKILL the service, restart it on the same data.
+    svc.signal(9);
+    drop(svc);
+    wait_code(
+        &api_host,
+        "http://127.0.0.1:8080/power",
+        503,
+        Duration::from_secs(5),
+    );
+    let _svc2 = service(&svc_host, &dir);
+    wait_code(
+        &api_host,
+        "http://127.0.0.1:8080/power",
+        200,
+        Duration::from_secs(10),
+    );
+    for id in &ids {
+        let (code, _, _) = curl(&api_host, &[&format!("http://127.0.0.1:8080/power/{id}")]);
+        assert_eq!(code, 200, "{id} lost across SIGKILL");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
