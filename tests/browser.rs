@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{example, free_port, spawn};
+use common::{example, free_port, root, spawn};
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -68,6 +68,135 @@ impl Driver {
         let v = self.script("return Array.from(document.querySelectorAll('#rows tr')).map(tr => Array.from(tr.children).map(td => td.textContent));");
         serde_json::from_value(v).unwrap_or_default()
     }
+}
+
+/// chromedriver on a free port and a headless Chromium session; both end with the guard.
+fn start_browser() -> (common::Proc, Driver, std::path::PathBuf) {
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} missing: .ci/run installs chromium and chromium-driver"
+        );
+    }
+    let dport = free_port();
+    let mut dc = Command::new("/usr/bin/chromedriver");
+    dc.arg(format!("--port={dport}"));
+    let driver = spawn("chromedriver", dc);
+    let base = format!("http://127.0.0.1:{dport}");
+    common::eventually("chromedriver to listen", Duration::from_secs(10), || {
+        ureq::get(&format!("{base}/status")).call().ok().map(|_| ())
+    });
+    let profile = std::env::temp_dir().join(format!("zs-chrome-{}-{dport}", std::process::id()));
+    let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1000,800", format!("--user-data-dir={}", profile.display())]}}}});
+    let created = wd("POST", &format!("{base}/session"), Some(caps));
+    let session = created["sessionId"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
+    (driver, Driver { base, session }, profile)
+}
+
+fn screenshot(d: &Driver, name: &str) {
+    let shot = d.cmd("GET", "/screenshot", None);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().expect("base64 PNG"))
+        .expect("decode");
+    assert!(png.starts_with(b"\x89PNG"), "screenshot is a PNG");
+    let out = target_dir().join(name);
+    std::fs::write(&out, png).expect("write screenshot");
+    eprintln!("screenshot: {}", out.display());
+}
+
+#[test]
+fn the_todo_page_in_react_stays_in_sync_across_tabs_and_clients() {
+    assert!(
+        root()
+            .join("examples/todo/node_modules/react/umd/react.production.min.js")
+            .exists(),
+        "React is not installed: run `npm ci` in examples/todo (.ci/run does)"
+    );
+    let http = free_port();
+    let mut c = Command::new(example("todo"));
+    c.args([
+        "--discovery",
+        "none",
+        "--store",
+        "memory",
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--bind",
+        "127.0.0.1",
+    ]);
+    let app = spawn("todo", c);
+    app.wait_line("\"ready\"", Duration::from_secs(10));
+    let (_driver, d, profile) = start_browser();
+    d.cmd(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("http://127.0.0.1:{http}/todo/")})),
+    );
+    common::eventually("the todo page to go live", Duration::from_secs(10), || {
+        (d.script("return (document.getElementById('status') || {}).textContent;") == "live")
+            .then_some(())
+    });
+    let input = d.element("input.new");
+    for title in ["write tests", "ship it"] {
+        d.cmd(
+            "POST",
+            &format!("/element/{input}/value"),
+            Some(json!({"text": format!("{title}\u{E007}")})),
+        );
+    }
+    let titles = || -> Vec<String> {
+        serde_json::from_value(d.script("return Array.from(document.querySelectorAll('li label')).map(l => l.textContent).sort();")).unwrap_or_default()
+    };
+    common::eventually("two todos to be listed", Duration::from_secs(10), || {
+        (titles() == ["ship it", "write tests"]).then_some(())
+    });
+    // Toggle one: the server's patch event marks it completed.
+    d.script("Array.from(document.querySelectorAll('li')).find(li => li.textContent.includes('write tests')).querySelector('.toggle').click();");
+    common::eventually(
+        "the toggled todo to be completed and the count to drop",
+        Duration::from_secs(10),
+        || {
+            let done = d.script("return document.querySelectorAll('li.completed').length;");
+            let count = d.script("return document.querySelector('.count').textContent;");
+            (done == json!(1) && count == json!("1 item left")).then_some(())
+        },
+    );
+    // Another client adds one: it appears without a reload; the server stored what the page did.
+    let r = ureq::post(&format!("http://127.0.0.1:{http}/todos"))
+        .send_string(r#"{"title": "from curl", "completed": false}"#)
+        .expect("POST");
+    assert_eq!(r.status(), 201);
+    common::eventually("the curl todo to appear", Duration::from_secs(10), || {
+        titles().contains(&"from curl".to_string()).then_some(())
+    });
+    let stored: Value = serde_json::from_str(
+        &ureq::get(&format!(
+            "http://127.0.0.1:{http}/todos?where=%7B%22completed%22:true%7D"
+        ))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored.as_array().map(Vec::len), Some(1), "{stored}");
+    assert_eq!(stored[0]["resource_data"]["title"], "write tests");
+    // The schema rejects what the page would never send.
+    let bad = ureq::post(&format!("http://127.0.0.1:{http}/todos")).send_string(r#"{"title": ""}"#);
+    assert!(
+        matches!(bad, Err(ureq::Error::Status(422, _))),
+        "empty title accepted"
+    );
+    screenshot(&d, "todo-ui.png");
+    d.cmd("DELETE", "", None);
+    let _ = std::fs::remove_dir_all(&profile);
 }
 
 fn target_dir() -> std::path::PathBuf {

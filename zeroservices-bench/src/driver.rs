@@ -438,3 +438,77 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The bounded soak: three nodes, mixed load for `secs` seconds, RSS sampled every 10 s.
+pub(crate) fn soak(secs: u64) -> anyhow::Result<()> {
+    let (svc_port, http_port) = (port()?, port()?);
+    let svc = Part::start(
+        "service",
+        &["w3-server", "service"],
+        &[("BENCH_PORT", svc_port.to_string())],
+    )?;
+    svc.wait("ready", Duration::from_secs(10))?;
+    let api = Part::start(
+        "api",
+        &["w3-server", "api"],
+        &[
+            ("BENCH_PORT", http_port.to_string()),
+            ("BENCH_SEED_PORT", svc_port.to_string()),
+        ],
+    )?;
+    api.wait("ready", Duration::from_secs(15))?;
+    let worker = Part::start(
+        "worker",
+        &["soak-worker"],
+        &[("BENCH_SEED_PORT", svc_port.to_string())],
+    )?;
+    worker.wait("ready", Duration::from_secs(15))?;
+    let load = Part::start(
+        "load",
+        &[
+            "soak-load",
+            &format!("127.0.0.1:{http_port}"),
+            &secs.to_string(),
+        ],
+        &[],
+    )?;
+    let warmup = (secs / 5).max(10);
+    let started = Instant::now();
+    let mut samples: Vec<Value> = Vec::new();
+    let nodes = [("service", &svc), ("api", &api), ("worker", &worker)];
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(
+            Duration::from_secs(10)
+                .min(Duration::from_secs(secs).saturating_sub(started.elapsed())),
+        );
+        let t = started.elapsed().as_secs();
+        let row: serde_json::Map<String, Value> = nodes
+            .iter()
+            .map(|(n, p)| (n.to_string(), json!(p.rss())))
+            .collect();
+        eprintln!("t={t:>4}s rss KiB {}", Value::Object(row.clone()));
+        samples.push(json!({"t_s": t, "rss_kib": row}));
+    }
+    let result = load.wait("result", Duration::from_secs(60))?;
+    let after_warmup = samples
+        .iter()
+        .find(|s| s["t_s"].as_u64().unwrap_or(0) >= warmup)
+        .cloned()
+        .unwrap_or(Value::Null);
+    let end = samples.last().cloned().unwrap_or(Value::Null);
+    let mut growth = serde_json::Map::new();
+    for (n, _) in nodes {
+        let (a, b) = (
+            after_warmup["rss_kib"][n].as_f64().unwrap_or(f64::NAN),
+            end["rss_kib"][n].as_f64().unwrap_or(f64::NAN),
+        );
+        growth.insert(n.to_string(), json!((b / a - 1.0) * 100.0));
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(
+            &json!({"secs": secs, "warmup_s": warmup, "load": result, "growth_pct_after_warmup": growth, "samples": samples})
+        )?
+    );
+    Ok(())
+}

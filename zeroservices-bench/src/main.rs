@@ -9,6 +9,7 @@
 //! cargo run --release -p zeroservices-bench -- run --json     # table on stderr, JSON on stdout
 //! cargo run --release -p zeroservices-bench -- run --quick    # tiny counts (smoke test)
 //! cargo run --release -p zeroservices-bench -- mongo mongodb://127.0.0.1:27017/bench 2000
+//! cargo run --release -p zeroservices-bench -- soak 300        # bounded soak (at most 600 s)
 //! ```
 
 // A faster allocator: request handling allocates many small JSON values.
@@ -17,6 +18,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod driver;
 mod mongo;
+mod soak;
 mod stats;
 mod w1;
 mod w2;
@@ -37,6 +39,14 @@ fn main() -> anyhow::Result<()> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     if a.first() == Some(&"run") {
         return driver::run(a.contains(&"--json"), a.contains(&"--quick"));
+    }
+    if let ["soak", rest @ ..] = a.as_slice() {
+        let secs = rest
+            .first()
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(300u64);
+        return driver::soak(secs.min(600));
     }
     if let ["mongo", uri, rest @ ..] = a.as_slice() {
         let n = rest.first().map(|n| n.parse()).transpose()?.unwrap_or(2000);
@@ -68,6 +78,8 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             ["w3c-client"] => w3::realtime_client().await,
+            ["soak-worker"] => soak::worker().await,
+            ["soak-load", addr, secs] => soak::load(addr.to_string(), secs.parse()?).await,
             _ => usage(),
         }
     })

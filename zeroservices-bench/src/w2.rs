@@ -111,7 +111,11 @@ pub(crate) async fn publisher(imp: &str) -> anyhow::Result<()> {
 }
 
 enum Source {
-    Framework(Node, zeroservices_core::Subscription),
+    /// The node is kept alive for as long as the subscription is read.
+    Framework {
+        _node: Node,
+        sub: zeroservices_core::Subscription,
+    },
     Raw(zeromq::SubSocket),
 }
 
@@ -119,7 +123,7 @@ impl Source {
     /// The next event: (is it a `bench` event, its payload).
     async fn next(&mut self) -> Option<(bool, Bytes)> {
         match self {
-            Source::Framework(_, sub) => sub
+            Source::Framework { sub, .. } => sub
                 .recv()
                 .await
                 .map(|ev| (&*ev.topic == "bench", ev.payload)),
@@ -149,7 +153,7 @@ pub(crate) async fn subscriber(imp: &str, index: usize) -> anyhow::Result<()> {
                 .start()
                 .await?;
             let sub = node.subscribe_many(vec!["bench".into(), "warmup".into()], 1 << 20);
-            Source::Framework(node, sub)
+            Source::Framework { _node: node, sub }
         }
         "raw" => {
             let mut s = zeromq::SubSocket::new();

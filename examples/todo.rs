@@ -1,0 +1,97 @@
+//! TodoMVC in React over the generated REST API and the /realtime feed: every change made in
+//! one browser (or by curl) appears in every other at once.
+//!
+//! ```text
+//! (cd examples/todo && npm ci)          # React from npm, served locally (no CDN)
+//! cargo run --release --example todo    # http://127.0.0.1:5004/todo/
+//! ```
+
+use std::path::PathBuf;
+
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use serde_json::json;
+use zeroservices::core::{CollectionSpec, Node};
+use zeroservices::http::{serve, HttpConfig};
+use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
+
+const PAGE: &str = include_str!("todo/index.html");
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// embedded:PATH | memory | mongodb://HOST:PORT/DB
+    #[arg(long, default_value = "embedded:./todo-data")]
+    store: StoreSpec,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:5004")]
+    http: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// React's UMD build from examples/todo/node_modules (installed by `npm ci`).
+async fn vendor(file: &'static str) -> Response {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/todo/node_modules")
+        .join(file);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "text/javascript")], bytes).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{} missing: run `npm ci` in examples/todo", path.display()),
+        )
+            .into_response(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let store = args.store.open().await?;
+    let schema = json!({
+        "type": "object",
+        "required": ["title", "completed"],
+        "properties": {"title": {"type": "string", "minLength": 1, "maxLength": 500}, "completed": {"type": "boolean"}},
+        "additionalProperties": false
+    });
+    let todos = CollectionSpec::new("todos", store.collection("todos")).schema(schema)?;
+    let node = args
+        .cluster
+        .apply(Node::builder("todo"))
+        .collection(todos)
+        .start()
+        .await?;
+    let listener = tokio::net::TcpListener::bind(&args.http).await?;
+    let addr = listener.local_addr()?;
+    println!(
+        "{}",
+        json!({"event": "ready", "http": addr.to_string(), "node_id": node.node_id()})
+    );
+    let page = Router::new()
+        .route("/todo/", get(|| async { Html(PAGE) }))
+        .route("/todo", get(|| async { Redirect::permanent("/todo/") }))
+        .route(
+            "/todo/vendor/react.js",
+            get(|| vendor("react/umd/react.production.min.js")),
+        )
+        .route(
+            "/todo/vendor/react-dom.js",
+            get(|| vendor("react-dom/umd/react-dom.production.min.js")),
+        );
+    serve(
+        listener,
+        node.clone(),
+        HttpConfig::default(),
+        Some(page),
+        stop_signal(),
+    )
+    .await?;
+    node.shutdown().await;
+    Ok(())
+}
