@@ -206,12 +206,6 @@ fn target_dir() -> std::path::PathBuf {
 
 #[test]
 fn the_power_page_updates_live_in_headless_chromium() {
-    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(
-            std::path::Path::new(tool).exists(),
-            "{tool} missing: .ci/run installs chromium and chromium-driver"
-        );
-    }
     let http = free_port();
     let mut c = Command::new(example("power"));
     c.args([
@@ -227,26 +221,7 @@ fn the_power_page_updates_live_in_headless_chromium() {
     let demo = spawn("power", c);
     demo.wait_line("\"ready\"", Duration::from_secs(10));
 
-    let dport = free_port();
-    let mut dc = Command::new("/usr/bin/chromedriver");
-    dc.arg(format!("--port={dport}"));
-    let _driver = spawn("chromedriver", dc);
-    let base = format!("http://127.0.0.1:{dport}");
-    common::eventually("chromedriver to listen", Duration::from_secs(10), || {
-        ureq::get(&format!("{base}/status")).call().ok().map(|_| ())
-    });
-    let profile = std::env::temp_dir().join(format!("zs-chrome-{}", std::process::id()));
-    let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1000,800", format!("--user-data-dir={}", profile.display())]}}}});
-    let created = wd("POST", &format!("{base}/session"), Some(caps));
-    let session = created["sessionId"]
-        .as_str()
-        .expect("session id")
-        .to_owned();
-    let d = Driver { base, session };
+    let (_driver, d, profile) = start_browser();
 
     d.cmd(
         "POST",
@@ -302,14 +277,7 @@ fn the_power_page_updates_live_in_headless_chromium() {
         "the page reloaded"
     );
 
-    let shot = d.cmd("GET", "/screenshot", None);
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot.as_str().expect("base64 PNG"))
-        .expect("decode");
-    assert!(png.starts_with(b"\x89PNG"), "screenshot is a PNG");
-    let out = target_dir().join("power-ui.png");
-    std::fs::write(&out, png).expect("write screenshot");
-    eprintln!("screenshot: {}", out.display());
+    screenshot(&d, "power-ui.png");
     d.cmd("DELETE", "", None);
     let _ = std::fs::remove_dir_all(&profile);
 }

@@ -98,6 +98,26 @@ fn granted(grants: &[(String, String)], collection: &str, action: &str) -> bool 
         .any(|(c, a)| (c == "*" || c == collection) && (a == "*" || a == action))
 }
 
+/// The decision shared by every grant-based auth: allowed, 401 for anonymous, 403 otherwise.
+fn decide(
+    grants: &[(String, String)],
+    who: &Principal,
+    collection: &str,
+    action: &str,
+) -> Result<(), ApiError> {
+    if granted(grants, collection, action) {
+        Ok(())
+    } else if *who == Principal::Anonymous {
+        Err(unauthorized("credentials required"))
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("not allowed to {action} on {collection}"),
+        ))
+    }
+}
+
 impl Auth for BasicAuth {
     fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
         let Some(value) = authorization else {
@@ -125,17 +145,7 @@ impl Auth for BasicAuth {
             Principal::Anonymous | Principal::Token { .. } => &self.anonymous,
             Principal::User(u) => self.users.get(u).map(|(_, g)| g).unwrap_or(&self.anonymous),
         };
-        if granted(grants, collection, action) {
-            Ok(())
-        } else if *who == Principal::Anonymous {
-            Err(unauthorized("credentials required"))
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("not allowed to {action} on {collection}"),
-            ))
-        }
+        decide(grants, who, collection, action)
     }
 }
 
@@ -230,17 +240,7 @@ impl Auth for JwtAuth {
             Principal::Token { grants, .. } => grants,
             _ => &self.anonymous,
         };
-        if granted(grants, collection, action) {
-            Ok(())
-        } else if *who == Principal::Anonymous {
-            Err(unauthorized("credentials required"))
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("not allowed to {action} on {collection}"),
-            ))
-        }
+        decide(grants, who, collection, action)
     }
 }
 
