@@ -188,3 +188,109 @@ fn partition_heal_and_crash_between_two_hosts() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn fifty_ms_each_way_between_hosts_is_tolerated() {
+    // The kernel here has no netem, so latency comes from a delaying TCP proxy in the API
+    // host: the service binds 0.0.0.0 and announces 0.0.0.0, which the API node, learning it
+    // through static discovery, resolves to 127.0.0.1 — the proxy — so every request, reply
+    // and event crosses it.
+    let (api_host, svc_host) = (NetNs::new(), NetNs::new());
+    let _ = NetNs::link(&api_host, &svc_host);
+    let (router, publish) = (common::free_port(), common::free_port());
+    let mut proxy = api_host.command("python3");
+    proxy
+        .arg(common::root().join("tests/faults/delay_proxy.py"))
+        .arg("50");
+    proxy
+        .arg(format!("{router}:10.77.0.2:{router}"))
+        .arg(format!("{publish}:10.77.0.2:{publish}"));
+    let proxy = spawn("delay-proxy", proxy);
+    proxy.wait_line("PROXY READY", Duration::from_secs(10));
+    let mut s = svc_host.command(bin());
+    s.args([
+        "serve",
+        "--name",
+        "svc",
+        "--no-http",
+        "--collection",
+        "power",
+        "--store",
+        "memory",
+        "--discovery",
+        "none",
+        "--heartbeat-ms",
+        "200",
+    ]);
+    s.args([
+        "--router-port",
+        &router.to_string(),
+        "--pub-port",
+        &publish.to_string(),
+    ]);
+    let svc = spawn("svc", s);
+    svc.wait_line("\"ready\"", Duration::from_secs(10));
+    let mut a = api_host.command(bin());
+    a.args([
+        "serve",
+        "--name",
+        "api",
+        "--http",
+        "127.0.0.1:8080",
+        "--heartbeat-ms",
+        "200",
+        "--timeout-ms",
+        "2000",
+    ]);
+    a.args(["--discovery", &format!("static:127.0.0.1:{router}")]);
+    let _api = spawn("api", a);
+    wait_code(
+        &api_host,
+        "http://127.0.0.1:8080/power",
+        200,
+        Duration::from_secs(15),
+    );
+
+    let mut times = Vec::new();
+    for i in 0..10 {
+        let (code, secs, body) = curl(
+            &api_host,
+            &[
+                "-X",
+                "POST",
+                "http://127.0.0.1:8080/power",
+                "-d",
+                &format!(r#"{{"i": {i}}}"#),
+            ],
+        );
+        assert_eq!(code, 201, "{body}");
+        times.push(secs);
+    }
+    let (code, secs, body) = curl(&api_host, &["http://127.0.0.1:8080/power?limit=100"]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .map(Vec::len),
+        Some(10)
+    );
+    times.push(secs);
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    eprintln!("through 50 ms each way: request times {times:?}");
+    assert!(
+        min >= 0.1,
+        "requests did not cross the delaying proxy ({min} s)"
+    );
+    // The delayed peer is not declared gone (its announcements are late but regular).
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, _, health) = curl(&api_host, &["http://127.0.0.1:8080/health"]);
+    let h: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let peer = &h["peers"][0];
+    assert_eq!(peer["name"], "svc", "{health}");
+    assert!(
+        peer["rtt_ms"].as_f64().unwrap_or(0.0) >= 100.0,
+        "rtt should show the added latency: {health}"
+    );
+    drop(svc);
+}
