@@ -442,10 +442,12 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
 /// The bounded soak: three nodes, mixed load for `secs` seconds, RSS sampled every 10 s.
 pub(crate) fn soak(secs: u64) -> anyhow::Result<()> {
     let (svc_port, http_port) = (port()?, port()?);
+    // Participants must outlive the soak (their default hard deadline is 300 s).
+    let deadline = ("BENCH_DEADLINE_S", (secs + 120).to_string());
     let svc = Part::start(
         "service",
         &["w3-server", "service"],
-        &[("BENCH_PORT", svc_port.to_string())],
+        &[("BENCH_PORT", svc_port.to_string()), deadline.clone()],
     )?;
     svc.wait("ready", Duration::from_secs(10))?;
     let api = Part::start(
@@ -454,13 +456,14 @@ pub(crate) fn soak(secs: u64) -> anyhow::Result<()> {
         &[
             ("BENCH_PORT", http_port.to_string()),
             ("BENCH_SEED_PORT", svc_port.to_string()),
+            deadline.clone(),
         ],
     )?;
     api.wait("ready", Duration::from_secs(15))?;
     let worker = Part::start(
         "worker",
         &["soak-worker"],
-        &[("BENCH_SEED_PORT", svc_port.to_string())],
+        &[("BENCH_SEED_PORT", svc_port.to_string()), deadline.clone()],
     )?;
     worker.wait("ready", Duration::from_secs(15))?;
     let load = Part::start(
@@ -470,7 +473,7 @@ pub(crate) fn soak(secs: u64) -> anyhow::Result<()> {
             &format!("127.0.0.1:{http_port}"),
             &secs.to_string(),
         ],
-        &[],
+        &[deadline],
     )?;
     let warmup = (secs / 5).max(10);
     let started = Instant::now();
