@@ -196,12 +196,20 @@ async fn run() -> anyhow::Result<()> {
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     a.cluster.key()?; // report a bad key or auth setting before starting anything
     auth_from(&a)?;
-    let store = a.store.open().await?;
+    // A node without collections (an API node) opens no store and creates no data directory.
+    let store = if a.collections.is_empty() {
+        None
+    } else {
+        Some(a.store.open().await?)
+    };
     let mut b = a.cluster.apply(Node::builder(&a.name));
     for c in &a.collections {
         let (name, schema) = match c.split_once('=') {
             Some((n, path)) => (n, Some(PathBuf::from(path))),
             None => (c.as_str(), None),
+        };
+        let Some(store) = &store else {
+            unreachable!("a store is opened whenever collections are given")
         };
         let mut spec = CollectionSpec::new(name, store.collection(name));
         if let Some(path) = schema {
