@@ -196,30 +196,25 @@ async fn run() -> anyhow::Result<()> {
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     a.cluster.key()?; // report a bad key or auth setting before starting anything
     auth_from(&a)?;
-    // A node without collections (an API node) opens no store and creates no data directory.
-    let store = if a.collections.is_empty() {
-        None
-    } else {
-        Some(a.store.open().await?)
-    };
     let mut b = a.cluster.apply(Node::builder(&a.name));
-    for c in &a.collections {
-        let (name, schema) = match c.split_once('=') {
-            Some((n, path)) => (n, Some(PathBuf::from(path))),
-            None => (c.as_str(), None),
-        };
-        let Some(store) = &store else {
-            unreachable!("a store is opened whenever collections are given")
-        };
-        let mut spec = CollectionSpec::new(name, store.collection(name));
-        if let Some(path) = schema {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading schema {}", path.display()))?;
-            let doc = serde_json::from_str(&text)
-                .with_context(|| format!("parsing schema {}", path.display()))?;
-            spec = spec.schema(doc)?;
+    // A node without collections (an API node) opens no store and creates no data directory.
+    if !a.collections.is_empty() {
+        let store = a.store.open().await?;
+        for c in &a.collections {
+            let (name, schema) = match c.split_once('=') {
+                Some((n, path)) => (n, Some(PathBuf::from(path))),
+                None => (c.as_str(), None),
+            };
+            let mut spec = CollectionSpec::new(name, store.collection(name));
+            if let Some(path) = schema {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading schema {}", path.display()))?;
+                let doc = serde_json::from_str(&text)
+                    .with_context(|| format!("parsing schema {}", path.display()))?;
+                spec = spec.schema(doc)?;
+            }
+            b = b.collection(spec);
         }
-        b = b.collection(spec);
     }
     let node = b.start().await?;
     let me = node.announcement();

@@ -119,20 +119,7 @@ fn the_todo_page_in_react_stays_in_sync_across_tabs_and_clients() {
             .exists(),
         "React is not installed: run `npm ci` in examples/todo (.ci/run does)"
     );
-    let http = free_port();
-    let mut c = Command::new(example("todo"));
-    c.args([
-        "--discovery",
-        "none",
-        "--store",
-        "memory",
-        "--http",
-        &format!("127.0.0.1:{http}"),
-        "--bind",
-        "127.0.0.1",
-    ]);
-    let app = spawn("todo", c);
-    app.wait_line("\"ready\"", Duration::from_secs(10));
+    let (_app, http) = start_example("todo");
     let (_driver, d, profile) = start_browser();
     d.cmd(
         "POST",
@@ -199,15 +186,10 @@ fn the_todo_page_in_react_stays_in_sync_across_tabs_and_clients() {
     let _ = std::fs::remove_dir_all(&profile);
 }
 
-fn target_dir() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.ancestors().nth(3).expect("target dir").to_path_buf()
-}
-
-#[test]
-fn the_power_page_updates_live_in_headless_chromium() {
+/// An example on a free port, alone (no discovery) with the memory store, once it is ready.
+fn start_example(name: &str) -> (common::Proc, u16) {
     let http = free_port();
-    let mut c = Command::new(example("power"));
+    let mut c = Command::new(example(name));
     c.args([
         "--discovery",
         "none",
@@ -218,8 +200,19 @@ fn the_power_page_updates_live_in_headless_chromium() {
         "--bind",
         "127.0.0.1",
     ]);
-    let demo = spawn("power", c);
-    demo.wait_line("\"ready\"", Duration::from_secs(10));
+    let p = spawn(name, c);
+    p.wait_line("\"ready\"", Duration::from_secs(10));
+    (p, http)
+}
+
+fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+#[test]
+fn the_power_page_updates_live_in_headless_chromium() {
+    let (_demo, http) = start_example("power");
 
     let (_driver, d, profile) = start_browser();
 
