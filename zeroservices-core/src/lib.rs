@@ -41,7 +41,7 @@ pub use discovery::{
 };
 pub use error::{Error, Result};
 pub use medium::{Event, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
-pub use node::{Node, NodeBuilder, PeerEvent, Service, Subscription};
+pub use node::{Node, NodeBuilder, PeerEvent, Service, Subscription, Tap, TapFn};
 pub use protocol::{Announcement, NodeType};
 pub use query::ListQuery;
 pub use resources::{

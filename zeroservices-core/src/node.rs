@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -334,7 +335,7 @@ struct NodeInner {
     next_sub: AtomicU64,
     seq: AtomicU64,
     /// Changes waiting to be sequenced; drained by the event publisher task.
-    events_tx: mpsc::Sender<(String, Value)>,
+    events_tx: mpsc::Sender<(String, Vec<u8>)>,
     peer_events: broadcast::Sender<PeerEvent>,
     shutdown: CancellationToken,
     /// Tracks per-request and hook tasks, so shutdown can let them finish.
@@ -346,8 +347,42 @@ struct NodeInner {
 struct SubEntry {
     id: u64,
     prefixes: Vec<String>,
-    tx: mpsc::Sender<Event>,
-    dropped: Arc<AtomicU64>,
+    sink: Sink,
+}
+
+/// Where a subscription's events go.
+enum Sink {
+    /// A bounded queue read by a [`Subscription`]; full means dropped and counted.
+    Queue {
+        tx: mpsc::Sender<Event>,
+        dropped: Arc<AtomicU64>,
+    },
+    /// A callback run where the event is delivered (see [`Node::tap`]).
+    Call(TapFn),
+}
+
+/// The callback of a [`Tap`].
+pub type TapFn = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// A callback receiving events under some topic prefixes, from [`Node::tap`]. Removed when
+/// dropped.
+pub struct Tap {
+    id: u64,
+    node: Weak<NodeInner>,
+}
+
+impl fmt::Debug for Tap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tap").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let Some(inner) = self.node.upgrade() {
+            inner.unsubscribe(self.id);
+        }
+    }
 }
 
 /// A stream of events under some topic prefixes. Bounded: when its queue is full, new events
@@ -375,17 +410,30 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(inner) = self.node.upgrade() {
-            inner
-                .subs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|s| s.id != self.id);
-            inner.update_medium_subscriptions();
+            inner.unsubscribe(self.id);
         }
     }
 }
 
 impl NodeInner {
+    fn subscribe(&self, prefixes: Vec<String>, sink: Sink) -> u64 {
+        let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        self.subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(SubEntry { id, prefixes, sink });
+        self.update_medium_subscriptions();
+        id
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        self.subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s.id != id);
+        self.update_medium_subscriptions();
+    }
+
     fn update_medium_subscriptions(&self) {
         let mut prefixes: Vec<String> = {
             let subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
@@ -407,13 +455,19 @@ impl NodeInner {
             if !s.prefixes.iter().any(|p| topic_matches(p, &ev.topic)) {
                 return true;
             }
-            match s.tx.try_send(ev.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    s.dropped.fetch_add(1, Ordering::Relaxed);
+            match &s.sink {
+                Sink::Queue { tx, dropped } => match tx.try_send(ev.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                },
+                Sink::Call(f) => {
+                    f(ev);
                     true
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
     }
@@ -627,7 +681,8 @@ impl Node {
     }
 
     /// Queues a resource change event; the event task gives it its `seq` and publishes it, so
-    /// events leave in `seq` order.
+    /// events leave in `seq` order. The payload is serialized here, once, from borrowed data;
+    /// the event task only appends `seq` and `ts`.
     pub(crate) async fn publish_change(
         &self,
         collection: &str,
@@ -636,15 +691,33 @@ impl Node {
         data: Option<&Value>,
         patch: Option<&Value>,
     ) {
-        let mut ev = json!({"collection": collection, "action": action, "resource_id": id, "node_id": self.inner.node_id});
-        if let Some(d) = data {
-            ev["resource_data"] = d.clone();
+        #[derive(Serialize)]
+        struct Change<'a> {
+            collection: &'a str,
+            action: &'a str,
+            resource_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            resource_data: Option<&'a Value>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            patch: Option<&'a Value>,
+            node_id: &'a str,
         }
-        if let Some(p) = patch {
-            ev["patch"] = p.clone();
+        let change = Change {
+            collection,
+            action,
+            resource_id: id,
+            resource_data: data,
+            patch,
+            node_id: &self.inner.node_id,
+        };
+        let mut body = Vec::with_capacity(160);
+        if let Err(e) = serde_json::to_writer(&mut body, &change) {
+            tracing::error!(collection, action, id, error = %e, "change event not serializable");
+            return;
         }
+        body.pop(); // the closing brace; the event task appends seq and ts, then closes it
         let topic = format!("{collection}.{action}.{id}");
-        if self.inner.events_tx.send((topic, ev)).await.is_err() {
+        if self.inner.events_tx.send((topic, body)).await.is_err() {
             tracing::warn!(
                 collection,
                 action,
@@ -662,23 +735,42 @@ impl Node {
     /// Receives events under any of `prefixes`, with a queue of `capacity` events.
     pub fn subscribe_many(&self, prefixes: Vec<String>, capacity: usize) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
-        self.inner
-            .subs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(SubEntry {
-                id,
-                prefixes,
+        let id = self.inner.subscribe(
+            prefixes,
+            Sink::Queue {
                 tx,
                 dropped: dropped.clone(),
-            });
-        self.inner.update_medium_subscriptions();
+            },
+        );
         Subscription {
             rx,
             id,
             dropped,
+            node: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Calls `f` with every event under any of `prefixes`, where the event is delivered: no
+    /// queue and no task in between. `f` runs while the node's subscription list is locked, so
+    /// it must be quick and must not block, wait or subscribe (hand work off with `try_send`).
+    /// The callback is removed when the returned [`Tap`] is dropped.
+    ///
+    /// ```
+    /// # async fn demo(node: zeroservices_core::Node) {
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// let seen = Arc::new(AtomicU64::new(0));
+    /// let counter = seen.clone();
+    /// let _tap = node.tap(vec!["power.".into()], Arc::new(move |_ev: &zeroservices_core::Event| {
+    ///     counter.fetch_add(1, Ordering::Relaxed);
+    /// }));
+    /// # }
+    /// ```
+    pub fn tap(&self, prefixes: Vec<String>, f: TapFn) -> Tap {
+        let id = self.inner.subscribe(prefixes, Sink::Call(f));
+        Tap {
+            id,
             node: Arc::downgrade(&self.inner),
         }
     }
@@ -856,7 +948,8 @@ async fn dispatcher(node: Node, mut inbox: Inbox) {
     }
 }
 
-async fn event_publisher(node: Node, mut rx: mpsc::Receiver<(String, Value)>) {
+async fn event_publisher(node: Node, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::Write as _;
     // Runs until every sender is gone, so changes acknowledged before shutdown still go out.
     loop {
         let next = tokio::select! {
@@ -866,11 +959,17 @@ async fn event_publisher(node: Node, mut rx: mpsc::Receiver<(String, Value)>) {
                 rx.recv().await
             }
         };
-        let Some((topic, mut ev)) = next else { return };
-        ev["seq"] = json!(node.inner.seq.fetch_add(1, Ordering::Relaxed) + 1);
-        ev["ts"] = json!(now_ms());
-        if let Err(e) = node.publish(&topic, &ev).await {
-            tracing::warn!(%topic, error = %e, "change event not published");
+        let Some((topic, mut body)) = next else { return };
+        let seq = node.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        // Writing into a Vec cannot fail.
+        let _ = write!(body, r#","seq":{seq},"ts":{}}}"#, now_ms());
+        let ev = Event {
+            topic: Arc::from(topic),
+            payload: Bytes::from(body),
+        };
+        node.inner.deliver_local(&ev);
+        if let Err(e) = node.inner.medium.publish(&ev.topic, ev.payload).await {
+            tracing::warn!(topic = %ev.topic, error = %e, "change event not published");
         }
         if node.inner.shutdown.is_cancelled() && rx.is_empty() {
             return;

@@ -71,33 +71,50 @@ impl Default for HttpConfig {
     }
 }
 
-/// Shared state of the HTTP handlers.
+/// Shared state of the HTTP handlers (one reference count to bump per request).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What an [`AppState`] shares (its fields are private to this crate).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Shared {
     pub(crate) node: Node,
     pub(crate) auth: Arc<dyn Auth>,
-    pub(crate) hub: Arc<realtime::Hub>,
+    pub(crate) hub: realtime::Hub,
     pub(crate) metrics: Arc<Metrics>,
+    /// Feeds `hub`; removed with the state.
+    _tap: zeroservices_core::Tap,
+}
+
+impl From<Arc<Shared>> for AppState {
+    fn from(s: Arc<Shared>) -> AppState {
+        AppState(s)
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
-    /// State for `node`; starts the realtime hub task, which ends when the node shuts down.
+    /// State for `node`; taps the node's events into the realtime hub for as long as the
+    /// state (or a clone of it) lives.
     pub fn new(node: Node, cfg: &HttpConfig) -> AppState {
-        let st = AppState {
-            node: node.clone(),
-            auth: cfg.auth.clone(),
-            hub: Arc::new(realtime::Hub::new(cfg.ws_queue, cfg.replay_capacity)),
-            metrics: Arc::new(Metrics::default()),
-        };
-        let hub_state = st.clone();
-        let token = node.shutdown_token();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = realtime::run_hub(node, hub_state) => {}
+        Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
+            let metrics = Arc::new(Metrics::default());
+            Shared {
+                _tap: realtime::tap(&node, me.clone()),
+                node,
+                auth: cfg.auth.clone(),
+                hub: realtime::Hub::new(cfg.ws_queue, cfg.replay_capacity),
+                metrics,
             }
-        });
-        st
+        })
+        .into()
     }
 }
 
@@ -144,10 +161,9 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .fallback(rest::fallback)
         .with_state(st)
         .layer(DefaultBodyLimit::max(cfg.body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            cfg.body_limit,
-            limits::reject_oversized,
-        ))
+        .layer(limits::RejectOversizedLayer {
+            limit: cfg.body_limit,
+        })
         .layer(cors)
 }
 

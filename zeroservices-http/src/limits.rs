@@ -3,13 +3,16 @@
 //! [`DRAIN_TIME`]), because closing a connection with unread data makes the kernel send a
 //! reset that can destroy the 413 before a client without `Expect: 100-continue` reads it.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use futures::future::{BoxFuture, Either};
+use futures::{FutureExt, StreamExt};
+use tower::{Layer, Service};
 
 use crate::error::ApiError;
 
@@ -18,19 +21,56 @@ pub(crate) const DRAIN_CAP: u64 = 64 * 1024 * 1024;
 /// Longest time spent draining.
 pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-pub(crate) async fn reject_oversized(
-    State(limit): State<usize>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let Some(len) = declared.filter(|l| *l > limit as u64) else {
-        return next.run(req).await;
-    };
+/// Layer answering 413 for a declared body over `limit` (see the module documentation). A
+/// plain `tower` service: requests under the limit go straight to the inner service, with no
+/// per-request boxing or cloning.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RejectOversizedLayer {
+    pub(crate) limit: usize,
+}
+
+impl<S> Layer<S> for RejectOversizedLayer {
+    type Service = RejectOversized<S>;
+    fn layer(&self, inner: S) -> RejectOversized<S> {
+        RejectOversized {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RejectOversized<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> Service<Request> for RejectOversized<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared.filter(|l| *l > self.limit as u64) {
+            None => Either::Left(self.inner.call(req)),
+            Some(len) => Either::Right(Box::pin(reject(req, len, self.limit).map(Ok))),
+        }
+    }
+}
+
+async fn reject(req: Request, len: u64, limit: usize) -> Response {
     if len <= DRAIN_CAP {
         let mut stream = req.into_body().into_data_stream();
         let drain = async { while let Some(Ok(_)) = stream.next().await {} };

@@ -1,6 +1,6 @@
 //! `/realtime`: the live websocket feed.
 //!
-//! One hub task subscribes the node to every event, keeps a bounded replay buffer and fans
+//! A tap on the node (a callback, no task) receives every event, keeps a bounded replay buffer and fans
 //! events out over a `broadcast` channel. Each connection reads that channel at its own pace:
 //! the node and the other clients never wait for it. When a connection falls more than
 //! [`CONNECTION_QUEUE`] events behind, it receives `{"type":"resync","node_id":null,
@@ -9,7 +9,7 @@
 //! `{"type":"resync","node_id":...}` when they are older than the buffer.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -20,10 +20,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use zeroservices_core::protocol::topic_matches;
-use zeroservices_core::Node;
+use zeroservices_core::{Event, Node, Tap};
 
 use crate::auth::Principal;
-use crate::AppState;
+use crate::{AppState, Shared};
 
 /// Default number of events a connection may fall behind before it gets a `resync`.
 pub const CONNECTION_QUEUE: usize = 4096;
@@ -86,9 +86,10 @@ impl Hub {
     }
 }
 
-/// Feeds the hub from the node until the node stops. Only `node_id` and `seq` are read from a
-/// payload; the websocket message is built around the payload bytes as they are.
-pub(crate) async fn run_hub(node: Node, st: AppState) {
+/// Feeds the hub from the node's events, synchronously where each event is delivered (no
+/// task in between). Only `node_id` and `seq` are read from a payload; the websocket message
+/// is built around the payload bytes as they are.
+pub(crate) fn tap(node: &Node, state: Weak<Shared>) -> Tap {
     #[derive(Deserialize)]
     struct Meta<'a> {
         #[serde(borrow, default)]
@@ -96,30 +97,33 @@ pub(crate) async fn run_hub(node: Node, st: AppState) {
         #[serde(default)]
         seq: Option<u64>,
     }
-    let mut sub = node.subscribe("*");
-    while let Some(ev) = sub.recv().await {
-        // Parsing into `Meta` also checks the whole payload is one JSON object.
-        let Ok(meta) = serde_json::from_slice::<Meta>(&ev.payload) else {
-            continue;
-        };
-        st.metrics
-            .events_published
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let topic = serde_json::to_string(&*ev.topic).unwrap_or_default();
-        let mut text = String::with_capacity(ev.payload.len() + topic.len() + 40);
-        text.push_str(r#"{"type":"event","topic":"#);
-        text.push_str(&topic);
-        text.push_str(r#","data":"#);
-        // Checked above to be valid JSON (and so valid UTF-8).
-        text.push_str(std::str::from_utf8(&ev.payload).unwrap_or("null"));
-        text.push('}');
-        st.hub.push(HubEvent {
-            topic: ev.topic.clone(),
-            node_id: meta.node_id.map(|c| c.into_owned()),
-            seq: meta.seq,
-            text: Utf8Bytes::from(text),
-        });
-    }
+    node.tap(
+        vec!["*".into()],
+        Arc::new(move |ev: &Event| {
+            let Some(st) = state.upgrade() else { return };
+            // Parsing into `Meta` also checks the whole payload is one JSON object.
+            let Ok(meta) = serde_json::from_slice::<Meta>(&ev.payload) else {
+                return;
+            };
+            st.metrics
+                .events_published
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let topic = serde_json::to_string(&*ev.topic).unwrap_or_default();
+            let mut text = String::with_capacity(ev.payload.len() + topic.len() + 40);
+            text.push_str(r#"{"type":"event","topic":"#);
+            text.push_str(&topic);
+            text.push_str(r#","data":"#);
+            // Checked above to be valid JSON (and so valid UTF-8).
+            text.push_str(std::str::from_utf8(&ev.payload).unwrap_or("null"));
+            text.push('}');
+            st.hub.push(HubEvent {
+                topic: ev.topic.clone(),
+                node_id: meta.node_id.map(|c| c.into_owned()),
+                seq: meta.seq,
+                text: Utf8Bytes::from(text),
+            });
+        }),
+    )
 }
 
 /// `GET /realtime`.

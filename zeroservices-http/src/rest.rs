@@ -13,7 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use zeroservices_core::query::{Projection, Sort};
 use zeroservices_core::resources::{validate_id, MAX_LIST_LIMIT};
-use zeroservices_core::{ListPage, ListQuery, Resource, ResourceRequest};
+use zeroservices_core::{ListPage, ListQuery, ResourceRequest};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -145,7 +145,7 @@ pub(crate) async fn list(
 /// Splits a POST body into (client-chosen id, data): the original's envelope only when the
 /// object's keys are `resource_data` (an object) and optionally `resource_id` (a string).
 fn create_args(body: Value) -> Result<(Option<String>, Value), ApiError> {
-    let Value::Object(obj) = body else {
+    let Value::Object(mut obj) = body else {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     };
     let envelope = obj.get("resource_data").is_some_and(Value::is_object)
@@ -154,11 +154,11 @@ fn create_args(body: Value) -> Result<(Option<String>, Value), ApiError> {
             .keys()
             .all(|k| k == "resource_data" || k == "resource_id");
     if envelope {
-        let id = obj
-            .get("resource_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let data = obj.get("resource_data").cloned().unwrap_or_default();
+        let id = match obj.remove("resource_id") {
+            Some(Value::String(id)) => Some(id),
+            _ => None,
+        };
+        let data = obj.remove("resource_data").unwrap_or_default();
         Ok((id, data))
     } else {
         Ok((None, Value::Object(obj)))
@@ -185,14 +185,21 @@ pub(crate) async fn create(
     let v = st
         .call(&who, ResourceRequest::new(&c, "create", args))
         .await?;
-    let r: Resource = serde_json::from_value(v)
-        .map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
-    let location = format!("/{}/{}", percent(&c), percent(&r.resource_id));
+    // The reply is sent as it came; only its shape is checked (a provider is another process).
+    let id = match (v.get("resource_id"), v.get("resource_data")) {
+        (Some(Value::String(id)), Some(Value::Object(_))) => id,
+        _ => {
+            return Err(ApiError::from(zeroservices_core::Error::Internal(
+                "the provider answered a create without a resource".into(),
+            )))
+        }
+    };
+    let location = format!("/{}/{}", percent(&c), percent(id));
     let mut headers = HeaderMap::new();
     if let Ok(h) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, h);
     }
-    Ok((StatusCode::CREATED, headers, Json(r)).into_response())
+    Ok((StatusCode::CREATED, headers, Json(v)).into_response())
 }
 
 /// Percent-encodes a path segment (ids may hold any UTF-8 but `/`).
@@ -202,7 +209,10 @@ fn percent(s: &str) -> String {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
     out

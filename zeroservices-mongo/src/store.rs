@@ -1,11 +1,13 @@
 //! The MongoDB store and its collections.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
-use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::options::ClientOptions;
 use mongodb::{Client, Database, IndexModel};
 use serde_json::Value;
 use zeroservices_core::query::{ListQuery, Update};
@@ -54,6 +56,7 @@ impl MongoStore {
         MongoCollection {
             coll: self.db.collection(name),
             indexes: Vec::new(),
+            cache: Arc::new(Mutex::new(Recent::new(DEFAULT_RECENT))),
         }
     }
 
@@ -64,10 +67,102 @@ impl MongoStore {
 }
 
 /// A collection stored in MongoDB.
+///
+/// Patches are compare-and-swap writes guarded by a version field `_v` that every ZeroServices
+/// node increments. The collection remembers the last state it wrote or read of recently used
+/// documents ([`MongoCollection::recent`], default 10 000), so that a patch usually takes one
+/// round trip: the update is applied to the remembered state and written only if the stored
+/// version is still the remembered one; otherwise the document is read again and the patch
+/// retried. A program writing the same documents without ZeroServices must increment `_v` on
+/// every change (or the collection must be built with `recent(0)`), else a patch can be
+/// applied to a state that program has since changed.
 #[derive(Debug, Clone)]
 pub struct MongoCollection {
     coll: mongodb::Collection<Document>,
     indexes: Vec<IndexModel>,
+    // std Mutex: lookups and inserts only, never held across an await.
+    cache: Arc<Mutex<Recent>>,
+}
+
+/// How many documents a collection remembers by default for one-round-trip patches.
+pub(crate) const DEFAULT_RECENT: usize = 10_000;
+
+/// A document's state as this node last wrote or read it.
+#[derive(Debug, Clone)]
+struct Known {
+    /// The stored `_id` (an ObjectId or a string).
+    stored_id: Bson,
+    /// Its `_v`, `None` for a document written without ZeroServices.
+    version: Option<i64>,
+    data: Value,
+}
+
+/// Recently used documents, at most `capacity`, the oldest forgotten first.
+#[derive(Debug)]
+struct Recent {
+    capacity: usize,
+    map: HashMap<String, Known>,
+    order: VecDeque<String>,
+}
+
+impl Recent {
+    fn new(capacity: usize) -> Recent {
+        Recent {
+            capacity,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn remember(&mut self, id: &str, known: Known) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Some(k) = self.map.get_mut(id) {
+            *k = known;
+            return;
+        }
+        while self.map.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.map.insert(id.to_owned(), known);
+        self.order.push_back(id.to_owned());
+        if self.order.len() > 2 * self.capacity {
+            // Drop the places of forgotten (and re-remembered) ids, keeping the newest.
+            let mut seen = std::collections::HashSet::new();
+            let mut kept: VecDeque<String> = self
+                .order
+                .drain(..)
+                .rev()
+                .filter(|k| self.map.contains_key(k) && seen.insert(k.clone()))
+                .collect();
+            kept.make_contiguous().reverse();
+            self.order = kept;
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        // Its place in `order` goes when it reaches the front (removing a missing key is fine).
+        self.map.remove(id);
+    }
+
+    fn get(&self, id: &str) -> Option<Known> {
+        self.map.get(id).cloned()
+    }
+}
+
+fn version_of(d: &Document) -> Option<i64> {
+    match d.get(VERSION) {
+        Some(Bson::Int64(v)) => Some(*v),
+        Some(Bson::Int32(v)) => Some(i64::from(*v)),
+        Some(Bson::Double(v)) if v.fract() == 0.0 => Some(*v as i64),
+        _ => None,
+    }
 }
 
 impl MongoCollection {
@@ -83,6 +178,73 @@ impl MongoCollection {
                 .build(),
         );
         Ok(self)
+    }
+
+    /// Remembers at most `n` documents for one-round-trip patches (0: every patch reads the
+    /// document first). See the type's documentation.
+    pub fn recent(self, n: usize) -> MongoCollection {
+        MongoCollection {
+            cache: Arc::new(Mutex::new(Recent::new(n))),
+            ..self
+        }
+    }
+
+    fn recent_lock(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `data` as the next version of a document known at `known`, if it is still at
+    /// that version. `Ok(None)` when it changed (or went) meanwhile.
+    async fn write_next(&self, id: &str, known: &Known, data: Value) -> Result<Option<Resource>> {
+        let mut next = to_document(&data)?;
+        let version = known.version.unwrap_or(0) + 1;
+        next.insert("_id", known.stored_id.clone());
+        next.insert(VERSION, version);
+        let mut filter = doc! {"_id": known.stored_id.clone()};
+        match known.version {
+            Some(v) => filter.insert(VERSION, v),
+            None => filter.insert(VERSION, doc! {"$exists": false}),
+        };
+        let r = self
+            .coll
+            .replace_one(filter, next)
+            .await
+            .map_err(map_error)?;
+        if r.matched_count == 0 {
+            return Ok(None);
+        }
+        self.recent_lock().remember(
+            id,
+            Known {
+                stored_id: known.stored_id.clone(),
+                version: Some(version),
+                data: data.clone(),
+            },
+        );
+        Ok(Some(Resource {
+            resource_id: id.to_owned(),
+            resource_data: data,
+        }))
+    }
+
+    /// Reads a document and remembers it.
+    async fn read(&self, id: &str) -> Result<(Known, Resource)> {
+        let d = self
+            .coll
+            .find_one(id_filter(id))
+            .await
+            .map_err(map_error)?
+            .ok_or_else(|| not_found(id))?;
+        let known_id = d.get("_id").cloned().unwrap_or(Bson::Null);
+        let version = version_of(&d);
+        let r = to_resource(d)?;
+        let known = Known {
+            stored_id: known_id,
+            version,
+            data: r.resource_data.clone(),
+        };
+        self.recent_lock().remember(id, known.clone());
+        Ok((known, r))
     }
 
     /// Creates the declared indexes.
@@ -160,7 +322,7 @@ impl Collection for MongoCollection {
         }
         let mut d = to_document(&data)?;
         d.insert(VERSION, 1i64);
-        let id = match id {
+        let (id, stored_id) = match id {
             Some(id) => {
                 validate_id(&id)?;
                 // A client id looking like an ObjectId must not collide with a generated one.
@@ -174,15 +336,23 @@ impl Collection for MongoCollection {
                     return Err(Error::Conflict(format!("resource {id:?} already exists")));
                 }
                 d.insert("_id", Bson::String(id.clone()));
-                id
+                (id.clone(), Bson::String(id))
             }
             None => {
                 let oid = ObjectId::new();
                 d.insert("_id", Bson::ObjectId(oid));
-                oid.to_hex()
+                (oid.to_hex(), Bson::ObjectId(oid))
             }
         };
         self.coll.insert_one(d).await.map_err(map_error)?;
+        self.recent_lock().remember(
+            &id,
+            Known {
+                stored_id,
+                version: Some(1),
+                data: data.clone(),
+            },
+        );
         Ok(Resource {
             resource_id: id,
             resource_data: data,
@@ -190,50 +360,31 @@ impl Collection for MongoCollection {
     }
 
     async fn get(&self, id: &str) -> Result<Resource> {
-        let d = self
-            .coll
-            .find_one(id_filter(id))
-            .await
-            .map_err(map_error)?
-            .ok_or_else(|| not_found(id))?;
-        to_resource(d)
+        Ok(self.read(id).await?.1)
     }
 
     async fn patch(&self, id: &str, update: &Update) -> Result<Resource> {
-        // Read, apply with the shared semantics, write back only if nobody wrote in between
-        // (compare-and-swap on the version field); retried on a lost race.
-        for _ in 0..16 {
-            let current = self
-                .coll
-                .find_one(id_filter(id))
-                .await
-                .map_err(map_error)?
-                .ok_or_else(|| not_found(id))?;
-            let stored_id = current.get("_id").cloned().unwrap_or(Bson::Null);
-            let version = current.get(VERSION).cloned();
-            let mut r = to_resource(current)?;
-            update.apply(&mut r.resource_data)?;
-            let mut next = to_document(&r.resource_data)?;
-            let v = match &version {
-                Some(Bson::Int64(v)) => *v,
-                Some(Bson::Int32(v)) => i64::from(*v),
-                _ => 0,
-            };
-            next.insert("_id", stored_id.clone());
-            next.insert(VERSION, v + 1);
-            let mut filter = doc! {"_id": stored_id};
-            if let Some(ver) = version {
-                filter.insert(VERSION, ver);
+        // First from the remembered state (one round trip when nobody else wrote since).
+        let remembered = self.recent_lock().get(id);
+        if let Some(known) = remembered {
+            let mut data = known.data.clone();
+            // An update that does not apply to the remembered state may apply to the stored
+            // one: only the stored state decides errors, below.
+            if update.apply(&mut data).is_ok() {
+                if let Some(r) = self.write_next(id, &known, data).await? {
+                    return Ok(r);
+                }
             }
-            let replaced = self
-                .coll
-                .find_one_and_replace(filter, next)
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(map_error)?;
-            match replaced {
-                Some(d) => return to_resource(d),
-                None => continue, // changed (or deleted) meanwhile: read again
+            self.recent_lock().forget(id);
+        }
+        // Read, apply with the shared semantics, write back only if nobody wrote in between;
+        // retried on a lost race.
+        for _ in 0..16 {
+            let (known, r) = self.read(id).await?;
+            let mut data = r.resource_data;
+            update.apply(&mut data)?;
+            if let Some(r) = self.write_next(id, &known, data).await? {
+                return Ok(r);
             }
         }
         Err(Error::Conflict(format!(
@@ -247,6 +398,7 @@ impl Collection for MongoCollection {
             .delete_one(id_filter(id))
             .await
             .map_err(map_error)?;
+        self.recent_lock().forget(id);
         if r.deleted_count == 0 {
             return Err(not_found(id));
         }

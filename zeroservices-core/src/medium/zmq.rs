@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,6 +88,9 @@ pub struct ZmqMedium {
     cfg: ZmqConfig,
     inbox: mpsc::Sender<Incoming>,
     pub_tx: mpsc::Sender<(Arc<str>, Bytes)>,
+    /// Set once a subscriber has connected to the PUB socket; until then publishing has no
+    /// one to reach and skips the publisher task entirely.
+    subscribed: Arc<AtomicBool>,
     prefixes: watch::Sender<Vec<String>>,
     // std Mutex: map lookups and inserts only; never held across an await.
     peers: Mutex<HashMap<String, PeerConn>>,
@@ -123,6 +127,8 @@ impl ZmqMedium {
             .bind(&format!("tcp://{host}:{}", cfg.router_port))
             .await?;
         let mut publisher = zeromq::PubSocket::new();
+        // Before bind, so that every accepted subscriber is reported.
+        let pub_monitor = publisher.monitor();
         let pep = publisher
             .bind(&format!("tcp://{host}:{}", cfg.pub_port))
             .await?;
@@ -135,15 +141,23 @@ impl ZmqMedium {
         let (pub_tx, pub_rx) = mpsc::channel(PUB_QUEUE);
         let (prefixes, _) = watch::channel(Vec::new());
         let key = cfg.cluster_key.clone();
+        let subscribed = Arc::new(AtomicBool::new(false));
         let medium = ZmqMedium {
             endpoints,
             cfg,
             inbox: inbox_tx.clone(),
             pub_tx,
+            subscribed: subscribed.clone(),
             prefixes,
             peers: Mutex::new(HashMap::new()),
             _router: TaskGuard::spawn(router_task(router, inbox_tx, key.clone())),
-            _publisher: TaskGuard::spawn(publisher_task(publisher, pub_rx, key)),
+            _publisher: TaskGuard::spawn(publisher_task(
+                publisher,
+                pub_monitor,
+                subscribed,
+                pub_rx,
+                key,
+            )),
         };
         Ok((medium, inbox_rx))
     }
@@ -219,6 +233,9 @@ impl Medium for ZmqMedium {
     }
 
     async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return Ok(()); // PUB would drop it: nobody has connected
+        }
         self.pub_tx
             .send((Arc::from(topic), payload))
             .await
@@ -388,10 +405,29 @@ async fn send_reply(
 
 async fn publisher_task(
     mut publisher: zeromq::PubSocket,
+    mut monitor: futures::channel::mpsc::Receiver<zeromq::SocketEvent>,
+    subscribed: Arc<AtomicBool>,
     mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
     key: Key,
 ) {
-    while let Some((topic, payload)) = rx.recv().await {
+    let mut watching = true;
+    loop {
+        let (topic, payload) = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            ev = monitor.next(), if watching => {
+                match ev {
+                    Some(zeromq::SocketEvent::Accepted(..)) => {
+                        subscribed.store(true, Ordering::Release);
+                    }
+                    Some(_) => {}
+                    None => watching = false,
+                }
+                continue;
+            }
+        };
         let auth = key.as_ref().map(|k| k.sign(&[topic.as_bytes(), &payload]));
         let mut msg = ZmqMessage::from(Bytes::copy_from_slice(topic.as_bytes()));
         msg.push_back(payload);

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{validate_id, Collection, ResourceRequest, Schema, RESERVED_NAMES};
+use super::{validate_id, Collection, Resource, ResourceRequest, Schema, RESERVED_NAMES};
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::query::{ListQuery, Update};
@@ -170,25 +170,45 @@ impl std::fmt::Debug for Hosted {
     }
 }
 
-fn need_id(req: &ResourceRequest) -> Result<&str> {
-    let id = req
-        .resource_id
+fn need_id<'a>(action: &str, resource_id: &'a Option<String>) -> Result<&'a str> {
+    let id = resource_id
         .as_deref()
-        .ok_or_else(|| Error::BadRequest(format!("{} needs a resource_id", req.action)))?;
+        .ok_or_else(|| Error::BadRequest(format!("{action} needs a resource_id")))?;
     validate_id(id)?;
     Ok(id)
+}
+
+/// A resource as the JSON value actions answer with, built by moving (not copying) its data.
+fn resource_value(r: Resource) -> Value {
+    let mut m = serde_json::Map::with_capacity(2);
+    m.insert("resource_id".into(), Value::String(r.resource_id));
+    m.insert("resource_data".into(), r.resource_data);
+    Value::Object(m)
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| Error::Internal(e.to_string()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateArgs {
-    #[serde(default)]
-    resource_id: Option<String>,
-    resource_data: Value,
+/// Splits create arguments `{"resource_data": {...}, "resource_id"?: "..."}` by moving the data
+/// out (a `serde_json::from_value` would copy it).
+fn create_args(args: Value) -> Result<(Option<String>, Value)> {
+    let bad = |m: &str| Error::BadRequest(format!("invalid create arguments: {m}"));
+    let Value::Object(mut obj) = args else {
+        return Err(bad("expected an object"));
+    };
+    let data = obj
+        .remove("resource_data")
+        .ok_or_else(|| bad("missing field `resource_data`"))?;
+    let id = match obj.remove("resource_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => return Err(bad("`resource_id` must be a string")),
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err(bad(&format!("unknown field `{k}`")));
+    }
+    Ok((id, data))
 }
 
 #[derive(Deserialize)]
@@ -207,12 +227,14 @@ struct LinkArgs {
 impl Hosted {
     /// Runs one action on this node's store and publishes the resulting event.
     pub(crate) async fn execute(&self, node: &Node, req: ResourceRequest) -> Result<Value> {
-        let args = if req.args.is_null() {
-            json!({})
-        } else {
-            req.args.clone()
-        };
-        match req.action.as_str() {
+        let ResourceRequest {
+            action,
+            resource_id,
+            args,
+            ..
+        } = req;
+        let args = if args.is_null() { json!({}) } else { args };
+        match action.as_str() {
             "list" => {
                 let q: ListQuery = serde_json::from_value(args)
                     .map_err(|e| Error::BadRequest(format!("invalid list arguments: {e}")))?;
@@ -224,12 +246,11 @@ impl Hosted {
                 to_value(&self.store.list(&q).await?)
             }
             "create" => {
-                let a: CreateArgs = serde_json::from_value(args)
-                    .map_err(|e| Error::BadRequest(format!("invalid create arguments: {e}")))?;
+                let (id, data) = create_args(args)?;
                 if let Some(s) = &self.schema {
-                    s.validate(&a.resource_data)?;
+                    s.validate(&data)?;
                 }
-                let r = self.store.create(a.resource_id, a.resource_data).await?;
+                let r = self.store.create(id, data).await?;
                 node.publish_change(
                     &self.name,
                     "create",
@@ -238,25 +259,27 @@ impl Hosted {
                     None,
                 )
                 .await;
-                to_value(&r)
+                Ok(resource_value(r))
             }
-            "get" => to_value(&self.store.get(need_id(&req)?).await?),
+            "get" => Ok(resource_value(
+                self.store.get(need_id(&action, &resource_id)?).await?,
+            )),
             "patch" => {
-                let id = need_id(&req)?;
+                let id = need_id(&action, &resource_id)?;
                 let a: PatchArgs = serde_json::from_value(args)
                     .map_err(|e| Error::BadRequest(format!("invalid patch arguments: {e}")))?;
                 let update = Update::parse(&a.patch)?;
                 self.patch(node, id, &update).await
             }
             "delete" => {
-                let id = need_id(&req)?;
+                let id = need_id(&action, &resource_id)?;
                 self.store.delete(id).await?;
                 node.publish_change(&self.name, "delete", id, None, None)
                     .await;
                 Ok(json!({}))
             }
             "add_link" => {
-                let id = need_id(&req)?;
+                let id = need_id(&action, &resource_id)?;
                 let a: LinkArgs = serde_json::from_value(args)
                     .map_err(|e| Error::BadRequest(format!("invalid add_link arguments: {e}")))?;
                 for part in [&a.relation, &a.target.0] {
@@ -274,13 +297,13 @@ impl Hosted {
                 let f = self.actions.get(name).ok_or_else(|| {
                     Error::NotFound(format!("collection {:?} has no action {name:?}", self.name))
                 })?;
-                if let Some(id) = &req.resource_id {
+                if let Some(id) = &resource_id {
                     validate_id(id)?;
                 }
                 f(ActionContext {
                     node: node.clone(),
                     collection: self.name.clone(),
-                    resource_id: req.resource_id.clone(),
+                    resource_id,
                     args,
                     store: self.store.clone(),
                 })
@@ -306,6 +329,6 @@ impl Hosted {
             Some(update.document()),
         )
         .await;
-        to_value(&r)
+        Ok(resource_value(r))
     }
 }

@@ -1,5 +1,6 @@
 //! A volatile collection in a `BTreeMap`.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
@@ -47,10 +48,15 @@ impl Collection for MemoryCollection {
             None => generate_id(),
         };
         let mut items = self.items.write().unwrap_or_else(|p| p.into_inner());
-        if items.contains_key(&id) {
-            return Err(Error::Conflict(format!("resource {id:?} already exists")));
+        match items.entry(id.clone()) {
+            Entry::Occupied(_) => {
+                return Err(Error::Conflict(format!("resource {id:?} already exists")))
+            }
+            Entry::Vacant(v) => {
+                v.insert(data.clone());
+            }
         }
-        items.insert(id.clone(), data.clone());
+        drop(items);
         Ok(Resource {
             resource_id: id,
             resource_data: data,
