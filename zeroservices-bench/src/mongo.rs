@@ -1,5 +1,7 @@
 //! MongoDB backend overhead: create, get and patch through `MongoCollection` beside the same
 //! operations with the bare driver, in one run, alternating rounds so drift hits both.
+//! `patch` is the usual case (the node wrote or read the document last: one compare-and-swap
+//! write); `patch_cold` goes through a handle that remembers nothing (read, then write).
 
 use std::time::{Duration, Instant};
 
@@ -15,13 +17,16 @@ use crate::stats::{emit, summary};
 pub(crate) async fn run(uri: &str, n: usize) -> anyhow::Result<()> {
     let store = MongoStore::connect(uri).await?;
     let framework = store.collection("bench_framework");
+    // The same documents through a handle that remembers none: every patch reads first (the
+    // case of a document last written by another node).
+    let cold = store.collection("bench_framework").recent(0);
     let client = mongodb::Client::with_uri_str(uri).await?;
     let db = client
         .default_database()
         .unwrap_or_else(|| client.database("zeroservices"));
     let bare: mongodb::Collection<Document> = db.collection("bench_bare");
     let update = Update::parse(&json!({"$inc": {"watts": 1}}))?;
-    let (mut fw, mut raw): (Vec<[Duration; 3]>, Vec<[Duration; 3]>) = (Vec::new(), Vec::new());
+    let (mut fw, mut raw): (Vec<[Duration; 4]>, Vec<[Duration; 4]>) = (Vec::new(), Vec::new());
     for i in 0..n {
         let data =
             json!({"name": "meter-0001", "watts": 1500, "online": true, "site": "lab-a", "i": i});
@@ -34,7 +39,10 @@ pub(crate) async fn run(uri: &str, n: usize) -> anyhow::Result<()> {
         let g = t.elapsed();
         let t = Instant::now();
         framework.patch(&r.resource_id, &update).await?;
-        fw.push([c, g, t.elapsed()]);
+        let p = t.elapsed();
+        let t = Instant::now();
+        cold.patch(&r.resource_id, &update).await?;
+        fw.push([c, g, p, t.elapsed()]);
         // bare driver, same documents and operations
         let oid = ObjectId::new();
         let mut d = mongodb::bson::to_document(&data)?;
@@ -49,10 +57,15 @@ pub(crate) async fn run(uri: &str, n: usize) -> anyhow::Result<()> {
         bare.find_one_and_update(doc! {"_id": oid}, doc! {"$inc": {"watts": 1}})
             .return_document(ReturnDocument::After)
             .await?;
-        raw.push([c, g, t.elapsed()]);
+        let p = t.elapsed();
+        let t = Instant::now();
+        bare.find_one_and_update(doc! {"_id": oid}, doc! {"$inc": {"watts": 1}})
+            .return_document(ReturnDocument::After)
+            .await?;
+        raw.push([c, g, p, t.elapsed()]);
     }
     let mut out = serde_json::Map::new();
-    for (k, op) in ["create", "get", "patch"].iter().enumerate() {
+    for (k, op) in ["create", "get", "patch", "patch_cold"].iter().enumerate() {
         let mut a: Vec<Duration> = fw.iter().map(|x| x[k]).collect();
         let mut b: Vec<Duration> = raw.iter().map(|x| x[k]).collect();
         let (ta, tb): (f64, f64) = (

@@ -959,7 +959,9 @@ async fn event_publisher(node: Node, mut rx: mpsc::Receiver<(String, Vec<u8>)>) 
                 rx.recv().await
             }
         };
-        let Some((topic, mut body)) = next else { return };
+        let Some((topic, mut body)) = next else {
+            return;
+        };
         let seq = node.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
         // Writing into a Vec cannot fail.
         let _ = write!(body, r#","seq":{seq},"ts":{}}}"#, now_ms());

@@ -156,6 +156,17 @@ impl Recent {
     }
 }
 
+/// Read–apply–write attempts of one patch before it answers `Conflict`.
+const PATCH_ATTEMPTS: u32 = 32;
+
+/// A pseudo-random number below `n` (jitter only; not for anything secret).
+fn rand_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.finish() % n.max(1)
+}
+
 fn version_of(d: &Document) -> Option<i64> {
     match d.get(VERSION) {
         Some(Bson::Int64(v)) => Some(*v),
@@ -378,8 +389,14 @@ impl Collection for MongoCollection {
             self.recent_lock().forget(id);
         }
         // Read, apply with the shared semantics, write back only if nobody wrote in between;
-        // retried on a lost race.
-        for _ in 0..16 {
+        // retried on a lost race, after a random pause that grows with the attempts (so that
+        // writers racing for one document spread out instead of colliding again).
+        for attempt in 0..PATCH_ATTEMPTS {
+            if attempt > 0 {
+                let cap_us = 200u64 << attempt.min(6);
+                let pause = rand_below(cap_us);
+                tokio::time::sleep(Duration::from_micros(pause)).await;
+            }
             let (known, r) = self.read(id).await?;
             let mut data = r.resource_data;
             update.apply(&mut data)?;

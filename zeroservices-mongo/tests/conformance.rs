@@ -106,3 +106,90 @@ async fn mongo_collection_passes_the_backend_suite() {
     store.drop_database().await.expect("drop test database");
     assert!(cases >= 80, "only {cases} cases ran");
 }
+
+/// Two nodes (two collection handles, each with its own remembered documents) and a program
+/// writing without ZeroServices share one MongoDB collection: no patch is applied to a stale
+/// state, whoever wrote last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_from_remembered_state_never_apply_to_a_stale_one() {
+    use mongodb::bson::doc;
+    use serde_json::json;
+    use zeroservices_core::query::Update;
+
+    let db = format!("zs_recent_{}", std::process::id());
+    let srv = server(&db);
+    let store = MongoStore::connect(&srv.uri).await.expect("connect");
+    let (a, b) = (store.collection("shared"), store.collection("shared"));
+    let inc = Update::parse(&json!({"$inc": {"n": 1}})).expect("update");
+
+    // A creates and remembers; B and A take turns: each time the other's state is newer.
+    let r = a.create(None, json!({"n": 0})).await.expect("create");
+    let id = r.resource_id;
+    for round in 0..10 {
+        let (first, second) = if round % 2 == 0 { (&b, &a) } else { (&a, &b) };
+        first.patch(&id, &inc).await.expect("patch");
+        second.patch(&id, &inc).await.expect("patch");
+    }
+    assert_eq!(
+        a.get(&id).await.expect("get").resource_data,
+        json!({"n": 20})
+    );
+
+    // Concurrent patches through both handles: every increment lands exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let c = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (id, inc) = (id.clone(), inc.clone());
+        tasks.push(tokio::spawn(async move { c.patch(&id, &inc).await }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("concurrent patch");
+    }
+    assert_eq!(
+        b.get(&id).await.expect("get").resource_data,
+        json!({"n": 60})
+    );
+
+    // A type change by the other node: the remembered state would refuse `$inc`, the stored
+    // one accepts it.
+    let to_text = Update::parse(&json!({"$set": {"n": "x"}})).expect("update");
+    a.patch(&id, &to_text).await.expect("set text");
+    let to_num = Update::parse(&json!({"$set": {"n": 5}})).expect("update");
+    b.patch(&id, &to_num).await.expect("set number");
+    let r = a
+        .patch(&id, &inc)
+        .await
+        .expect("inc after the other node's change");
+    assert_eq!(r.resource_data, json!({"n": 6}));
+
+    // A program without ZeroServices replaces the document and drops `_v`: the remembered
+    // version no longer matches, the stored state is patched.
+    let raw = mongodb::Client::with_uri_str(&srv.uri)
+        .await
+        .expect("driver");
+    let coll = raw
+        .database(&db)
+        .collection::<mongodb::bson::Document>("shared");
+    let oid = mongodb::bson::oid::ObjectId::parse_str(&id).expect("generated ids are ObjectIds");
+    coll.replace_one(doc! {"_id": oid}, doc! {"n": 100})
+        .await
+        .expect("foreign write");
+    let r = a.patch(&id, &inc).await.expect("patch after foreign write");
+    assert_eq!(r.resource_data, json!({"n": 101}));
+    assert_eq!(
+        b.get(&id).await.expect("get").resource_data,
+        json!({"n": 101})
+    );
+
+    // Deleted through B: A's remembered state must not resurrect or patch it.
+    b.delete(&id).await.expect("delete");
+    let err = a
+        .patch(&id, &inc)
+        .await
+        .expect_err("patch of a deleted resource");
+    assert!(
+        matches!(err, zeroservices_core::Error::NotFound(_)),
+        "{err:?}"
+    );
+    store.drop_database().await.expect("drop test database");
+}
