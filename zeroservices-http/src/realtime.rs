@@ -75,8 +75,13 @@ impl Hub {
             while r.events.len() > self.replay_capacity {
                 if let Some(old) = r.events.pop_front() {
                     if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
-                        let e = r.evicted.entry(n.clone()).or_insert(0);
-                        *e = (*e).max(s);
+                        // No key copy for a node already listed (every event, once full).
+                        match r.evicted.get_mut(n.as_str()) {
+                            Some(e) => *e = (*e).max(s),
+                            None => {
+                                r.evicted.insert(n.clone(), s);
+                            }
+                        }
                     }
                 }
             }

@@ -142,6 +142,13 @@ pub(crate) async fn list(
     Ok((headers, Json(page.items)).into_response())
 }
 
+/// `{key: value}`, moving `value` in (`json!` would copy it).
+fn wrap(key: &str, value: Value) -> Value {
+    let mut m = serde_json::Map::with_capacity(1);
+    m.insert(key.to_owned(), value);
+    Value::Object(m)
+}
+
 /// Splits a POST body into (client-chosen id, data): the original's envelope only when the
 /// object's keys are `resource_data` (an object) and optionally `resource_id` (a string).
 fn create_args(body: Value) -> Result<(Option<String>, Value), ApiError> {
@@ -178,9 +185,9 @@ pub(crate) async fn create(
     if let Some(id) = &id {
         check_segment(id)?;
     }
-    let mut args = json!({"resource_data": data});
-    if let Some(id) = id {
-        args["resource_id"] = json!(id);
+    let mut args = wrap("resource_data", data);
+    if let (Some(id), Value::Object(m)) = (id, &mut args) {
+        m.insert("resource_id".into(), Value::String(id));
     }
     let v = st
         .call(&who, ResourceRequest::new(&c, "create", args))
@@ -244,7 +251,7 @@ pub(crate) async fn resource(
             Ok(Json(
                 st.call(
                     &who,
-                    ResourceRequest::new(&c, "patch", json!({"patch": patch})).on(&id),
+                    ResourceRequest::new(&c, "patch", wrap("patch", patch)).on(&id),
                 )
                 .await?,
             )

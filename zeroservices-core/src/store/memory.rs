@@ -1,8 +1,9 @@
-//! A volatile collection in a `BTreeMap`.
+//! A volatile collection in hash maps, sharded by id so that concurrent writers rarely meet.
 
-use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -13,17 +14,46 @@ use crate::resources::{
     generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource,
 };
 
+/// Number of shards (independently locked maps).
+const SHARDS: usize = 16;
+
+type Shard = HashMap<String, Value>;
+
 /// In-memory collection: fast, lost on exit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryCollection {
-    // std RwLock: operations are short and synchronous; never held across an await.
-    items: RwLock<BTreeMap<String, Value>>,
+    // std RwLocks: operations are short and synchronous; never held across an await. A list
+    // takes every shard's read lock in index order; writers take one.
+    shards: Box<[RwLock<Shard>]>,
+    hasher: RandomState,
+}
+
+impl Default for MemoryCollection {
+    fn default() -> Self {
+        MemoryCollection {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
 }
 
 impl MemoryCollection {
     /// An empty collection.
     pub fn new() -> MemoryCollection {
         MemoryCollection::default()
+    }
+
+    fn shard(&self, id: &str) -> &RwLock<Shard> {
+        // The modulo keeps the index below SHARDS, so the index is in bounds.
+        &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
+    }
+
+    fn read(&self, id: &str) -> RwLockReadGuard<'_, Shard> {
+        self.shard(id).read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, id: &str) -> RwLockWriteGuard<'_, Shard> {
+        self.shard(id).write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -34,8 +64,18 @@ fn not_found(id: &str) -> Error {
 #[async_trait]
 impl Collection for MemoryCollection {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        let items = self.items.read().unwrap_or_else(|p| p.into_inner());
-        list_in_memory(items.iter().map(|(k, v)| (k.as_str(), v)), query)
+        let shards: Vec<RwLockReadGuard<'_, Shard>> = self
+            .shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        // `list_in_memory` orders by the query's sort, then by id: map order does not matter.
+        list_in_memory(
+            shards
+                .iter()
+                .flat_map(|s| s.iter().map(|(k, v)| (k.as_str(), v))),
+            query,
+        )
     }
 
     async fn create(&self, id: Option<String>, data: Value) -> Result<Resource> {
@@ -47,16 +87,15 @@ impl Collection for MemoryCollection {
             }
             None => generate_id(),
         };
-        let mut items = self.items.write().unwrap_or_else(|p| p.into_inner());
-        match items.entry(id.clone()) {
+        let stored = data.clone(); // outside the lock
+        match self.write(&id).entry(id.clone()) {
             Entry::Occupied(_) => {
                 return Err(Error::Conflict(format!("resource {id:?} already exists")))
             }
             Entry::Vacant(v) => {
-                v.insert(data.clone());
+                v.insert(stored);
             }
         }
-        drop(items);
         Ok(Resource {
             resource_id: id,
             resource_data: data,
@@ -64,26 +103,31 @@ impl Collection for MemoryCollection {
     }
 
     async fn get(&self, id: &str) -> Result<Resource> {
-        let items = self.items.read().unwrap_or_else(|p| p.into_inner());
-        let data = items.get(id).ok_or_else(|| not_found(id))?;
+        let data = self
+            .read(id)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(id))?;
         Ok(Resource {
             resource_id: id.to_owned(),
-            resource_data: data.clone(),
+            resource_data: data,
         })
     }
 
     async fn patch(&self, id: &str, update: &Update) -> Result<Resource> {
-        let mut items = self.items.write().unwrap_or_else(|p| p.into_inner());
-        let data = items.get_mut(id).ok_or_else(|| not_found(id))?;
+        let mut shard = self.write(id);
+        let data = shard.get_mut(id).ok_or_else(|| not_found(id))?;
         update.apply(data)?;
+        let data = data.clone();
+        drop(shard);
         Ok(Resource {
             resource_id: id.to_owned(),
-            resource_data: data.clone(),
+            resource_data: data,
         })
     }
 
     async fn delete(&self, id: &str) -> Result<()> {
-        let mut items = self.items.write().unwrap_or_else(|p| p.into_inner());
-        items.remove(id).map(|_| ()).ok_or_else(|| not_found(id))
+        let removed = self.write(id).remove(id);
+        removed.map(|_| ()).ok_or_else(|| not_found(id))
     }
 }
