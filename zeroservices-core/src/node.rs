@@ -43,8 +43,8 @@ use crate::medium::{
     ZmqMedium,
 };
 use crate::protocol::{
-    decode_reply, encode_reply, kind, topic_matches, AnnounceKind, Announcement, NodeType,
-    PROTOCOL_VERSION,
+    decode_reply, encode_reply, kind, reply_data, topic_matches, AnnounceKind, Announcement,
+    NodeType, PROTOCOL_VERSION,
 };
 use crate::resources::{CollectionClient, CollectionSpec, Hosted, ResourceRequest};
 
@@ -473,6 +473,12 @@ impl NodeInner {
     }
 }
 
+/// Where a resource action ran: its result here, or a provider's reply body.
+enum Answer {
+    Here(Value),
+    There(Bytes),
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -570,8 +576,35 @@ impl Node {
     /// fails. Errors: `NotFound` for a collection never seen, `Unavailable` when every
     /// provider is gone, `Timeout`, and whatever the collection answered.
     pub async fn send(&self, req: ResourceRequest) -> Result<Value> {
+        match self.route(req).await? {
+            Answer::Here(v) => Ok(v),
+            Answer::There(b) => decode_reply(&b),
+        }
+    }
+
+    /// [`Node::send`], answering the JSON bytes of the result. A provider's answer is passed
+    /// on as it came (checked, not parsed into a `Value` and serialized again): what a gateway
+    /// forwarding results wants.
+    ///
+    /// ```
+    /// # async fn demo(node: zeroservices_core::Node) -> zeroservices_core::Result<()> {
+    /// use zeroservices_core::ResourceRequest;
+    /// let json = node.send_json(ResourceRequest::new("power", "list", serde_json::json!({}))).await?;
+    /// assert!(json.starts_with(b"{"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_json(&self, req: ResourceRequest) -> Result<Bytes> {
+        match self.route(req).await? {
+            Answer::Here(v) => serde_json::to_vec(&v)
+                .map(Bytes::from)
+                .map_err(|e| Error::Internal(e.to_string())),
+            Answer::There(b) => reply_data(&b),
+        }
+    }
+
+    async fn route(&self, req: ResourceRequest) -> Result<Answer> {
         if let Some(h) = self.hosted(&req.collection) {
-            return h.execute(self, req).await;
+            return h.execute(self, req).await.map(Answer::Here);
         }
         let body =
             Bytes::from(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
@@ -594,7 +627,7 @@ impl Node {
                 .request(&peer, kind::RESOURCE, body.clone(), self.inner.timeout)
                 .await;
             match reply {
-                Ok(b) => return decode_reply(&b),
+                Ok(b) => return Ok(Answer::There(b)),
                 Err(e @ (Error::PeerGone(_) | Error::Timeout(_) | Error::Transport(_))) => {
                     tracing::debug!(%peer, error = %e, collection = %req.collection, "provider failed");
                     let give_up = !req.is_read_only() || tried.len() >= 2;

@@ -152,13 +152,61 @@ impl Announcement {
 
 /// The body of a reply frame: `{"ok": true, "data": ...}` or `{"ok": false, "error": {...}}`.
 pub fn encode_reply(result: &Result<Value>) -> Bytes {
-    let v = match result {
-        Ok(data) => serde_json::json!({"ok": true, "data": data}),
-        Err(e) => {
-            serde_json::json!({"ok": false, "error": {"code": e.code(), "message": e.wire_message()}})
-        }
+    // Serialized from borrowed parts: `json!` would first copy the whole result.
+    #[derive(Serialize)]
+    struct WireError<'a> {
+        code: &'a str,
+        message: String,
+    }
+    #[derive(Serialize)]
+    struct Reply<'a> {
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<WireError<'a>>,
+    }
+    let reply = match result {
+        Ok(data) => Reply {
+            ok: true,
+            data: Some(data),
+            error: None,
+        },
+        Err(e) => Reply {
+            ok: false,
+            data: None,
+            error: Some(WireError {
+                code: e.code(),
+                message: e.wire_message(),
+            }),
+        },
     };
-    Bytes::from(v.to_string())
+    match serde_json::to_vec(&reply) {
+        Ok(b) => Bytes::from(b),
+        // Values hold string keys only, so this does not happen; answer an error anyway.
+        Err(e) => Bytes::from(
+            serde_json::json!({"ok": false, "error": {"code": "internal", "message": e.to_string()}})
+                .to_string(),
+        ),
+    }
+}
+
+/// The `data` of a successful reply body as JSON bytes (a slice of `body`, not a copy), or the
+/// error it carries.
+pub fn reply_data(body: &Bytes) -> Result<Bytes> {
+    #[derive(Deserialize)]
+    struct Reply<'a> {
+        ok: bool,
+        #[serde(borrow, default)]
+        data: Option<&'a serde_json::value::RawValue>,
+    }
+    let r: Reply<'_> = serde_json::from_slice(body)
+        .map_err(|e| Error::Transport(format!("malformed reply: {e}")))?;
+    match (r.ok, r.data) {
+        (true, Some(d)) => Ok(body.slice_ref(d.get().as_bytes())),
+        (true, None) => Ok(Bytes::from_static(b"null")),
+        (false, _) => decode_reply(body).map(|_| Bytes::from_static(b"null")),
+    }
 }
 
 /// Parses a reply body back into the result the remote handler returned.

@@ -1,19 +1,21 @@
 //! The generated REST routes: list, create, get, patch, delete and custom actions on every
 //! collection of the cluster, plus `GET /`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use zeroservices_core::query::{Projection, Sort};
 use zeroservices_core::resources::{validate_id, MAX_LIST_LIMIT};
-use zeroservices_core::{ListPage, ListQuery, ResourceRequest};
+use zeroservices_core::{ListQuery, ResourceRequest};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -43,21 +45,38 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// A JSON response around bytes that already are JSON.
+fn json_response(status: StatusCode, json: Bytes) -> Response {
+    let mut resp = (status, json).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A result of the wrong shape (the provider is another process, maybe another version).
+fn malformed(action: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::from(zeroservices_core::Error::Internal(format!(
+        "malformed {action} result: {e}"
+    )))
+}
+
 fn check_segment(s: &str) -> Result<(), ApiError> {
     validate_id(s).map_err(ApiError::from)
 }
 
 impl AppState {
-    /// Runs a resource request with authorization and metrics.
+    /// Runs a resource request with authorization and metrics; answers the result's JSON.
     pub(crate) async fn call(
         &self,
         who: &Principal,
         req: ResourceRequest,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Bytes, ApiError> {
         self.auth.authorize(who, &req.collection, &req.action)?;
         let start = Instant::now();
         let (collection, action) = (req.collection.clone(), req.action.clone());
-        let res = self.node.send(req).await.map_err(ApiError::from);
+        let res = self.node.send_json(req).await.map_err(ApiError::from);
         let status = match &res {
             Ok(_) => 200,
             Err(e) => e.status().as_u16(),
@@ -132,14 +151,25 @@ pub(crate) async fn list(
     }
     let args = serde_json::to_value(&q)
         .map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
-    let page: ListPage = serde_json::from_value(
-        st.call(&who, ResourceRequest::new(&c, "list", args))
-            .await?,
-    )
-    .map_err(|e| ApiError::from(zeroservices_core::Error::Internal(e.to_string())))?;
-    let mut headers = HeaderMap::new();
-    headers.insert("x-total-count", HeaderValue::from(page.total));
-    Ok((headers, Json(page.items)).into_response())
+    let json = st
+        .call(&who, ResourceRequest::new(&c, "list", args))
+        .await?;
+    // The page's items go out as they came; only the total is read.
+    #[derive(serde::Deserialize)]
+    struct Page<'a> {
+        #[serde(borrow)]
+        items: &'a RawValue,
+        total: u64,
+    }
+    let page: Page<'_> = serde_json::from_slice(&json).map_err(|e| malformed("list", e))?;
+    if !page.items.get().starts_with('[') {
+        return Err(malformed("list", "items is not an array"));
+    }
+    let items = json.slice_ref(page.items.get().as_bytes());
+    let mut resp = json_response(StatusCode::OK, items);
+    resp.headers_mut()
+        .insert("x-total-count", HeaderValue::from(page.total));
+    Ok(resp)
 }
 
 /// `{key: value}`, moving `value` in (`json!` would copy it).
@@ -189,24 +219,27 @@ pub(crate) async fn create(
     if let (Some(id), Value::Object(m)) = (id, &mut args) {
         m.insert("resource_id".into(), Value::String(id));
     }
-    let v = st
+    let json = st
         .call(&who, ResourceRequest::new(&c, "create", args))
         .await?;
-    // The reply is sent as it came; only its shape is checked (a provider is another process).
-    let id = match (v.get("resource_id"), v.get("resource_data")) {
-        (Some(Value::String(id)), Some(Value::Object(_))) => id,
-        _ => {
-            return Err(ApiError::from(zeroservices_core::Error::Internal(
-                "the provider answered a create without a resource".into(),
-            )))
-        }
-    };
-    let location = format!("/{}/{}", percent(&c), percent(id));
-    let mut headers = HeaderMap::new();
-    if let Ok(h) = HeaderValue::from_str(&location) {
-        headers.insert(header::LOCATION, h);
+    // The resource goes out as it came; only its shape is checked and its id read.
+    #[derive(serde::Deserialize)]
+    struct Created<'a> {
+        #[serde(borrow)]
+        resource_id: Cow<'a, str>,
+        #[serde(borrow)]
+        resource_data: &'a RawValue,
     }
-    Ok((StatusCode::CREATED, headers, Json(v)).into_response())
+    let r: Created<'_> = serde_json::from_slice(&json).map_err(|e| malformed("create", e))?;
+    if !r.resource_data.get().starts_with('{') {
+        return Err(malformed("create", "resource_data is not an object"));
+    }
+    let location = format!("/{}/{}", percent(&c), percent(&r.resource_id));
+    let mut resp = json_response(StatusCode::CREATED, json.clone());
+    if let Ok(h) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, h);
+    }
+    Ok(resp)
 }
 
 /// Percent-encodes a path segment (ids may hold any UTF-8 but `/`).
@@ -238,24 +271,24 @@ pub(crate) async fn resource(
     check_segment(&id)?;
     let body = body.map_err(body_error)?;
     match method {
-        Method::GET => Ok(Json(
+        Method::GET => Ok(json_response(
+            StatusCode::OK,
             st.call(&who, ResourceRequest::new(&c, "get", Value::Null).on(&id))
                 .await?,
-        )
-        .into_response()),
+        )),
         Method::PATCH => {
             let patch = parse_json(&body)?;
             if !patch.is_object() {
                 return Err(ApiError::bad_request("the patch must be a JSON object"));
             }
-            Ok(Json(
+            Ok(json_response(
+                StatusCode::OK,
                 st.call(
                     &who,
                     ResourceRequest::new(&c, "patch", wrap("patch", patch)).on(&id),
                 )
                 .await?,
-            )
-            .into_response())
+            ))
         }
         Method::DELETE => {
             st.call(
@@ -271,7 +304,10 @@ pub(crate) async fn resource(
             } else {
                 parse_json(&body)?
             };
-            Ok(Json(st.call(&who, ResourceRequest::new(&c, &id, args)).await?).into_response())
+            Ok(json_response(
+                StatusCode::OK,
+                st.call(&who, ResourceRequest::new(&c, &id, args)).await?,
+            ))
         }
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -298,11 +334,11 @@ pub(crate) async fn resource_action(
     } else {
         parse_json(&body)?
     };
-    Ok(Json(
+    Ok(json_response(
+        StatusCode::OK,
         st.call(&who, ResourceRequest::new(&c, &action, args).on(&id))
             .await?,
-    )
-    .into_response())
+    ))
 }
 
 /// Anything else.
