@@ -336,13 +336,15 @@ impl Collection for MongoCollection {
         let (id, stored_id) = match id {
             Some(id) => {
                 validate_id(&id)?;
-                // A client id looking like an ObjectId must not collide with a generated one.
-                if self
-                    .coll
-                    .count_documents(id_filter(&id))
-                    .await
-                    .map_err(map_error)?
-                    > 0
+                // A client id looking like an ObjectId must not collide with a generated one
+                // (another id that exists already is refused by `_id`'s uniqueness: conflict).
+                if ObjectId::parse_str(&id).is_ok()
+                    && self
+                        .coll
+                        .count_documents(id_filter(&id))
+                        .await
+                        .map_err(map_error)?
+                        > 0
                 {
                     return Err(Error::Conflict(format!("resource {id:?} already exists")));
                 }
