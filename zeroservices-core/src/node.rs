@@ -27,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -43,10 +42,10 @@ use crate::medium::{
     ZmqMedium,
 };
 use crate::protocol::{
-    decode_reply, encode_reply, kind, reply_data, topic_matches, AnnounceKind, Announcement,
-    NodeType, PROTOCOL_VERSION,
+    decode_reply, encode_json_reply, encode_reply, kind, reply_data, topic_matches, AnnounceKind,
+    Announcement, NodeType, PROTOCOL_VERSION,
 };
-use crate::resources::{CollectionClient, CollectionSpec, Hosted, ResourceRequest};
+use crate::resources::{CollectionClient, CollectionSpec, Hosted, Output, ResourceRequest};
 
 /// Default request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -475,7 +474,7 @@ impl NodeInner {
 
 /// Where a resource action ran: its result here, or a provider's reply body.
 enum Answer {
-    Here(Value),
+    Here(Output),
     There(Bytes),
 }
 
@@ -577,7 +576,7 @@ impl Node {
     /// provider is gone, `Timeout`, and whatever the collection answered.
     pub async fn send(&self, req: ResourceRequest) -> Result<Value> {
         match self.route(req).await? {
-            Answer::Here(v) => Ok(v),
+            Answer::Here(out) => out.into_value(),
             Answer::There(b) => decode_reply(&b),
         }
     }
@@ -595,9 +594,7 @@ impl Node {
     /// ```
     pub async fn send_json(&self, req: ResourceRequest) -> Result<Bytes> {
         match self.route(req).await? {
-            Answer::Here(v) => serde_json::to_vec(&v)
-                .map(Bytes::from)
-                .map_err(|e| Error::Internal(e.to_string())),
+            Answer::Here(out) => out.into_json().map(Bytes::from),
             Answer::There(b) => reply_data(&b),
         }
     }
@@ -714,41 +711,41 @@ impl Node {
     }
 
     /// Queues a resource change event; the event task gives it its `seq` and publishes it, so
-    /// events leave in `seq` order. The payload is serialized here, once, from borrowed data;
-    /// the event task only appends `seq` and `ts`.
+    /// events leave in `seq` order. The payload is written here around the data's JSON bytes
+    /// (serialized once by the caller); the event task only appends `seq` and `ts`.
     pub(crate) async fn publish_change(
         &self,
         collection: &str,
         action: &str,
         id: &str,
-        data: Option<&Value>,
+        data_json: Option<&[u8]>,
         patch: Option<&Value>,
     ) {
-        #[derive(Serialize)]
-        struct Change<'a> {
-            collection: &'a str,
-            action: &'a str,
-            resource_id: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            resource_data: Option<&'a Value>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            patch: Option<&'a Value>,
-            node_id: &'a str,
-        }
-        let change = Change {
-            collection,
-            action,
-            resource_id: id,
-            resource_data: data,
-            patch,
-            node_id: &self.inner.node_id,
-        };
-        let mut body = Vec::with_capacity(160);
-        if let Err(e) = serde_json::to_writer(&mut body, &change) {
+        // {"collection":…,"action":…,"resource_id":…[,"resource_data":…][,"patch":…],"node_id":…
+        // (left open: the event task appends seq and ts and closes it).
+        let mut body = Vec::with_capacity(128 + data_json.map_or(0, <[u8]>::len));
+        let written = (|| -> serde_json::Result<()> {
+            body.extend_from_slice(br#"{"collection":"#);
+            serde_json::to_writer(&mut body, collection)?;
+            body.extend_from_slice(br#","action":"#);
+            serde_json::to_writer(&mut body, action)?;
+            body.extend_from_slice(br#","resource_id":"#);
+            serde_json::to_writer(&mut body, id)?;
+            if let Some(d) = data_json {
+                body.extend_from_slice(br#","resource_data":"#);
+                body.extend_from_slice(d);
+            }
+            if let Some(p) = patch {
+                body.extend_from_slice(br#","patch":"#);
+                serde_json::to_writer(&mut body, p)?;
+            }
+            body.extend_from_slice(br#","node_id":"#);
+            serde_json::to_writer(&mut body, &self.inner.node_id)
+        })();
+        if let Err(e) = written {
             tracing::error!(collection, action, id, error = %e, "change event not serializable");
             return;
         }
-        body.pop(); // the closing brace; the event task appends seq and ts, then closes it
         let topic = format!("{collection}.{action}.{id}");
         if self.inner.events_tx.send((topic, body)).await.is_err() {
             tracing::warn!(
@@ -919,15 +916,24 @@ impl Node {
             tracing::debug!(kind = %req.kind, error = %e, "request failed");
         }
         if let Some(r) = req.reply {
-            r.send(encode_reply(&result));
+            r.send(match result {
+                // Already JSON: wrapped as it is, not parsed and serialized again.
+                Ok(Output::Json(data)) => encode_json_reply(&data),
+                Ok(Output::Value(v)) => encode_reply(&Ok(v)),
+                Err(e) => encode_reply(&Err(e)),
+            });
         }
     }
 
-    async fn answer(&self, kind_str: &str, body: &[u8]) -> Result<Value> {
+    async fn answer(&self, kind_str: &str, body: &[u8]) -> Result<Output> {
         match kind_str {
             kind::REQUEST | kind::NOTIFY => {
                 let v: Value = serde_json::from_slice(body)?;
-                self.inner.service.on_message(self, v).await
+                self.inner
+                    .service
+                    .on_message(self, v)
+                    .await
+                    .map(Output::Value)
             }
             kind::RESOURCE => {
                 let req: ResourceRequest = serde_json::from_slice(body)
@@ -955,7 +961,9 @@ impl Node {
                     .into_iter()
                     .map(|p| p.announcement)
                     .collect();
-                Ok(json!({"node": self.announcement(), "peers": peers}))
+                Ok(Output::Value(
+                    json!({"node": self.announcement(), "peers": peers}),
+                ))
             }
             other => Err(Error::BadRequest(format!("unknown message type {other:?}"))),
         }

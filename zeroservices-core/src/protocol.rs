@@ -191,6 +191,15 @@ pub fn encode_reply(result: &Result<Value>) -> Bytes {
     }
 }
 
+/// A successful reply body around a result that already is JSON (not parsed again).
+pub(crate) fn encode_json_reply(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 20);
+    out.extend_from_slice(br#"{"ok":true,"data":"#);
+    out.extend_from_slice(data);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 /// The `data` of a successful reply body as JSON bytes (a slice of `body`, not a copy), or the
 /// error it carries.
 pub fn reply_data(body: &Bytes) -> Result<Bytes> {

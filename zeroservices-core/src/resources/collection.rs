@@ -35,6 +35,11 @@ pub trait Collection: Send + Sync + fmt::Debug + 'static {
     async fn list(&self, query: &ListQuery) -> Result<ListPage>;
     /// Stores a new resource; `id: None` generates one. An existing id is a `Conflict`.
     async fn create(&self, id: Option<String>, data: Value) -> Result<Resource>;
+    /// [`Collection::create`] answering only the id, for callers that kept what they need of
+    /// the data: a store that keeps the `Value` itself need not copy it. Same rules as `create`.
+    async fn insert(&self, id: Option<String>, data: Value) -> Result<String> {
+        Ok(self.create(id, data).await?.resource_id)
+    }
     /// One resource, or `NotFound`.
     async fn get(&self, id: &str) -> Result<Resource>;
     /// Applies `update` and returns the resource after it, or `NotFound`.

@@ -178,6 +178,49 @@ fn need_id<'a>(action: &str, resource_id: &'a Option<String>) -> Result<&'a str>
     Ok(id)
 }
 
+/// What an action answers: a value, or JSON bytes already serialized (creates and patches,
+/// whose data is serialized once for both the event and the answer).
+#[derive(Debug)]
+pub(crate) enum Output {
+    Value(Value),
+    Json(Vec<u8>),
+}
+
+impl Output {
+    /// As a value (parsing the bytes of a `Json` answer).
+    pub(crate) fn into_value(self) -> Result<Value> {
+        match self {
+            Output::Value(v) => Ok(v),
+            Output::Json(b) => {
+                serde_json::from_slice(&b).map_err(|e| Error::Internal(e.to_string()))
+            }
+        }
+    }
+
+    /// As JSON bytes (serializing a `Value` answer).
+    pub(crate) fn into_json(self) -> Result<Vec<u8>> {
+        match self {
+            Output::Value(v) => to_json(&v),
+            Output::Json(b) => Ok(b),
+        }
+    }
+}
+
+pub(crate) fn to_json(v: &Value) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// `{"resource_id": id, "resource_data": <data_json>}` around already serialized data.
+fn resource_json(id: &str, data_json: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(data_json.len() + id.len() + 40);
+    out.extend_from_slice(br#"{"resource_id":"#);
+    serde_json::to_writer(&mut out, id).map_err(|e| Error::Internal(e.to_string()))?;
+    out.extend_from_slice(br#","resource_data":"#);
+    out.extend_from_slice(data_json);
+    out.push(b'}');
+    Ok(out)
+}
+
 /// A resource as the JSON value actions answer with, built by moving (not copying) its data.
 fn resource_value(r: Resource) -> Value {
     let mut m = serde_json::Map::with_capacity(2);
@@ -226,7 +269,7 @@ struct LinkArgs {
 
 impl Hosted {
     /// Runs one action on this node's store and publishes the resulting event.
-    pub(crate) async fn execute(&self, node: &Node, req: ResourceRequest) -> Result<Value> {
+    pub(crate) async fn execute(&self, node: &Node, req: ResourceRequest) -> Result<Output> {
         let ResourceRequest {
             action,
             resource_id,
@@ -243,27 +286,24 @@ impl Hosted {
                         "limit must be at most {MAX_LIST_LIMIT}"
                     )));
                 }
-                to_value(&self.store.list(&q).await?)
+                to_value(&self.store.list(&q).await?).map(Output::Value)
             }
             "create" => {
                 let (id, data) = create_args(args)?;
                 if let Some(s) = &self.schema {
                     s.validate(&data)?;
                 }
-                let r = self.store.create(id, data).await?;
-                node.publish_change(
-                    &self.name,
-                    "create",
-                    &r.resource_id,
-                    Some(&r.resource_data),
-                    None,
-                )
-                .await;
-                Ok(resource_value(r))
+                // Serialized once, before the store takes the data: the event and the answer
+                // are both built from these bytes.
+                let data_json = to_json(&data)?;
+                let id = self.store.insert(id, data).await?;
+                node.publish_change(&self.name, "create", &id, Some(&data_json), None)
+                    .await;
+                Ok(Output::Json(resource_json(&id, &data_json)?))
             }
-            "get" => Ok(resource_value(
+            "get" => Ok(Output::Value(resource_value(
                 self.store.get(need_id(&action, &resource_id)?).await?,
-            )),
+            ))),
             "patch" => {
                 let id = need_id(&action, &resource_id)?;
                 let a: PatchArgs = serde_json::from_value(args)
@@ -276,7 +316,7 @@ impl Hosted {
                 self.store.delete(id).await?;
                 node.publish_change(&self.name, "delete", id, None, None)
                     .await;
-                Ok(json!({}))
+                Ok(Output::Value(json!({})))
             }
             "add_link" => {
                 let id = need_id(&action, &resource_id)?;
@@ -308,11 +348,12 @@ impl Hosted {
                     store: self.store.clone(),
                 })
                 .await
+                .map(Output::Value)
             }
         }
     }
 
-    async fn patch(&self, node: &Node, id: &str, update: &Update) -> Result<Value> {
+    async fn patch(&self, node: &Node, id: &str, update: &Update) -> Result<Output> {
         if let Some(s) = &self.schema {
             // Check the result before writing it. A concurrent patch between this read and
             // the write is validated by its own check.
@@ -321,14 +362,15 @@ impl Hosted {
             s.validate(&preview)?;
         }
         let r = self.store.patch(id, update).await?;
+        let data_json = to_json(&r.resource_data)?;
         node.publish_change(
             &self.name,
             "patch",
             id,
-            Some(&r.resource_data),
+            Some(&data_json),
             Some(update.document()),
         )
         .await;
-        Ok(resource_value(r))
+        Ok(Output::Json(resource_json(id, &data_json)?))
     }
 }

@@ -14,8 +14,8 @@ pub use self::client::CollectionClient;
 pub use self::collection::{
     generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource,
 };
-pub(crate) use self::hosted::Hosted;
 pub use self::hosted::{ActionContext, ActionFn, CollectionSpec, ResourceEvent, MAX_LIST_LIMIT};
+pub(crate) use self::hosted::{Hosted, Output};
 pub use self::schema::Schema;
 
 use serde::{Deserialize, Serialize};

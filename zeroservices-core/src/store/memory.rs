@@ -79,6 +79,15 @@ impl Collection for MemoryCollection {
     }
 
     async fn create(&self, id: Option<String>, data: Value) -> Result<Resource> {
+        let stored = data.clone();
+        let id = self.insert(id, stored).await?;
+        Ok(Resource {
+            resource_id: id,
+            resource_data: data,
+        })
+    }
+
+    async fn insert(&self, id: Option<String>, data: Value) -> Result<String> {
         validate_data(&data)?;
         let id = match id {
             Some(id) => {
@@ -87,19 +96,15 @@ impl Collection for MemoryCollection {
             }
             None => generate_id(),
         };
-        let stored = data.clone(); // outside the lock
         match self.write(&id).entry(id.clone()) {
             Entry::Occupied(_) => {
                 return Err(Error::Conflict(format!("resource {id:?} already exists")))
             }
             Entry::Vacant(v) => {
-                v.insert(stored);
+                v.insert(data);
             }
         }
-        Ok(Resource {
-            resource_id: id,
-            resource_data: data,
-        })
+        Ok(id)
     }
 
     async fn get(&self, id: &str) -> Result<Resource> {
