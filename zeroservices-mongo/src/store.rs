@@ -70,7 +70,8 @@ impl MongoStore {
 ///
 /// Patches are compare-and-swap writes guarded by a version field `_v` that every ZeroServices
 /// node increments. The collection remembers the last state it wrote or read of recently used
-/// documents ([`MongoCollection::recent`], default 10 000), so that a patch usually takes one
+/// documents (at most [`MongoCollection::recent`] of them, default 10 000, and about 64 MiB;
+/// documents over 1 MiB are not remembered), so that a patch usually takes one
 /// round trip: the update is applied to the remembered state and written only if the stored
 /// version is still the remembered one; otherwise the document is read again and the patch
 /// retried. A program writing the same documents without ZeroServices must increment `_v` on
@@ -97,12 +98,34 @@ struct Known {
     data: Value,
 }
 
-/// Recently used documents, at most `capacity`, the oldest forgotten first.
+/// Recently used documents, at most `capacity` of them and about [`RECENT_BYTES`] of data, the
+/// oldest forgotten first. A document bigger than [`RECENT_MAX_DOC`] is not remembered.
 #[derive(Debug)]
 struct Recent {
     capacity: usize,
-    map: HashMap<String, Known>,
+    map: HashMap<String, (Known, usize)>,
     order: VecDeque<String>,
+    bytes: usize,
+}
+
+/// Memory the remembered documents may take, roughly.
+const RECENT_BYTES: usize = 64 * 1024 * 1024;
+/// Largest document remembered, roughly.
+const RECENT_MAX_DOC: usize = 1024 * 1024;
+
+/// Rough heap size of a JSON value.
+fn approx_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => 32 + s.len(),
+        Value::Array(a) => 32 + a.iter().map(approx_size).sum::<usize>(),
+        Value::Object(o) => {
+            64 + o
+                .iter()
+                .map(|(k, v)| 32 + k.len() + approx_size(v))
+                .sum::<usize>()
+        }
+        _ => 16,
+    }
 }
 
 impl Recent {
@@ -111,26 +134,24 @@ impl Recent {
             capacity,
             map: HashMap::new(),
             order: VecDeque::new(),
+            bytes: 0,
         }
     }
 
     fn remember(&mut self, id: &str, known: Known) {
-        if self.capacity == 0 {
+        self.forget(id);
+        let size = approx_size(&known.data) + id.len();
+        if self.capacity == 0 || size > RECENT_MAX_DOC {
             return;
         }
-        if let Some(k) = self.map.get_mut(id) {
-            *k = known;
-            return;
-        }
-        while self.map.len() >= self.capacity {
+        while self.map.len() >= self.capacity || self.bytes + size > RECENT_BYTES {
             match self.order.pop_front() {
-                Some(old) => {
-                    self.map.remove(&old);
-                }
+                Some(old) => self.forget(&old),
                 None => break,
             }
         }
-        self.map.insert(id.to_owned(), known);
+        self.bytes += size;
+        self.map.insert(id.to_owned(), (known, size));
         self.order.push_back(id.to_owned());
         if self.order.len() > 2 * self.capacity {
             // Drop the places of forgotten (and re-remembered) ids, keeping the newest.
@@ -148,11 +169,13 @@ impl Recent {
 
     fn forget(&mut self, id: &str) {
         // Its place in `order` goes when it reaches the front (removing a missing key is fine).
-        self.map.remove(id);
+        if let Some((_, size)) = self.map.remove(id) {
+            self.bytes -= size;
+        }
     }
 
     fn get(&self, id: &str) -> Option<Known> {
-        self.map.get(id).cloned()
+        self.map.get(id).map(|(k, _)| k.clone())
     }
 }
 
@@ -422,5 +445,50 @@ impl Collection for MongoCollection {
             return Err(not_found(id));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn known(data: Value) -> Known {
+        Known {
+            stored_id: Bson::String("x".into()),
+            version: Some(1),
+            data,
+        }
+    }
+
+    #[test]
+    fn recent_documents_stay_within_count_and_bytes() {
+        let mut r = Recent::new(3);
+        for i in 0..10 {
+            r.remember(&format!("d{i}"), known(json!({"i": i})));
+            r.remember("d0", known(json!({"i": 0}))); // re-remembered: moves, never duplicates
+        }
+        assert!(r.map.len() <= 3, "{}", r.map.len());
+        assert!(r.get("d9").is_some() && r.get("d0").is_some() && r.get("d1").is_none());
+        let total: usize = r.map.values().map(|(_, s)| s).sum();
+        assert_eq!(r.bytes, total);
+
+        let big = json!({"blob": "x".repeat(RECENT_MAX_DOC)});
+        r.remember("d9", known(big));
+        assert!(
+            r.get("d9").is_none(),
+            "a huge document replaces nothing and is not kept"
+        );
+
+        let mut r = Recent::new(1_000_000);
+        let half_mib = json!({"blob": "x".repeat(512 * 1024)});
+        for i in 0..300 {
+            r.remember(&format!("b{i}"), known(half_mib.clone()));
+        }
+        assert!(r.bytes <= RECENT_BYTES, "{} bytes remembered", r.bytes);
+        assert!(r.get("b299").is_some() && r.get("b0").is_none());
+        r.forget("b299");
+        let total: usize = r.map.values().map(|(_, s)| s).sum();
+        assert_eq!(r.bytes, total);
     }
 }
