@@ -10,6 +10,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database, IndexModel};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 use zeroservices_core::query::{ListQuery, Update};
 use zeroservices_core::resources::{list_in_memory, validate_data, validate_id};
 use zeroservices_core::{Collection, Error, ListPage, Resource, Result};
@@ -56,6 +57,7 @@ impl MongoStore {
         MongoCollection {
             coll: self.db.collection(name),
             indexes: Vec::new(),
+            indexes_made: Arc::new(OnceCell::new()),
             cache: Arc::new(Mutex::new(Recent::new(DEFAULT_RECENT))),
         }
     }
@@ -81,6 +83,8 @@ impl MongoStore {
 pub struct MongoCollection {
     coll: mongodb::Collection<Document>,
     indexes: Vec<IndexModel>,
+    /// Set once the declared indexes exist (made before the first list, create or patch).
+    indexes_made: Arc<OnceCell<()>>,
     // std Mutex: lookups and inserts only, never held across an await.
     cache: Arc<Mutex<Recent>>,
 }
@@ -200,8 +204,18 @@ fn version_of(d: &Document) -> Option<i64> {
 }
 
 impl MongoCollection {
-    /// Declares an index (created by [`MongoCollection::ensure_indexes`]), e.g. `{"status": 1}`.
+    /// Declares an index, e.g. `{"status": 1}`; `unique` makes a duplicate a `Conflict`. Declared
+    /// indexes are made before the collection's first list, create or patch (or by
+    /// [`MongoCollection::ensure_indexes`]); if the server is unreachable then, the operation
+    /// fails and the next one tries again.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: zeroservices_mongo::MongoStore) -> zeroservices_core::Result<()> {
+    /// let users = store.collection("users").index(serde_json::json!({"email": 1}), true)?;
+    /// # drop(users); Ok(()) }
+    /// ```
     pub fn index(mut self, keys: Value, unique: bool) -> Result<MongoCollection> {
+        self.indexes_made = Arc::new(OnceCell::new());
         let opts = mongodb::options::IndexOptions::builder()
             .unique(unique)
             .build();
@@ -281,15 +295,21 @@ impl MongoCollection {
         Ok((known, r))
     }
 
-    /// Creates the declared indexes.
+    /// Makes the declared indexes now (idempotent; also done before the first write).
     pub async fn ensure_indexes(&self) -> Result<()> {
-        if !self.indexes.is_empty() {
-            self.coll
-                .create_indexes(self.indexes.clone())
-                .await
-                .map_err(map_error)?;
+        if self.indexes.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.indexes_made
+            .get_or_try_init(|| async {
+                self.coll
+                    .create_indexes(self.indexes.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(map_error)
+            })
+            .await
+            .map(|_| ())
     }
 }
 
@@ -322,6 +342,7 @@ fn not_found(id: &str) -> Error {
 #[async_trait]
 impl Collection for MongoCollection {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.ensure_indexes().await?;
         query.parsed_filter()?; // reject a bad query before touching the server
         let docs: Vec<Document> = self
             .coll
@@ -343,6 +364,7 @@ impl Collection for MongoCollection {
     }
 
     async fn create(&self, id: Option<String>, data: Value) -> Result<Resource> {
+        self.ensure_indexes().await?;
         validate_data(&data)?;
         if data.get("_id").is_some() {
             return Err(Error::BadRequest(
@@ -400,6 +422,7 @@ impl Collection for MongoCollection {
     }
 
     async fn patch(&self, id: &str, update: &Update) -> Result<Resource> {
+        self.ensure_indexes().await?;
         // First from the remembered state (one round trip when nobody else wrote since).
         let remembered = self.recent_lock().get(id);
         if let Some(known) = remembered {

@@ -193,3 +193,51 @@ async fn patches_from_remembered_state_never_apply_to_a_stale_one() {
     );
     store.drop_database().await.expect("drop test database");
 }
+
+/// A declared unique index is made before the first write and enforced: a duplicate is a
+/// `Conflict`, other values still go in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_indexes_are_made_and_enforced() {
+    use serde_json::json;
+
+    let db = format!("zs_indexes_{}", std::process::id());
+    let srv = server(&db);
+    let store = MongoStore::connect(&srv.uri).await.expect("connect");
+    let users = store
+        .collection("users")
+        .index(json!({"email": 1}), true)
+        .expect("index");
+    users
+        .create(None, json!({"email": "ada@example.org"}))
+        .await
+        .expect("first create also makes the index");
+    let dup = users
+        .create(None, json!({"email": "ada@example.org"}))
+        .await
+        .expect_err("duplicate email");
+    assert!(
+        matches!(dup, zeroservices_core::Error::Conflict(_)),
+        "{dup:?}"
+    );
+    users
+        .create(None, json!({"email": "bob@example.org"}))
+        .await
+        .expect("another email");
+    let page = users
+        .list(&zeroservices_core::ListQuery::default())
+        .await
+        .expect("list");
+    assert_eq!(page.total, 2);
+
+    let raw = mongodb::Client::with_uri_str(&srv.uri)
+        .await
+        .expect("driver");
+    let names = raw
+        .database(&db)
+        .collection::<mongodb::bson::Document>("users")
+        .list_index_names()
+        .await
+        .expect("index names");
+    assert!(names.len() >= 2, "indexes: {names:?}");
+    store.drop_database().await.expect("drop test database");
+}
