@@ -783,8 +783,10 @@ impl Node {
 
     /// Calls `f` with every event under any of `prefixes`, where the event is delivered: no
     /// queue and no task in between. `f` runs while the node's subscription list is locked, so
-    /// it must be quick and must not block, wait or subscribe (hand work off with `try_send`).
-    /// The callback is removed when the returned [`Tap`] is dropped.
+    /// it must be quick and must not block or wait, and must not subscribe or unsubscribe — that
+    /// includes dropping a [`Tap`] or [`Subscription`], even indirectly through the last `Arc` of
+    /// something that owns one (hand work off with `try_send`). The callback is removed when the
+    /// returned [`Tap`] is dropped.
     ///
     /// ```
     /// # async fn demo(node: zeroservices_core::Node) {

@@ -81,16 +81,10 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub(crate) node: Node,
     pub(crate) auth: Arc<dyn Auth>,
-    pub(crate) hub: realtime::Hub,
+    pub(crate) hub: Arc<realtime::Hub>,
     pub(crate) metrics: Arc<Metrics>,
     /// Feeds `hub`; removed with the state.
     _tap: zeroservices_core::Tap,
-}
-
-impl From<Arc<Shared>> for AppState {
-    fn from(s: Arc<Shared>) -> AppState {
-        AppState(s)
-    }
 }
 
 impl std::ops::Deref for AppState {
@@ -104,17 +98,18 @@ impl AppState {
     /// State for `node`; taps the node's events into the realtime hub for as long as the
     /// state (or a clone of it) lives.
     pub fn new(node: Node, cfg: &HttpConfig) -> AppState {
-        Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
-            let metrics = Arc::new(Metrics::default());
-            Shared {
-                _tap: realtime::tap(&node, me.clone()),
-                node,
-                auth: cfg.auth.clone(),
-                hub: realtime::Hub::new(cfg.ws_queue, cfg.replay_capacity),
-                metrics,
-            }
-        })
-        .into()
+        let hub = Arc::new(realtime::Hub::new(cfg.ws_queue, cfg.replay_capacity));
+        let metrics = Arc::new(Metrics::default());
+        // The tap's callback holds the hub and the metrics, not the state: dropping the last
+        // state (which removes the tap) can then never happen inside the callback.
+        let tap = realtime::tap(&node, hub.clone(), metrics.clone());
+        AppState(Arc::new(Shared {
+            node,
+            auth: cfg.auth.clone(),
+            hub,
+            metrics,
+            _tap: tap,
+        }))
     }
 }
 

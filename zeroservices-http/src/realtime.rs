@@ -1,7 +1,7 @@
 //! `/realtime`: the live websocket feed.
 //!
-//! A tap on the node (a callback, no task) receives every event, keeps a bounded replay buffer and fans
-//! events out over a `broadcast` channel. Each connection reads that channel at its own pace:
+//! A tap on the node (a callback, no task) receives every event, keeps a bounded replay
+//! buffer and fans events out over a `broadcast` channel. Each connection reads that channel at its own pace:
 //! the node and the other clients never wait for it. When a connection falls more than
 //! [`CONNECTION_QUEUE`] events behind, it receives `{"type":"resync","node_id":null,
 //! "reason":"overflow","missed":N}` and should reload what it shows. A client that reconnects
@@ -9,7 +9,7 @@
 //! `{"type":"resync","node_id":...}` when they are older than the buffer.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -23,7 +23,8 @@ use zeroservices_core::protocol::topic_matches;
 use zeroservices_core::{Event, Node, Tap};
 
 use crate::auth::Principal;
-use crate::{AppState, Shared};
+use crate::ops::Metrics;
+use crate::AppState;
 
 /// Default number of events a connection may fall behind before it gets a `resync`.
 pub const CONNECTION_QUEUE: usize = 4096;
@@ -94,7 +95,7 @@ impl Hub {
 /// Feeds the hub from the node's events, synchronously where each event is delivered (no
 /// task in between). Only `node_id` and `seq` are read from a payload; the websocket message
 /// is built around the payload bytes as they are.
-pub(crate) fn tap(node: &Node, state: Weak<Shared>) -> Tap {
+pub(crate) fn tap(node: &Node, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Tap {
     #[derive(Deserialize)]
     struct Meta<'a> {
         #[serde(borrow, default)]
@@ -105,12 +106,11 @@ pub(crate) fn tap(node: &Node, state: Weak<Shared>) -> Tap {
     node.tap(
         vec!["*".into()],
         Arc::new(move |ev: &Event| {
-            let Some(st) = state.upgrade() else { return };
             // Parsing into `Meta` also checks the whole payload is one JSON object.
             let Ok(meta) = serde_json::from_slice::<Meta>(&ev.payload) else {
                 return;
             };
-            st.metrics
+            metrics
                 .events_published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let topic = serde_json::to_string(&*ev.topic).unwrap_or_default();
@@ -121,7 +121,7 @@ pub(crate) fn tap(node: &Node, state: Weak<Shared>) -> Tap {
             // Checked above to be valid JSON (and so valid UTF-8).
             text.push_str(std::str::from_utf8(&ev.payload).unwrap_or("null"));
             text.push('}');
-            st.hub.push(HubEvent {
+            hub.push(HubEvent {
                 topic: ev.topic.clone(),
                 node_id: meta.node_id.map(|c| c.into_owned()),
                 seq: meta.seq,
