@@ -275,23 +275,22 @@ impl MongoCollection {
         }))
     }
 
-    /// Reads a document and remembers it.
-    async fn read(&self, id: &str) -> Result<(Known, Resource)> {
+    /// Reads a document: what a compare-and-swap write needs of it, and the resource.
+    async fn fetch(&self, id: &str) -> Result<(Known, Resource)> {
         let d = self
             .coll
             .find_one(id_filter(id))
             .await
             .map_err(map_error)?
             .ok_or_else(|| not_found(id))?;
-        let known_id = d.get("_id").cloned().unwrap_or(Bson::Null);
+        let stored_id = d.get("_id").cloned().unwrap_or(Bson::Null);
         let version = version_of(&d);
         let r = to_resource(d)?;
         let known = Known {
-            stored_id: known_id,
+            stored_id,
             version,
-            data: r.resource_data.clone(),
+            data: Value::Null, // filled by whoever remembers it
         };
-        self.recent_lock().remember(id, known.clone());
         Ok((known, r))
     }
 
@@ -418,7 +417,10 @@ impl Collection for MongoCollection {
     }
 
     async fn get(&self, id: &str) -> Result<Resource> {
-        Ok(self.read(id).await?.1)
+        let (mut known, r) = self.fetch(id).await?;
+        known.data = r.resource_data.clone();
+        self.recent_lock().remember(id, known);
+        Ok(r)
     }
 
     async fn patch(&self, id: &str, update: &Update) -> Result<Resource> {
@@ -445,7 +447,8 @@ impl Collection for MongoCollection {
                 let pause = rand_below(cap_us);
                 tokio::time::sleep(Duration::from_micros(pause)).await;
             }
-            let (known, r) = self.read(id).await?;
+            // Not remembered here: a successful write remembers the state it wrote.
+            let (known, r) = self.fetch(id).await?;
             let mut data = r.resource_data;
             update.apply(&mut data)?;
             if let Some(r) = self.write_next(id, &known, data).await? {
