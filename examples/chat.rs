@@ -19,7 +19,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use zeroservices::core::{Announcement, Node, Service};
 use zeroservices::http::{serve, HttpConfig};
-use zeroservices::options::{stop_signal, ClusterArgs};
+use zeroservices::options::{init_logging, stop_signal, ClusterArgs};
 
 const PAGE: &str = include_str!("chat/index.html");
 
@@ -78,9 +78,7 @@ async fn say(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let args = Args::parse();
     let node = args
         .cluster

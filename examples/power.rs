@@ -22,7 +22,7 @@ use clap::Parser;
 use serde_json::json;
 use zeroservices::core::{CollectionSpec, Node, NodeType, Worker};
 use zeroservices::http::{serve, HttpConfig};
-use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
+use zeroservices::options::{init_logging, stop_signal, ClusterArgs, StoreSpec};
 
 /// The page, compiled into the binary so it works from any directory and without internet.
 const PAGE: &str = include_str!("power/index.html");
@@ -44,13 +44,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let args = Args::parse();
     let (serves, works, http) = match args.role.as_str() {
         "all" => (true, true, true),

@@ -16,7 +16,7 @@ use clap::Parser;
 use serde_json::json;
 use zeroservices::core::{CollectionSpec, Node};
 use zeroservices::http::{serve, HttpConfig};
-use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
+use zeroservices::options::{init_logging, stop_signal, ClusterArgs, StoreSpec};
 
 const PAGE: &str = include_str!("todo/index.html");
 
@@ -49,9 +49,7 @@ async fn vendor(file: &'static str) -> Response {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let args = Args::parse();
     let store = args.store.open().await?;
     let schema = json!({

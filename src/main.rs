@@ -136,16 +136,6 @@ struct ServeArgs {
     cluster: ClusterArgs,
 }
 
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> anyhow::Result<()> {
     // The config file fills in ZEROSERVICES_* variables before any thread exists, so clap
     // reads them with the usual precedence (flag > variable > file > default).
@@ -162,7 +152,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    init_tracing();
+    zeroservices::options::init_logging();
     match Cli::parse().command {
         Command::Serve(a) => run_serve(*a).await,
         Command::New {

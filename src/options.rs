@@ -260,6 +260,19 @@ pub async fn stop_signal() {
     }
 }
 
+/// Logs to stderr (stdout is kept for the machine-readable `ready` line), at the level given by
+/// `ZEROSERVICES_LOG` (a `tracing` filter such as `debug` or `zeroservices_core=trace`;
+/// default `info`). For the `zeroservices` binary and the examples.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
