@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{example, free_port, root, spawn};
+use common::{example, free_port, root, spawn, spawn_ready};
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -200,8 +200,7 @@ fn start_example(name: &str) -> (common::Proc, u16) {
         "--bind",
         "127.0.0.1",
     ]);
-    let p = spawn(name, c);
-    p.wait_line("\"ready\"", Duration::from_secs(10));
+    let p = spawn_ready(name, c);
     (p, http)
 }
 

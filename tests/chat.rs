@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{example, free_port, spawn};
+use common::{example, free_port, spawn_ready};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -52,8 +52,7 @@ async fn two_chat_nodes_talk_and_see_each_other_arrive() {
         "--heartbeat-ms",
         "200",
     ]);
-    let alice = spawn("alice", a);
-    alice.wait_line("\"ready\"", Duration::from_secs(10));
+    let _alice = spawn_ready("alice", a);
     let (mut ws_a, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http_a}/realtime"))
             .await
@@ -77,8 +76,7 @@ async fn two_chat_nodes_talk_and_see_each_other_arrive() {
         "--heartbeat-ms",
         "200",
     ]);
-    let bob = spawn("bob", b);
-    bob.wait_line("\"ready\"", Duration::from_secs(10));
+    let bob = spawn_ready("bob", b);
     let joined = next_event(&mut ws_a, "chat.presence").await;
     assert_eq!(
         (joined["event"].as_str(), joined["name"].as_str()),

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, free_port, spawn, Proc};
+use common::{bin, free_port, spawn, spawn_ready, Proc};
 use serde_json::{json, Value};
 
 fn post(base: &str, body: &str) -> Value {
@@ -38,9 +38,7 @@ fn serve(store: &str, router: u16, http: u16) -> Proc {
         "--http",
         &format!("127.0.0.1:{http}"),
     ]);
-    let p = spawn("serve", c);
-    p.wait_line("\"ready\"", Duration::from_secs(10));
-    p
+    spawn_ready("serve", c)
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bin, names, nodes_json, root, spawn, NetNs, Proc};
+use common::{bin, names, nodes_json, root, spawn, spawn_ready, NetNs, Proc};
 
 const KEY: &str = "0123456789abcdef-cluster-secret";
 
@@ -31,9 +31,7 @@ fn serve(ns: &NetNs, name: &str, ip: &str, http: &str, key: Option<&str>) -> Pro
     if let Some(k) = key {
         c.args(["--cluster-key", k]);
     }
-    let p = spawn(name, c);
-    p.wait_line("\"ready\"", Duration::from_secs(10));
-    p
+    spawn_ready(name, c)
 }
 
 fn curl(ns: &NetNs, args: &[&str]) -> String {

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, names, nodes_json, spawn, NetNs, Proc};
+use common::{bin, free_port, names, nodes_json, spawn, spawn_ready, NetNs, Proc};
 
 const HB_MS: u64 = 200;
 
@@ -25,9 +25,7 @@ fn serve_in(ns: &NetNs, name: &str, extra: &[&str]) -> Proc {
         &HB_MS.to_string(),
     ]);
     c.args(extra);
-    let p = spawn(name, c);
-    p.wait_line("\"ready\"", Duration::from_secs(10));
-    p
+    spawn_ready(name, c)
 }
 
 fn nodes_in(ns: &NetNs, wait: &str) -> Vec<String> {
@@ -131,8 +129,7 @@ fn graceful_stop_says_bye_at_once() {
         "--heartbeat-ms",
         &hb.to_string(),
     ]);
-    let mut leaver = spawn("leaver", c);
-    leaver.wait_line("\"ready\"", Duration::from_secs(10));
+    let mut leaver = spawn_ready("leaver", c);
     let w = watcher(ns.command(bin()), hb);
     w.wait_line("+ leaver", Duration::from_secs(6));
     let stopped = Instant::now();
@@ -173,9 +170,7 @@ fn static_seeds_find_the_whole_cluster_without_multicast() {
         if let Some(p) = router_port {
             c.args(["--router-port", &p.to_string()]);
         }
-        let p = spawn(name, c);
-        p.wait_line("\"ready\"", Duration::from_secs(10));
-        p
+        spawn_ready(name, c)
     };
     let _a = serve("alpha", "none", Some(port));
     let _b = serve("beta", &seed, None);

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bin, free_port, names, nodes_json, spawn, NetNs, Proc};
+use common::{bin, free_port, names, nodes_json, spawn, spawn_ready, NetNs, Proc};
 use serde_json::{json, Value};
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
@@ -59,9 +59,7 @@ fn start_node(router: u16, publish: u16) -> Proc {
         "--pub-port",
         &publish.to_string(),
     ]);
-    let p = spawn("target", c);
-    p.wait_line("\"ready\"", Duration::from_secs(10));
-    p
+    spawn_ready("target", c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,8 +192,7 @@ fn malformed_datagrams_are_dropped_and_discovery_goes_on() {
         "--heartbeat-ms",
         "200",
     ]);
-    let mut node = spawn("target", c);
-    node.wait_line("\"ready\"", Duration::from_secs(10));
+    let mut node = spawn_ready("target", c);
     let script = r#"
 import socket, json
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{bin, names, nodes_json, root, spawn, NetNs};
+use common::{bin, names, nodes_json, root, spawn, spawn_ready, NetNs};
 
 fn python() -> PathBuf {
     let p = std::env::var_os("ZS_PYTHON")
@@ -39,8 +39,7 @@ fn a_pyzmq_peer_following_the_protocol_document_joins_requests_and_receives_even
         "--heartbeat-ms",
         "200",
     ]);
-    let node = spawn("node", c);
-    node.wait_line("\"ready\"", Duration::from_secs(10));
+    let _node = spawn_ready("node", c);
 
     let mut pc = ns.command(&py);
     pc.arg(root().join("tests/interop/peer.py"))

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, root, spawn, Proc};
+use common::{bin, free_port, root, spawn_ready, Proc};
 use serde_json::Value;
 
 fn venv_bin(name: &str) -> PathBuf {
@@ -73,9 +73,7 @@ fn serve(uri: &str, http: u16) -> Proc {
         "127.0.0.1",
     ]);
     c.args(["--http", &format!("127.0.0.1:{http}")]);
-    let p = spawn("mongo-node", c);
-    p.wait_line("\"ready\"", Duration::from_secs(10));
-    p
+    spawn_ready("mongo-node", c)
 }
 
 fn status_of(url: &str) -> (u16, Value) {

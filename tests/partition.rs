@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, spawn, NetNs, Proc};
+use common::{bin, spawn, spawn_ready, NetNs, Proc};
 
 fn curl(ns: &NetNs, args: &[&str]) -> (u16, f64, String) {
     let out = ns
@@ -41,9 +41,7 @@ fn service(ns: &NetNs, dir: &std::path::Path) -> Proc {
         "200",
     ]);
     c.arg("--store").arg(format!("embedded:{}", dir.display()));
-    let p = spawn("svc", c);
-    p.wait_line("\"ready\"", Duration::from_secs(10));
-    p
+    spawn_ready("svc", c)
 }
 
 fn wait_code(ns: &NetNs, url: &str, want: u16, limit: Duration) {
@@ -61,14 +59,10 @@ fn wait_code(ns: &NetNs, url: &str, want: u16, limit: Duration) {
     }
 }
 
-#[test]
-fn partition_heal_and_crash_between_two_hosts() {
-    let (api_host, svc_host) = (NetNs::new(), NetNs::new());
-    let (api_if, _) = NetNs::link(&api_host, &svc_host);
-    let dir = std::env::temp_dir().join(format!("zs-partition-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let svc = service(&svc_host, &dir);
-    let mut a = api_host.command(bin());
+/// The API node of these tests (HTTP on 127.0.0.1:8080 in `ns`, heartbeat 200 ms, `extra`
+/// flags), once it serves `power`.
+fn api_node(ns: &NetNs, extra: &[&str], limit: Duration) -> Proc {
+    let mut a = ns.command(bin());
     a.args([
         "serve",
         "--name",
@@ -77,35 +71,47 @@ fn partition_heal_and_crash_between_two_hosts() {
         "memory",
         "--http",
         "127.0.0.1:8080",
-        "--interface",
-        "10.77.0.1",
         "--heartbeat-ms",
         "200",
-        "--timeout-ms",
-        "1000",
     ]);
-    let _api = spawn("api", a);
-    wait_code(
+    a.args(extra);
+    let api = spawn("api", a);
+    wait_code(ns, "http://127.0.0.1:8080/power", 200, limit);
+    api
+}
+
+/// POSTs `{"i": i}` to the API node; asserts 201; answers the seconds taken and the body.
+fn create_power(ns: &NetNs, i: usize) -> (f64, serde_json::Value) {
+    let (code, secs, body) = curl(
+        ns,
+        &[
+            "-X",
+            "POST",
+            "http://127.0.0.1:8080/power",
+            "-d",
+            &format!(r#"{{"i": {i}}}"#),
+        ],
+    );
+    assert_eq!(code, 201, "{body}");
+    (secs, serde_json::from_str(&body).unwrap())
+}
+
+#[test]
+fn partition_heal_and_crash_between_two_hosts() {
+    let (api_host, svc_host) = (NetNs::new(), NetNs::new());
+    let (api_if, _) = NetNs::link(&api_host, &svc_host);
+    let dir = std::env::temp_dir().join(format!("zs-partition-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let svc = service(&svc_host, &dir);
+    let _api = api_node(
         &api_host,
-        "http://127.0.0.1:8080/power",
-        200,
+        &["--interface", "10.77.0.1", "--timeout-ms", "1000"],
         Duration::from_secs(10),
     );
 
     let mut ids = Vec::new();
     for i in 0..20 {
-        let (code, _, body) = curl(
-            &api_host,
-            &[
-                "-X",
-                "POST",
-                "http://127.0.0.1:8080/power",
-                "-d",
-                &format!(r#"{{"i": {i}}}"#),
-            ],
-        );
-        assert_eq!(code, 201, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let (_, v) = create_power(&api_host, i);
         ids.push(v["resource_id"].as_str().unwrap().to_owned());
     }
 
@@ -230,45 +236,21 @@ fn fifty_ms_each_way_between_hosts_is_tolerated() {
         "--pub-port",
         &publish.to_string(),
     ]);
-    let svc = spawn("svc", s);
-    svc.wait_line("\"ready\"", Duration::from_secs(10));
-    let mut a = api_host.command(bin());
-    a.args([
-        "serve",
-        "--name",
-        "api",
-        "--store",
-        "memory",
-        "--http",
-        "127.0.0.1:8080",
-        "--heartbeat-ms",
-        "200",
-        "--timeout-ms",
-        "2000",
-    ]);
-    a.args(["--discovery", &format!("static:127.0.0.1:{router}")]);
-    let _api = spawn("api", a);
-    wait_code(
+    let svc = spawn_ready("svc", s);
+    let _api = api_node(
         &api_host,
-        "http://127.0.0.1:8080/power",
-        200,
+        &[
+            "--timeout-ms",
+            "2000",
+            "--discovery",
+            &format!("static:127.0.0.1:{router}"),
+        ],
         Duration::from_secs(15),
     );
 
     let mut times = Vec::new();
     for i in 0..10 {
-        let (code, secs, body) = curl(
-            &api_host,
-            &[
-                "-X",
-                "POST",
-                "http://127.0.0.1:8080/power",
-                "-d",
-                &format!(r#"{{"i": {i}}}"#),
-            ],
-        );
-        assert_eq!(code, 201, "{body}");
-        times.push(secs);
+        times.push(create_power(&api_host, i).0);
     }
     let (code, secs, body) = curl(&api_host, &["http://127.0.0.1:8080/power?limit=100"]);
     assert_eq!(code, 200);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, example, free_port, spawn, Proc};
+use common::{bin, example, free_port, spawn, spawn_ready, Proc};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use zeroservices::core::{ListQuery, Node, ResourceEvent, StaticDiscovery, ZmqConfig};
@@ -36,9 +36,7 @@ fn serve_power(name: &str, port: u16, store: &str) -> Proc {
         "--heartbeat-ms",
         "200",
     ]);
-    let p = spawn(name, c);
-    p.wait_line("\"ready\"", Duration::from_secs(10));
-    p
+    spawn_ready(name, c)
 }
 
 async fn client(seeds: &[u16], timeout: Duration) -> Node {

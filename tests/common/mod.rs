@@ -119,6 +119,13 @@ pub fn spawn(name: &str, mut cmd: Command) -> Proc {
     }
 }
 
+/// [`spawn`], then waits (at most 10 s) for the process's `{"event":"ready",...}` line.
+pub fn spawn_ready(name: &str, cmd: Command) -> Proc {
+    let p = spawn(name, cmd);
+    p.wait_line("\"ready\"", Duration::from_secs(10));
+    p
+}
+
 /// A private network namespace with only `lo`, multicast on and routed through it. Nothing in
 /// it can reach any other network. Removed (with its processes) on drop. Needs root.
 pub struct NetNs {
