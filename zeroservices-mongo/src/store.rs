@@ -92,13 +92,19 @@ pub struct MongoCollection {
 /// How many documents a collection remembers by default for one-round-trip patches.
 pub(crate) const DEFAULT_RECENT: usize = 10_000;
 
+/// Which stored document, at which version: what a compare-and-swap write needs.
+#[derive(Debug, Clone)]
+struct Stored {
+    /// The stored `_id` (an ObjectId or a string).
+    id: Bson,
+    /// Its `_v`, `None` for a document written without ZeroServices.
+    version: Option<i64>,
+}
+
 /// A document's state as this node last wrote or read it.
 #[derive(Debug, Clone)]
 struct Known {
-    /// The stored `_id` (an ObjectId or a string).
-    stored_id: Bson,
-    /// Its `_v`, `None` for a document written without ZeroServices.
-    version: Option<i64>,
+    at: Stored,
     data: Value,
 }
 
@@ -186,14 +192,6 @@ impl Recent {
 /// Read–apply–write attempts of one patch before it answers `Conflict`.
 const PATCH_ATTEMPTS: u32 = 32;
 
-/// A pseudo-random number below `n` (jitter only; not for anything secret).
-fn rand_below(n: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(n);
-    h.finish() % n.max(1)
-}
-
 fn version_of(d: &Document) -> Option<i64> {
     match d.get(VERSION) {
         Some(Bson::Int64(v)) => Some(*v),
@@ -241,15 +239,15 @@ impl MongoCollection {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes `data` as the next version of a document known at `known`, if it is still at
-    /// that version. `Ok(None)` when it changed (or went) meanwhile.
-    async fn write_next(&self, id: &str, known: &Known, data: Value) -> Result<Option<Resource>> {
+    /// Writes `data` as the next version of the document `at`, if it is still at that version.
+    /// `Ok(None)` when it changed (or went) meanwhile.
+    async fn write_next(&self, id: &str, at: &Stored, data: Value) -> Result<Option<Resource>> {
         let mut next = to_document(&data)?;
-        let version = known.version.unwrap_or(0) + 1;
-        next.insert("_id", known.stored_id.clone());
+        let version = at.version.unwrap_or(0) + 1;
+        next.insert("_id", at.id.clone());
         next.insert(VERSION, version);
-        let mut filter = doc! {"_id": known.stored_id.clone()};
-        match known.version {
+        let mut filter = doc! {"_id": at.id.clone()};
+        match at.version {
             Some(v) => filter.insert(VERSION, v),
             None => filter.insert(VERSION, doc! {"$exists": false}),
         };
@@ -264,8 +262,10 @@ impl MongoCollection {
         self.recent_lock().remember(
             id,
             Known {
-                stored_id: known.stored_id.clone(),
-                version: Some(version),
+                at: Stored {
+                    id: at.id.clone(),
+                    version: Some(version),
+                },
                 data: data.clone(),
             },
         );
@@ -276,22 +276,18 @@ impl MongoCollection {
     }
 
     /// Reads a document: what a compare-and-swap write needs of it, and the resource.
-    async fn fetch(&self, id: &str) -> Result<(Known, Resource)> {
+    async fn fetch(&self, id: &str) -> Result<(Stored, Resource)> {
         let d = self
             .coll
             .find_one(id_filter(id))
             .await
             .map_err(map_error)?
             .ok_or_else(|| not_found(id))?;
-        let stored_id = d.get("_id").cloned().unwrap_or(Bson::Null);
-        let version = version_of(&d);
-        let r = to_resource(d)?;
-        let known = Known {
-            stored_id,
-            version,
-            data: Value::Null, // filled by whoever remembers it
+        let at = Stored {
+            id: d.get("_id").cloned().unwrap_or(Bson::Null),
+            version: version_of(&d),
         };
-        Ok((known, r))
+        Ok((at, to_resource(d)?))
     }
 
     /// Makes the declared indexes now (idempotent; also done before the first write).
@@ -405,8 +401,10 @@ impl Collection for MongoCollection {
         self.recent_lock().remember(
             &id,
             Known {
-                stored_id,
-                version: Some(1),
+                at: Stored {
+                    id: stored_id,
+                    version: Some(1),
+                },
                 data: data.clone(),
             },
         );
@@ -417,9 +415,9 @@ impl Collection for MongoCollection {
     }
 
     async fn get(&self, id: &str) -> Result<Resource> {
-        let (mut known, r) = self.fetch(id).await?;
-        known.data = r.resource_data.clone();
-        self.recent_lock().remember(id, known);
+        let (at, r) = self.fetch(id).await?;
+        let data = r.resource_data.clone();
+        self.recent_lock().remember(id, Known { at, data });
         Ok(r)
     }
 
@@ -427,12 +425,11 @@ impl Collection for MongoCollection {
         self.ensure_indexes().await?;
         // First from the remembered state (one round trip when nobody else wrote since).
         let remembered = self.recent_lock().get(id);
-        if let Some(known) = remembered {
-            let mut data = known.data.clone();
+        if let Some(Known { at, mut data }) = remembered {
             // An update that does not apply to the remembered state may apply to the stored
             // one: only the stored state decides errors, below.
             if update.apply(&mut data).is_ok() {
-                if let Some(r) = self.write_next(id, &known, data).await? {
+                if let Some(r) = self.write_next(id, &at, data).await? {
                     return Ok(r);
                 }
             }
@@ -444,14 +441,14 @@ impl Collection for MongoCollection {
         for attempt in 0..PATCH_ATTEMPTS {
             if attempt > 0 {
                 let cap_us = 200u64 << attempt.min(6);
-                let pause = rand_below(cap_us);
+                let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 0..cap_us);
                 tokio::time::sleep(Duration::from_micros(pause)).await;
             }
             // Not remembered here: a successful write remembers the state it wrote.
-            let (known, r) = self.fetch(id).await?;
+            let (at, r) = self.fetch(id).await?;
             let mut data = r.resource_data;
             update.apply(&mut data)?;
-            if let Some(r) = self.write_next(id, &known, data).await? {
+            if let Some(r) = self.write_next(id, &at, data).await? {
                 return Ok(r);
             }
         }
@@ -481,8 +478,10 @@ mod tests {
 
     fn known(data: Value) -> Known {
         Known {
-            stored_id: Bson::String("x".into()),
-            version: Some(1),
+            at: Stored {
+                id: Bson::String("x".into()),
+                version: Some(1),
+            },
             data,
         }
     }
