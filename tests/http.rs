@@ -678,17 +678,8 @@ async fn websocket_prefixes_unsubscribe_and_resume() {
 
     // resume without a gap: miss 3 events, reconnect with since, get exactly those 3
     drop(all);
-    for i in 0..3 {
-        post(
-            &c.base,
-            json!({"resource_id": format!("r{i}"), "resource_data": {}}),
-        )
-        .await;
-    }
-    let (mut back, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
-    let since = json!({"type": "subscribe", "topics": ["power"], "since": {c.service_node_id.clone(): last_seq}});
-    back.send(Message::text(since.to_string())).await.unwrap();
-    assert_eq!(next_json(&mut back).await["type"], "subscribed");
+    create_named(&c.base, "r", 3).await;
+    let mut back = resume(&c, last_seq).await;
     for i in 0..3 {
         let ev = next_json(&mut back).await;
         assert_eq!(ev["topic"], format!("power.create.r{i}"), "replayed {ev}");
@@ -710,20 +701,31 @@ async fn websocket_prefixes_unsubscribe_and_resume() {
     // resume with a gap older than the replay buffer (8 events here): resync
     drop(back);
     let missed_from = last_seq + 5;
-    for i in 0..12 {
-        post(
-            &c.base,
-            json!({"resource_id": format!("g{i}"), "resource_data": {}}),
-        )
-        .await;
-    }
-    let (mut late, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
-    let since = json!({"type": "subscribe", "topics": ["power"], "since": {c.service_node_id.clone(): missed_from}});
-    late.send(Message::text(since.to_string())).await.unwrap();
-    assert_eq!(next_json(&mut late).await["type"], "subscribed");
+    create_named(&c.base, "g", 12).await;
+    let mut late = resume(&c, missed_from).await;
     let rs = next_json(&mut late).await;
     assert_eq!(rs["type"], "resync", "gap older than the buffer: {rs}");
     assert_eq!(rs["node_id"], c.service_node_id);
+}
+
+/// Creates `{prefix}0` … `{prefix}{n-1}` in `power`, one after the other.
+async fn create_named(base: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        post(
+            base,
+            json!({"resource_id": format!("{prefix}{i}"), "resource_data": {}}),
+        )
+        .await;
+    }
+}
+
+/// A new websocket subscribed to `power`, resuming after `seq` of the service node.
+async fn resume(c: &Cluster, seq: u64) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    let since = json!({"type": "subscribe", "topics": ["power"], "since": {c.service_node_id.clone(): seq}});
+    ws.send(Message::text(since.to_string())).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    ws
 }
 
 async fn expect_silence(ws: &mut Ws, d: Duration) {
