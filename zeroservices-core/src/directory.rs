@@ -15,9 +15,19 @@ pub struct PeerInfo {
     pub announcement: Announcement,
     /// When the peer was last heard directly.
     pub last_seen: Instant,
-    /// Round-trip time of the latest ping, if any answered.
+    /// Round-trip time of the latest ping, if any answered. A peer that never answered is
+    /// "unverified": under a flood of announcements it is the first to be evicted.
     pub rtt: Option<Duration>,
+    /// Its connection was refused or reset: no request goes to it until it announces itself
+    /// again.
+    pub down: bool,
 }
+
+/// Peers the directory holds at most. Past it, a newcomer evicts the stalest peer that never
+/// answered a ping, or is refused when every peer has answered.
+pub const MAX_PEERS: usize = 1024;
+/// Collection names remembered at most (for 503 rather than 404 once their providers left).
+pub const MAX_SEEN_COLLECTIONS: usize = 4096;
 
 /// Result of recording an announcement.
 #[derive(Debug)]
@@ -27,7 +37,11 @@ pub enum Upsert {
     Joined {
         /// The node this one replaces, if any.
         replaced: Option<PeerInfo>,
+        /// A peer that never answered, evicted to make room (the table is full).
+        evicted: Option<PeerInfo>,
     },
+    /// The table is full of peers that answered: the newcomer is not recorded.
+    Refused,
     /// A known peer changed its announcement (e.g. its collections).
     Updated,
     /// A known peer, unchanged.
@@ -81,13 +95,21 @@ impl Directory {
     /// Records an announcement (endpoints must already be resolved).
     pub fn upsert(&self, a: Announcement, direct: bool) -> Upsert {
         let mut inner = self.lock();
-        inner.seen.extend(a.collections.iter().cloned());
+        for c in &a.collections {
+            if inner.seen.len() >= MAX_SEEN_COLLECTIONS {
+                break;
+            }
+            if !inner.seen.contains(c) {
+                inner.seen.insert(c.clone());
+            }
+        }
         let now = Instant::now();
         if let Some(p) = inner.peers.get_mut(&a.node_id) {
             if !direct {
                 return Upsert::Ignored;
             }
             p.last_seen = now;
+            p.down = false;
             if p.announcement != a {
                 p.announcement = a;
                 return Upsert::Updated;
@@ -100,15 +122,37 @@ impl Directory {
             .find(|p| p.announcement.endpoints.request == a.endpoints.request)
             .map(|p| p.announcement.node_id.clone());
         let replaced = old_id.and_then(|id| inner.peers.remove(&id));
+        let mut evicted = None;
+        if inner.peers.len() >= MAX_PEERS {
+            let stalest = inner
+                .peers
+                .values()
+                .filter(|p| p.rtt.is_none())
+                .min_by_key(|p| p.last_seen)
+                .map(|p| p.announcement.node_id.clone());
+            match stalest {
+                Some(id) => evicted = inner.peers.remove(&id),
+                None => return Upsert::Refused,
+            }
+        }
         inner.peers.insert(
             a.node_id.clone(),
             PeerInfo {
                 announcement: a,
                 last_seen: now,
                 rtt: None,
+                down: false,
             },
         );
-        Upsert::Joined { replaced }
+        Upsert::Joined { replaced, evicted }
+    }
+
+    /// Marks a peer whose connection was refused or reset: it is not picked as a provider
+    /// until its next direct announcement.
+    pub fn mark_down(&self, node_id: &str) {
+        if let Some(p) = self.lock().peers.get_mut(node_id) {
+            p.down = true;
+        }
     }
 
     /// Forgets a peer; returns what was known of it.
@@ -159,7 +203,7 @@ impl Directory {
         let mut v: Vec<String> = inner
             .peers
             .values()
-            .filter(|p| p.announcement.collections.iter().any(|c| c == collection))
+            .filter(|p| !p.down && p.announcement.collections.iter().any(|c| c == collection))
             .map(|p| p.announcement.node_id.clone())
             .collect();
         v.sort();
@@ -226,7 +270,7 @@ mod tests {
         let d = Directory::new();
         assert!(matches!(
             d.upsert(ann("a", "tcp://h:1", &["power"]), true),
-            Upsert::Joined { replaced: None }
+            Upsert::Joined { replaced: None, .. }
         ));
         assert!(matches!(
             d.upsert(ann("a", "tcp://h:1", &["power"]), true),
@@ -235,6 +279,7 @@ mod tests {
         match d.upsert(ann("b", "tcp://h:1", &["power"]), true) {
             Upsert::Joined {
                 replaced: Some(old),
+                ..
             } => assert_eq!(old.announcement.node_id, "a"),
             other => panic!("unexpected {other:?}"),
         }
@@ -267,6 +312,45 @@ mod tests {
         assert_eq!(picks.len(), 2);
         assert_eq!(d.pick_provider("power", &["a".into()]), Some("b".into()));
         assert_eq!(d.pick_provider("nothing", &[]), None);
+    }
+
+    #[test]
+    fn a_down_provider_is_skipped_until_it_announces_again() {
+        let d = Directory::new();
+        d.upsert(ann("a", "tcp://h:1", &["power"]), true);
+        d.upsert(ann("b", "tcp://h:2", &["power"]), true);
+        d.mark_down("a");
+        assert_eq!(d.providers("power"), vec!["b".to_string()]);
+        d.upsert(ann("a", "tcp://h:1", &["power"]), false);
+        assert_eq!(d.providers("power"), vec!["b".to_string()], "a relayed announcement is not enough");
+        d.upsert(ann("a", "tcp://h:1", &["power"]), true);
+        assert_eq!(d.providers("power").len(), 2);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_stalest_unverified_peer_and_keeps_verified_ones() {
+        let d = Directory::new();
+        d.upsert(ann("real", "tcp://real:1", &["power"]), true);
+        d.set_rtt("real", Duration::from_millis(1));
+        for i in 0..MAX_PEERS + 500 {
+            let id = format!("forged-{i}");
+            let r = d.upsert(ann(&id, &format!("tcp://f:{i}"), &[]), true);
+            if i >= MAX_PEERS - 1 {
+                match r {
+                    Upsert::Joined { evicted: Some(p), .. } => {
+                        assert!(p.announcement.node_id.starts_with("forged-"), "evicted {p:?}")
+                    }
+                    other => panic!("expected an eviction, got {other:?}"),
+                }
+            }
+        }
+        assert_eq!(d.peers().len(), MAX_PEERS);
+        assert_eq!(d.providers("power"), vec!["real".to_string()]);
+        // Only verified peers left: a newcomer is refused.
+        for p in d.peers() {
+            d.set_rtt(&p.announcement.node_id, Duration::from_millis(1));
+        }
+        assert!(matches!(d.upsert(ann("late", "tcp://l:1", &[]), true), Upsert::Refused));
     }
 
     #[test]

@@ -130,11 +130,6 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-impl From<zeromq::ZmqError> for Error {
-    fn from(e: zeromq::ZmqError) -> Self {
-        Error::Transport(e.to_string())
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -23,8 +23,10 @@ pub fn frames(data: &[u8]) {
         .map(Bytes::copy_from_slice)
         .collect();
     let key = ClusterKey::new(b"fuzzing-key-fuzzing-key");
-    crate::medium::classify_for_fuzzing(frames.clone(), None);
-    crate::medium::classify_for_fuzzing(frames, Some(&key));
+    let _ = crate::medium::envelope::open_request(None, frames.clone());
+    let _ = crate::medium::envelope::open_request(Some(&key), frames.clone());
+    let _ = crate::medium::envelope::open_reply(Some(&key), frames.clone());
+    let _ = crate::medium::envelope::open_event(Some(&key), frames);
     let _ = decode_reply(data);
     let body = Bytes::copy_from_slice(data);
     if let (Ok(raw), Ok(value)) = (reply_data(&body), decode_reply(data)) {

@@ -38,8 +38,8 @@ use crate::directory::{resolve_endpoint, Directory, Upsert};
 use crate::discovery::{Discovery, DiscoveryContext, Heard, NoDiscovery};
 use crate::error::{Error, Result};
 use crate::medium::{
-    Event, InboundRequest, Inbox, Incoming, Medium, MemoryMedium, MemoryNetwork, ZmqConfig,
-    ZmqMedium,
+    Event, InboundRequest, Inbox, Incoming, Medium, MemoryMedium, MemoryNetwork, MessageKind,
+    ZmqConfig, ZmqMedium,
 };
 use crate::protocol::{
     decode_reply, encode_json_reply, encode_reply, kind, reply_data, topic_matches, AnnounceKind,
@@ -192,7 +192,7 @@ impl NodeBuilder {
                 (Arc::new(m), i)
             }
             MediumChoice::Memory(net) => {
-                let (m, i) = MemoryMedium::attach(&net);
+                let (m, i) = MemoryMedium::attach_with_key(&net, self.cluster_key.clone());
                 (Arc::new(m), i)
             }
             MediumChoice::Custom(m, i) => (m, i),
@@ -627,6 +627,10 @@ impl Node {
                 Ok(b) => return Ok(Answer::There(b)),
                 Err(e @ (Error::PeerGone(_) | Error::Timeout(_) | Error::Transport(_))) => {
                     tracing::debug!(%peer, error = %e, collection = %req.collection, "provider failed");
+                    if matches!(e, Error::PeerGone(_)) {
+                        // Refused or reset: skip it until it announces itself again.
+                        self.inner.directory.mark_down(&peer);
+                    }
                     let give_up = !req.is_read_only() || tried.len() >= 2;
                     let e = match e {
                         Error::Timeout(_) => e,
@@ -868,8 +872,8 @@ impl Node {
             return;
         }
         match self.inner.directory.upsert(a.clone(), h.direct) {
-            Upsert::Joined { replaced } => {
-                if let Some(old) = replaced {
+            Upsert::Joined { replaced, evicted } => {
+                for old in replaced.into_iter().chain(evicted) {
                     self.peer_left(old.announcement).await;
                 }
                 if let Err(e) = self
@@ -898,6 +902,9 @@ impl Node {
                     .tracker
                     .spawn(async move { n.inner.service.on_peer_join(&n, &a).await });
             }
+            Upsert::Refused => {
+                tracing::debug!(peer = %a.node_id, "peer table full of verified peers; announcement ignored");
+            }
             Upsert::Updated | Upsert::Refreshed | Upsert::Ignored => {}
         }
     }
@@ -913,9 +920,9 @@ impl Node {
     }
 
     async fn handle_request(&self, req: InboundRequest) {
-        let result = self.answer(&req.kind, &req.body).await;
+        let result = self.answer(req.kind, &req.body).await;
         if let Err(e) = &result {
-            tracing::debug!(kind = %req.kind, error = %e, "request failed");
+            tracing::debug!(kind = req.kind.as_str(), error = %e, "request failed");
         }
         if let Some(r) = req.reply {
             r.send(match result {
@@ -927,9 +934,9 @@ impl Node {
         }
     }
 
-    async fn answer(&self, kind_str: &str, body: &[u8]) -> Result<Output> {
-        match kind_str {
-            kind::REQUEST | kind::NOTIFY => {
+    async fn answer(&self, kind: MessageKind, body: &[u8]) -> Result<Output> {
+        match kind {
+            MessageKind::Request | MessageKind::Notify => {
                 let v: Value = serde_json::from_slice(body)?;
                 self.inner
                     .service
@@ -937,7 +944,7 @@ impl Node {
                     .await
                     .map(Output::Value)
             }
-            kind::RESOURCE => {
+            MessageKind::Resource => {
                 let req: ResourceRequest = serde_json::from_slice(body)
                     .map_err(|e| Error::BadRequest(format!("invalid resource request: {e}")))?;
                 match self.hosted(&req.collection) {
@@ -948,7 +955,7 @@ impl Node {
                     ))),
                 }
             }
-            kind::ANNOUNCE => {
+            MessageKind::Announce => {
                 let a = Announcement::decode(body)?;
                 self.handle_heard(Heard {
                     announcement: a,
@@ -967,7 +974,6 @@ impl Node {
                     json!({"node": self.announcement(), "peers": peers}),
                 ))
             }
-            other => Err(Error::BadRequest(format!("unknown message type {other:?}"))),
         }
     }
 }

@@ -41,7 +41,7 @@ fn answer_everything(
                         break;
                     }
                     match r.reply {
-                        None => seen.push((r.kind.clone(), body)),
+                        None => seen.push((r.kind.as_str().to_owned(), body)),
                         Some(rep) if body.get("hold").is_some() => held.push(rep),
                         Some(rep) if body.get("drop").is_some() => drop(rep),
                         Some(rep) => rep.send(encode_reply(&Ok(json!({"tag": tag, "echo": body})))),

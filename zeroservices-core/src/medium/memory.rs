@@ -1,5 +1,7 @@
 //! In-process medium: nodes of one [`MemoryNetwork`] exchange requests and events through
-//! channels, with the same semantics as ZeroMQ (publish drops for a full subscriber).
+//! channels, with the same semantics as ZeroMQ (publish drops for a full subscriber). Messages
+//! are sealed and opened by [`envelope`] exactly as on the wire, so `ping`, the size limit and
+//! the cluster key behave as they do over ZeroMQ.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Event, InboundRequest, Inbox, Incoming, Medium, Replier, INBOX_CAPACITY};
+use super::envelope::{self, Key, Opened};
+use super::{InboundRequest, Inbox, Incoming, Medium, Replier, INBOX_CAPACITY};
 use crate::error::{Error, Result};
 use crate::protocol::{topic_matches, Endpoints};
 
@@ -30,6 +33,7 @@ struct NetInner {
 #[derive(Debug)]
 struct Slot {
     inbox: mpsc::Sender<Incoming>,
+    key: Key,
     prefixes: Vec<String>,
     /// Endpoints of the media that receive this one's events.
     subscribers: HashSet<String>,
@@ -52,6 +56,7 @@ impl MemoryNetwork {
 pub struct MemoryMedium {
     net: MemoryNetwork,
     me: String,
+    key: Key,
     // std Mutex: short map lookups only.
     peers: Mutex<HashMap<String, String>>,
 }
@@ -59,12 +64,18 @@ pub struct MemoryMedium {
 impl MemoryMedium {
     /// Attaches a new medium to `net`; returns it and the inbox the node reads.
     pub fn attach(net: &MemoryNetwork) -> (MemoryMedium, Inbox) {
+        MemoryMedium::attach_with_key(net, None)
+    }
+
+    /// [`MemoryMedium::attach`], sealing and checking every message with a cluster key.
+    pub fn attach_with_key(net: &MemoryNetwork, key: Key) -> (MemoryMedium, Inbox) {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
         let me = format!("mem://{}", net.next.fetch_add(1, Ordering::Relaxed));
         net.lock().slots.insert(
             me.clone(),
             Slot {
                 inbox: tx,
+                key: key.clone(),
                 prefixes: Vec::new(),
                 subscribers: HashSet::new(),
             },
@@ -73,6 +84,7 @@ impl MemoryMedium {
             MemoryMedium {
                 net: net.clone(),
                 me,
+                key,
                 peers: Mutex::new(HashMap::new()),
             },
             rx,
@@ -87,13 +99,65 @@ impl MemoryMedium {
             .ok_or_else(|| Error::PeerGone(node_id.to_owned()))
     }
 
-    fn inbox_of(&self, endpoint: &str, node_id: &str) -> Result<mpsc::Sender<Incoming>> {
+    fn inbox_of(&self, endpoint: &str, node_id: &str) -> Result<(mpsc::Sender<Incoming>, Key)> {
         let net = self.net.lock();
         let slot = net
             .slots
             .get(endpoint)
             .ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
-        Ok(slot.inbox.clone())
+        Ok((slot.inbox.clone(), slot.key.clone()))
+    }
+
+    /// Delivers a sealed request to the peer as its medium would receive it; the reply body,
+    /// or `None` when nothing comes back (dropped, or a one-way message).
+    async fn exchange(
+        &self,
+        node_id: &str,
+        kind: &str,
+        body: Bytes,
+        one_way: bool,
+    ) -> Result<Option<Bytes>> {
+        let (inbox, their_key) = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
+        let rid = Bytes::from_static(b"m");
+        let kind = Bytes::copy_from_slice(kind.as_bytes());
+        let frames = envelope::seal_request(self.key.as_deref(), rid, kind, body);
+        let (rid, reply_body) = match envelope::open_request(their_key.as_deref(), frames) {
+            Opened::Drop(why) => {
+                tracing::debug!(why, "memory medium: request dropped");
+                return Ok(None);
+            }
+            Opened::Answer { rid, body } => (rid, body),
+            Opened::Deliver { rid, kind, body } => {
+                let (reply, rx) = match (&rid, one_way) {
+                    (Some(_), false) => {
+                        let (r, rx) = Replier::new();
+                        (Some(r), Some(rx))
+                    }
+                    _ => (None, None),
+                };
+                let req = InboundRequest { kind, body, reply };
+                inbox
+                    .send(Incoming::Request(req))
+                    .await
+                    .map_err(|_| Error::PeerGone(node_id.into()))?;
+                let (Some(rid), Some(rx)) = (rid, rx) else {
+                    return Ok(None);
+                };
+                let body = rx.await.map_err(|_| Error::PeerGone(node_id.to_owned()))?;
+                (rid, body)
+            }
+        };
+        if one_way {
+            return Ok(None);
+        }
+        let frames = envelope::seal_reply(their_key.as_deref(), rid, reply_body);
+        match envelope::open_reply(self.key.as_deref(), frames) {
+            Ok((_, body)) => Ok(Some(body)),
+            Err(why) => {
+                tracing::debug!(why, "memory medium: reply dropped");
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -151,19 +215,12 @@ impl Medium for MemoryMedium {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
-        let inbox = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
-        let (reply, rx) = Replier::new();
-        let req = InboundRequest {
-            kind: kind.to_owned(),
-            body,
-            reply: Some(reply),
-        };
         let exchange = async {
-            inbox
-                .send(Incoming::Request(req))
-                .await
-                .map_err(|_| Error::PeerGone(node_id.into()))?;
-            rx.await.map_err(|_| Error::PeerGone(node_id.to_owned()))
+            match self.exchange(node_id, kind, body, false).await? {
+                Some(b) => Ok(b),
+                // Nothing comes back, as on the wire: the caller's timeout reports it.
+                None => std::future::pending().await,
+            }
         };
         tokio::time::timeout(timeout, exchange)
             .await
@@ -171,20 +228,11 @@ impl Medium for MemoryMedium {
     }
 
     async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {
-        let inbox = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
-        let req = InboundRequest {
-            kind: kind.to_owned(),
-            body,
-            reply: None,
-        };
-        inbox
-            .send(Incoming::Request(req))
-            .await
-            .map_err(|_| Error::PeerGone(node_id.to_owned()))
+        self.exchange(node_id, kind, body, true).await.map(|_| ())
     }
 
     async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
-        let targets: Vec<mpsc::Sender<Incoming>> = {
+        let targets: Vec<(mpsc::Sender<Incoming>, Key)> = {
             let net = self.net.lock();
             let Some(me) = net.slots.get(&self.me) else {
                 return Err(Error::Shutdown);
@@ -193,16 +241,20 @@ impl Medium for MemoryMedium {
                 .iter()
                 .filter_map(|ep| net.slots.get(ep))
                 .filter(|s| s.prefixes.iter().any(|p| topic_matches(p, topic)))
-                .map(|s| s.inbox.clone())
+                .map(|s| (s.inbox.clone(), s.key.clone()))
                 .collect()
         };
-        let event = Event {
-            topic: Arc::from(topic),
-            payload,
-        };
-        for inbox in targets {
+        let frames = envelope::seal_event(self.key.as_deref(), topic, payload);
+        for (inbox, their_key) in targets {
+            let event = match envelope::open_event(their_key.as_deref(), frames.clone()) {
+                Ok(ev) => ev,
+                Err(why) => {
+                    tracing::debug!(why, "memory medium: event dropped");
+                    continue;
+                }
+            };
             // Like a ZeroMQ PUB socket: a subscriber whose queue is full misses the event.
-            if inbox.try_send(Incoming::Event(event.clone())).is_err() {
+            if inbox.try_send(Incoming::Event(event)).is_err() {
                 tracing::debug!(topic, "memory medium: subscriber queue full, event dropped");
             }
         }

@@ -2,15 +2,19 @@
 //! use, [`MemoryMedium`] in-process for fast deterministic tests. Both pass
 //! [`crate::testkit::medium_conformance`].
 //!
-//! A medium only moves bytes; the [`Node`](crate::Node) decides what they mean. Everything a
+//! A medium only moves frames; the protocol's rules (frame counts, authentication, size limit,
+//! `ping`) are applied by [`envelope`] on every medium, and the [`Node`](crate::Node) decides
+//! what the rest means. Everything a
 //! medium receives arrives on its [`Inbox`], a bounded channel: when the node cannot keep up,
 //! the medium stops reading its sockets (back-pressure), it never buffers without bound.
 
+pub mod envelope;
 mod memory;
 mod zmq;
 
+pub use self::envelope::MessageKind;
 pub use self::memory::{MemoryMedium, MemoryNetwork};
-pub(crate) use self::zmq::{classify_for_fuzzing, DealerClient};
+pub(crate) use self::zmq::DealerClient;
 pub use self::zmq::{ZmqConfig, ZmqMedium};
 
 use std::fmt;
@@ -42,8 +46,8 @@ pub enum Incoming {
 /// A request received from a peer.
 #[derive(Debug)]
 pub struct InboundRequest {
-    /// Message kind (see [`crate::protocol::kind`]).
-    pub kind: String,
+    /// Message kind, parsed by [`envelope::open_request`].
+    pub kind: MessageKind,
     /// JSON body as received.
     pub body: Bytes,
     /// Where the reply goes; `None` for one-way messages.

@@ -1,0 +1,272 @@
+//! The ZeroMQ medium on libzmq (the `zmq` crate, libzmq built from source): one ROUTER taking
+//! requests, one pooled DEALER per peer for outgoing requests, one XPUB for events and one SUB
+//! connected to every peer.
+//!
+//! libzmq parses the wire: frames over the body limit close the connection before they are
+//! read (`ZMQ_MAXMSGSIZE`), greetings have a deadline (`ZMQ_HANDSHAKE_IVL`), dead connections
+//! are found by ZMTP heartbeats, every queue has a high-water mark, and connections are
+//! re-established by libzmq itself. Each socket is owned by one tokio task that waits on the
+//! socket's `ZMQ_FD` ([`socket`]); the medium talks to those tasks over bounded channels.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `socket.rs` | the tokio bridge and the options every socket gets |
+//! | `router.rs` | the ROUTER task: requests in, replies out |
+//! | `dealer.rs` | [`DealerClient`]: one peer's DEALER, its connection state, fail-fast |
+//! | `pubsub.rs` | the XPUB and SUB tasks |
+
+mod dealer;
+mod pubsub;
+mod router;
+mod socket;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+pub(crate) use self::dealer::DealerClient;
+use self::pubsub::SubCmd;
+use super::envelope::Key;
+use super::{Inbox, Medium, INBOX_CAPACITY};
+use crate::error::{Error, Result};
+use crate::protocol::{Endpoints, MAX_BODY_BYTES};
+use crate::task::TaskGuard;
+
+/// Events queued for the XPUB socket before `publish` waits.
+const PUB_QUEUE: usize = 16_384;
+/// Connect and disconnect commands queued for the SUB task.
+const SUB_QUEUE: usize = 1024;
+
+/// Where and how a [`ZmqMedium`] binds.
+#[derive(Debug, Clone)]
+pub struct ZmqConfig {
+    /// Address the ROUTER and PUB sockets bind to (default `0.0.0.0`).
+    pub bind: IpAddr,
+    /// ROUTER port; 0 picks a free one (default).
+    pub router_port: u16,
+    /// PUB port; 0 picks a free one (default).
+    pub pub_port: u16,
+    /// Host put in announced endpoints. `None`: the bind address, where peers substitute the
+    /// address they heard the announcement from when it is `0.0.0.0` (docs/protocol.md).
+    pub advertise: Option<String>,
+    /// Longest wait for a first connection to a peer.
+    pub connect_timeout: Duration,
+    /// Authenticate every frame with this shared key (see [`crate::ClusterKey`]); `None`:
+    /// open cluster.
+    pub cluster_key: Key,
+}
+
+impl Default for ZmqConfig {
+    fn default() -> Self {
+        ZmqConfig {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            router_port: 0,
+            pub_port: 0,
+            advertise: None,
+            connect_timeout: Duration::from_secs(2),
+            cluster_key: None,
+        }
+    }
+}
+
+impl ZmqConfig {
+    /// Binds on 127.0.0.1 with random ports: for tests and single-host use.
+    pub fn loopback() -> ZmqConfig {
+        ZmqConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ..ZmqConfig::default()
+        }
+    }
+}
+
+/// Refuses endpoints libzmq cannot take (an interior NUL would abort inside the binding).
+pub(super) fn check_endpoint(ep: &str) -> Result<()> {
+    if ep.starts_with("tcp://") && !ep.contains('\0') && ep.len() <= 256 {
+        Ok(())
+    } else {
+        Err(Error::Transport(format!("not a tcp:// endpoint: {ep:?}")))
+    }
+}
+
+/// The ZeroMQ medium. Dropping it closes every socket and stops every task it started.
+#[derive(Debug)]
+pub struct ZmqMedium {
+    endpoints: Endpoints,
+    cfg: ZmqConfig,
+    pub_tx: mpsc::Sender<(Arc<str>, Bytes)>,
+    /// Set once a subscription reached the XPUB; until then publishing has no one to reach
+    /// and skips the publisher task entirely.
+    subscribed: Arc<AtomicBool>,
+    prefixes: watch::Sender<Vec<String>>,
+    sub_tx: mpsc::Sender<SubCmd>,
+    // std Mutex: map lookups and inserts only; never held across an await.
+    peers: Mutex<HashMap<String, PeerConn>>,
+    /// Own the ROUTER, XPUB and SUB tasks; they end when the medium is dropped.
+    _tasks: [TaskGuard; 3],
+}
+
+#[derive(Debug)]
+struct PeerConn {
+    endpoints: Endpoints,
+    /// Owns the peer's DEALER task.
+    dealer: Arc<DealerClient>,
+}
+
+fn tcp_port(ep: &str) -> Result<u16> {
+    ep.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::Transport(format!("unexpected endpoint {ep}")))
+}
+
+impl ZmqMedium {
+    /// Binds the ROUTER and XPUB sockets and starts their tasks (and the SUB task).
+    pub async fn bind(cfg: ZmqConfig) -> Result<(ZmqMedium, Inbox)> {
+        let host = match cfg.bind {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        };
+        let (router, rep) = router::bind(&format!("tcp://{host}:{}", cfg.router_port))?;
+        let (xpub, pep) = pubsub::bind(&format!("tcp://{host}:{}", cfg.pub_port))?;
+        let shown = cfg.advertise.clone().unwrap_or(host);
+        let endpoints = Endpoints {
+            request: format!("tcp://{shown}:{}", tcp_port(&rep)?),
+            publish: format!("tcp://{shown}:{}", tcp_port(&pep)?),
+        };
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        let (pub_tx, pub_rx) = mpsc::channel(PUB_QUEUE);
+        let (sub_tx, sub_rx) = mpsc::channel(SUB_QUEUE);
+        let (prefixes, prefixes_rx) = watch::channel(Vec::new());
+        let key = cfg.cluster_key.clone();
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let tasks = [
+            TaskGuard::spawn(router::run(router, inbox_tx.clone(), key.clone())),
+            TaskGuard::spawn(pubsub::publisher(
+                xpub,
+                pub_rx,
+                subscribed.clone(),
+                key.clone(),
+            )),
+            TaskGuard::spawn(pubsub::subscriber(sub_rx, prefixes_rx, inbox_tx, key)),
+        ];
+        let medium = ZmqMedium {
+            endpoints,
+            cfg,
+            pub_tx,
+            subscribed,
+            prefixes,
+            sub_tx,
+            peers: Mutex::new(HashMap::new()),
+            _tasks: tasks,
+        };
+        Ok((medium, inbox_rx))
+    }
+
+    fn dealer(&self, endpoint: &str) -> Arc<DealerClient> {
+        Arc::new(DealerClient::spawn(
+            endpoint.to_owned(),
+            self.cfg.connect_timeout,
+            self.cfg.cluster_key.clone(),
+        ))
+    }
+
+    fn dealer_for(&self, node_id: &str) -> Result<Arc<DealerClient>> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = peers
+            .get(node_id)
+            .ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
+        Ok(conn.dealer.clone())
+    }
+}
+
+#[async_trait]
+impl Medium for ZmqMedium {
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.clone()
+    }
+
+    async fn connect_peer(&self, node_id: &str, endpoints: &Endpoints) -> Result<()> {
+        check_endpoint(&endpoints.request)?;
+        check_endpoint(&endpoints.publish)?;
+        // Dialled at once, so the first request finds the connection up.
+        let conn = PeerConn {
+            endpoints: endpoints.clone(),
+            dealer: self.dealer(&endpoints.request),
+        };
+        let old = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id.to_owned(), conn);
+        if let Some(old) = old {
+            let _ = self.sub_tx.send(SubCmd::Disconnect(old.endpoints.publish)).await;
+        }
+        self.sub_tx
+            .send(SubCmd::Connect(endpoints.publish.clone()))
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    async fn disconnect_peer(&self, node_id: &str) {
+        let gone = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node_id);
+        if let Some(conn) = gone {
+            // Fails only when the medium is shutting down.
+            let _ = self
+                .sub_tx
+                .send(SubCmd::Disconnect(conn.endpoints.publish))
+                .await;
+        }
+    }
+
+    async fn request(
+        &self,
+        node_id: &str,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let dealer = self.dealer_for(node_id)?;
+        dealer
+            .request(kind, body, timeout)
+            .await
+            .map_err(|e| match e {
+                Error::PeerGone(_) => Error::PeerGone(node_id.to_owned()),
+                e => e,
+            })
+    }
+
+    async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {
+        self.dealer_for(node_id)?.notify(kind, body).await
+    }
+
+    async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
+        if payload.len() > MAX_BODY_BYTES {
+            // Peers would close the connection on it (and lose what follows).
+            return Err(Error::TooLarge(format!(
+                "event of {} bytes on {topic}",
+                payload.len()
+            )));
+        }
+        if !self.subscribed.load(Ordering::Acquire) {
+            return Ok(()); // nobody has subscribed: XPUB would drop it
+        }
+        self.pub_tx
+            .send((Arc::from(topic), payload))
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    fn set_subscriptions(&self, prefixes: Vec<String>) {
+        self.prefixes.send_replace(prefixes);
+    }
+}

@@ -1,0 +1,172 @@
+//! Events: one XPUB socket publishing this node's events, one SUB socket connected to every
+//! peer's publisher. Each is owned by one task.
+//!
+//! An XPUB rather than a PUB so that the publisher sees subscriptions arrive: until a first
+//! subscriber is there, publishing skips the task entirely.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use super::socket::{context, harden, AsyncSocket};
+use crate::error::Result;
+use crate::medium::envelope::{self, Key};
+use crate::medium::Incoming;
+
+/// Events read from the publish queue in one go.
+const BATCH: usize = 512;
+
+/// Binds the XPUB socket.
+pub(super) fn bind(endpoint: &str) -> Result<(AsyncSocket, String)> {
+    let sock = context().socket(zmq::XPUB)?;
+    harden(&sock)?;
+    sock.set_ipv6(endpoint.starts_with("tcp://["))?;
+    sock.bind(endpoint)?;
+    let bound = super::router::last_endpoint(&sock)?;
+    Ok((AsyncSocket::new(sock)?, bound))
+}
+
+/// Publishes what arrives on `rx` until the medium drops its sender.
+pub(super) async fn publisher(
+    mut xpub: AsyncSocket,
+    mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
+    subscribed: Arc<AtomicBool>,
+    key: Key,
+) {
+    loop {
+        tokio::select! {
+            m = rx.recv() => {
+                let Some((topic, payload)) = m else { return };
+                send(&mut xpub, &topic, payload, &key);
+                for _ in 1..BATCH {
+                    match rx.try_recv() {
+                        Ok((topic, payload)) => send(&mut xpub, &topic, payload, &key),
+                        Err(_) => break,
+                    }
+                }
+            }
+            sub = xpub.recv() => match sub {
+                // A subscription is `0x01 + prefix`, a cancellation `0x00 + prefix`.
+                Ok(frames) => {
+                    if frames.first().and_then(|f| f.first()) == Some(&1) {
+                        subscribed.store(true, Ordering::Release);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "publisher: receive failed"),
+            },
+        }
+    }
+}
+
+fn send(xpub: &mut AsyncSocket, topic: &str, payload: Bytes, key: &Key) {
+    let frames = envelope::seal_event(key.as_deref(), topic, payload);
+    // XPUB never blocks: a subscriber whose queue is full misses the event (ZeroMQ's rule);
+    // the event's `seq` tells it so.
+    if let Err(e) = xpub.try_send(&frames) {
+        tracing::warn!(error = %e, "publisher: send failed");
+    }
+}
+
+/// What the medium asks of the subscriber task.
+#[derive(Debug)]
+pub(super) enum SubCmd {
+    /// Start receiving from a peer's publish endpoint.
+    Connect(String),
+    /// Stop receiving from it.
+    Disconnect(String),
+}
+
+fn zmq_prefix(p: &str) -> &str {
+    if p == "*" {
+        ""
+    } else {
+        p
+    }
+}
+
+/// Owns the SUB socket: connects and disconnects peers, follows the node's subscriptions and
+/// forwards verified events to the inbox.
+pub(super) async fn subscriber(
+    mut cmds: mpsc::Receiver<SubCmd>,
+    mut prefixes: watch::Receiver<Vec<String>>,
+    inbox: mpsc::Sender<Incoming>,
+    key: Key,
+) {
+    let mut sub = match open_sub() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "subscriber: cannot open a SUB socket; no events will arrive");
+            return;
+        }
+    };
+    // Endpoint → number of peers using it (a restarted node may briefly share one).
+    let mut connected: HashMap<String, usize> = HashMap::new();
+    let mut current: BTreeSet<String> = BTreeSet::new();
+    apply_prefixes(&sub, &mut current, &prefixes.borrow_and_update());
+    loop {
+        tokio::select! {
+            cmd = cmds.recv() => match cmd {
+                None => return,
+                Some(SubCmd::Connect(ep)) => {
+                    let n = connected.entry(ep.clone()).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        if let Err(e) = sub.get().connect(&ep) {
+                            tracing::warn!(endpoint = %ep, error = %e, "subscriber: cannot connect");
+                        }
+                    }
+                }
+                Some(SubCmd::Disconnect(ep)) => {
+                    if let Some(n) = connected.get_mut(&ep) {
+                        *n -= 1;
+                        if *n == 0 {
+                            connected.remove(&ep);
+                            // Fails only when the endpoint was never connected.
+                            let _ = sub.get().disconnect(&ep);
+                        }
+                    }
+                }
+            },
+            changed = prefixes.changed() => {
+                if changed.is_err() {
+                    return; // medium dropped
+                }
+                apply_prefixes(&sub, &mut current, &prefixes.borrow_and_update());
+            }
+            msg = sub.recv() => match msg {
+                Ok(frames) => match envelope::open_event(key.as_deref(), frames) {
+                    Ok(ev) => {
+                        if inbox.send(Incoming::Event(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(why) => tracing::debug!(why, "subscriber: dropped an event"),
+                },
+                Err(e) => tracing::warn!(error = %e, "subscriber: receive failed"),
+            },
+        }
+    }
+}
+
+fn open_sub() -> Result<AsyncSocket> {
+    let sock = context().socket(zmq::SUB)?;
+    harden(&sock)?;
+    sock.set_ipv6(true)?;
+    AsyncSocket::new(sock)
+}
+
+fn apply_prefixes(sub: &AsyncSocket, current: &mut BTreeSet<String>, wanted: &[String]) {
+    let wanted: BTreeSet<String> = wanted.iter().map(|p| zmq_prefix(p).to_owned()).collect();
+    for p in wanted.difference(current) {
+        if let Err(e) = sub.get().set_subscribe(p.as_bytes()) {
+            tracing::warn!(prefix = %p, error = %e, "subscriber: cannot subscribe");
+        }
+    }
+    for p in current.difference(&wanted) {
+        let _ = sub.get().set_unsubscribe(p.as_bytes()); // fails only for an unknown prefix
+    }
+    *current = wanted;
+}

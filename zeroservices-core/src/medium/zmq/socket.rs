@@ -1,0 +1,145 @@
+//! A libzmq socket driven by tokio: every call is non-blocking (`ZMQ_DONTWAIT`), and a task
+//! waits for work through the socket's `ZMQ_FD` registered with the tokio reactor.
+//!
+//! `ZMQ_FD` is edge-triggered and shared by both directions: it only says "the socket's state
+//! may have changed", and any libzmq call on the socket (a send included) may consume that
+//! signal. So a wait is always "clear the readiness, then try the operation again": a signal
+//! arriving after the clear sets readiness anew, and one consumed before it is seen by the
+//! retry. Owners call [`AsyncSocket::recv`] afresh after every send (a `select!` in a loop does),
+//! which starts with a non-blocking try and so never misses a message a send's call noticed.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::error::{Error, Result};
+
+/// The process's libzmq context: one I/O thread, shared by every node of the process.
+pub(super) fn context() -> &'static zmq::Context {
+    static CTX: OnceLock<zmq::Context> = OnceLock::new();
+    CTX.get_or_init(zmq::Context::new)
+}
+
+/// The socket's `ZMQ_FD`; libzmq owns and closes it.
+struct SignalFd(RawFd);
+
+impl AsRawFd for SignalFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A libzmq socket owned by one task. Its methods take `&mut self`: a libzmq socket is not
+/// thread-safe, and exclusive access is what lets the owning task move between threads.
+pub(super) struct AsyncSocket {
+    // Declared before `sock`: deregistered from the reactor before libzmq closes the fd.
+    signal: AsyncFd<SignalFd>,
+    sock: zmq::Socket,
+}
+
+impl std::fmt::Debug for AsyncSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncSocket(..)")
+    }
+}
+
+impl From<zmq::Error> for Error {
+    fn from(e: zmq::Error) -> Self {
+        Error::Transport(e.to_string())
+    }
+}
+
+impl AsyncSocket {
+    /// Registers `sock` with the current tokio reactor.
+    pub(super) fn new(sock: zmq::Socket) -> Result<AsyncSocket> {
+        let fd = sock.get_fd()?;
+        // SAFETY: `fd` is the socket's signalling fd, open for as long as the socket is, and
+        // the socket outlives `signal` (field order), so it stays valid while registered.
+        let signal = unsafe { AsyncFd::register_with_interest(SignalFd(fd), Interest::READABLE) }
+            .map_err(|e| Error::Io(e.into()))?;
+        Ok(AsyncSocket { signal, sock })
+    }
+
+    /// The socket, for options, bind, connect and subscriptions.
+    pub(super) fn get(&self) -> &zmq::Socket {
+        &self.sock
+    }
+
+    /// One whole message, if one is waiting.
+    pub(super) fn try_recv(&mut self) -> Result<Option<Vec<Bytes>>> {
+        match self.sock.recv_multipart(zmq::DONTWAIT) {
+            Ok(parts) => Ok(Some(parts.into_iter().map(Bytes::from).collect())),
+            Err(zmq::Error::EAGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits for one whole message (libzmq delivers the frames of a message together).
+    pub(super) async fn recv(&mut self) -> Result<Vec<Bytes>> {
+        loop {
+            if let Some(m) = self.try_recv()? {
+                return Ok(m);
+            }
+            self.wait().await?;
+        }
+    }
+
+    /// Waits until the socket's state may have changed.
+    pub(super) async fn wait(&mut self) -> Result<()> {
+        let mut ready = self.signal.readable().await?;
+        ready.clear_ready();
+        Ok(())
+    }
+
+    /// Sends one message without waiting; `Ok(false)` when the socket would block (its
+    /// high-water mark is reached, or with `ZMQ_IMMEDIATE` no connection is up).
+    pub(super) fn try_send(&mut self, frames: &[Bytes]) -> Result<bool> {
+        let Some((last, first)) = frames.split_last() else {
+            return Ok(true);
+        };
+        for (i, f) in first.iter().enumerate() {
+            match self.sock.send(&f[..], zmq::DONTWAIT | zmq::SNDMORE) {
+                Ok(()) => {}
+                // Only the first frame can find the queue full: the rest of a message
+                // always follows it.
+                Err(zmq::Error::EAGAIN) if i == 0 => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.sock.send(&last[..], zmq::DONTWAIT) {
+            Ok(()) => Ok(true),
+            Err(zmq::Error::EAGAIN) if first.is_empty() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Options every socket of a node gets (see docs/architecture.md, "Transport").
+pub(super) fn harden(sock: &zmq::Socket) -> Result<()> {
+    // A frame over the protocol's body limit closes the connection before it is read.
+    sock.set_maxmsgsize(crate::protocol::MAX_BODY_BYTES as i64)?;
+    // A connection that does not complete its greeting in time is closed.
+    sock.set_handshake_ivl(HANDSHAKE_MS)?;
+    // ZMTP heartbeats: a silent half-open connection is noticed and closed.
+    sock.set_heartbeat_ivl(HEARTBEAT_MS)?;
+    sock.set_heartbeat_timeout(3 * HEARTBEAT_MS)?;
+    sock.set_heartbeat_ttl(3 * HEARTBEAT_MS)?;
+    sock.set_sndhwm(HWM)?;
+    sock.set_rcvhwm(HWM)?;
+    sock.set_reconnect_ivl(100)?;
+    sock.set_reconnect_ivl_max(1000)?;
+    sock.set_tcp_keepalive(1)?;
+    // Closing a socket drops what it had not sent yet; nothing waits on it.
+    sock.set_linger(0)?;
+    Ok(())
+}
+
+/// Longest ZMTP greeting and handshake, in milliseconds.
+pub(super) const HANDSHAKE_MS: i32 = 3000;
+/// ZMTP heartbeat interval, in milliseconds.
+pub(super) const HEARTBEAT_MS: i32 = 1000;
+/// Messages queued per connection and direction.
+pub(super) const HWM: i32 = 10_000;
