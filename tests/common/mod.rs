@@ -3,6 +3,8 @@
 //! what they waited for.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod zmtp;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

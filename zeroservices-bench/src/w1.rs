@@ -2,16 +2,15 @@
 //! calling `get` on it, in three implementations:
 //! - `resource`: the resource layer (`Node::collection("items").get("1")` → MemoryCollection);
 //! - `core`: the node's request/reply (`Node::request` → `Service::on_message`);
-//! - `raw`: the `zeromq` crate alone, same frames (DEALER → ROUTER), no framework.
+//! - `raw`: libzmq alone (the `zmq` crate, blocking calls), same frames (DEALER → ROUTER), no
+//!   framework: the baseline the medium is measured against.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::{json, Value};
-use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 use zeroservices_core::{
     Collection, CollectionSpec, MemoryCollection, Node, Service, StaticDiscovery, ZmqConfig,
 };
@@ -67,26 +66,27 @@ pub(crate) async fn service(imp: &str) -> anyhow::Result<()> {
             std::future::pending::<()>().await;
             Ok(())
         }
-        "raw" => {
-            let mut router = zeromq::RouterSocket::new();
-            router.bind(&format!("tcp://127.0.0.1:{port}")).await?;
-            emit(json!({"event": "ready"}));
-            let reply = Bytes::from(format!(r#"{{"ok":true,"data":{ITEM}}}"#));
-            loop {
-                let m = router.recv().await?;
-                let mut frames = m.into_vec();
-                if frames.len() != 4 {
-                    continue;
-                }
-                let _req: Value = serde_json::from_slice(&frames[3]).unwrap_or(Value::Null);
-                let mut out = ZmqMessage::from(frames.remove(0));
-                out.push_back(frames.remove(0));
-                out.push_back(Bytes::from_static(b"reply"));
-                out.push_back(reply.clone());
-                router.send(out).await?;
-            }
-        }
+        "raw" => tokio::task::spawn_blocking(move || raw_service(port)).await?,
         other => bail!("unknown implementation {other}"),
+    }
+}
+
+/// The raw libzmq ROUTER: parses each request, answers the pre-encoded item.
+fn raw_service(port: u16) -> anyhow::Result<()> {
+    let ctx = zmq::Context::new();
+    let router = ctx.socket(zmq::ROUTER)?;
+    router.set_sndhwm(0)?;
+    router.set_rcvhwm(0)?;
+    router.bind(&format!("tcp://127.0.0.1:{port}"))?;
+    emit(json!({"event": "ready"}));
+    let reply = format!(r#"{{"ok":true,"data":{ITEM}}}"#);
+    loop {
+        let frames = router.recv_multipart(0)?;
+        let [ident, rid, _kind, body] = &frames[..] else {
+            continue;
+        };
+        let _req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        router.send_multipart([&ident[..], &rid[..], b"reply", reply.as_bytes()], 0)?;
     }
 }
 
@@ -130,10 +130,12 @@ pub(crate) async fn client(imp: &str) -> anyhow::Result<()> {
     let cap = Duration::from_secs_f64(env_or("BENCH_TIME_CAP_S", 60.0));
     let peer = format!("w1-{imp}");
     if imp == "raw" {
-        return raw_client(
-            port, &mode, count, warmup, duration, inflight, max_count, cap, &peer,
-        )
-        .await;
+        return tokio::task::spawn_blocking(move || {
+            raw_client(
+                port, &mode, count, warmup, duration, inflight, max_count, cap, &peer,
+            )
+        })
+        .await?;
     }
     let node = Node::builder("w1-client")
         .zmq(ZmqConfig::loopback())
@@ -221,7 +223,7 @@ pub(crate) async fn client(imp: &str) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn raw_client(
+fn raw_client(
     port: u16,
     mode: &str,
     count: usize,
@@ -232,26 +234,26 @@ async fn raw_client(
     cap: Duration,
     peer: &str,
 ) -> anyhow::Result<()> {
-    let mut d = zeromq::DealerSocket::new();
-    d.connect(&format!("tcp://127.0.0.1:{port}")).await?;
-    let body = Bytes::from_static(br#"{"action":"get","id":"1"}"#);
+    let ctx = zmq::Context::new();
+    let d = ctx.socket(zmq::DEALER)?;
+    d.set_sndhwm(0)?;
+    d.set_rcvhwm(0)?;
+    d.connect(&format!("tcp://127.0.0.1:{port}"))?;
+    let body: &[u8] = br#"{"action":"get","id":"1"}"#;
     let mut next: u64 = 0;
-    let mut msg = || {
+    let mut send = |d: &zmq::Socket| -> anyhow::Result<()> {
         next += 1;
-        let mut m = ZmqMessage::from(Bytes::copy_from_slice(&next.to_be_bytes()));
-        m.push_back(Bytes::from_static(b"request"));
-        m.push_back(body.clone());
-        m
+        d.send_multipart([&next.to_be_bytes()[..], b"request", body], 0)?;
+        Ok(())
     };
-    async fn recv_ok(d: &mut zeromq::DealerSocket) -> anyhow::Result<bool> {
-        let m = d.recv().await?;
-        let frames = m.into_vec();
+    let recv_ok = |d: &zmq::Socket| -> anyhow::Result<bool> {
+        let frames = d.recv_multipart(0)?;
         let v: Value = serde_json::from_slice(frames.get(2).map(|b| &b[..]).unwrap_or(b"null"))?;
         Ok(check(&v["data"]))
-    }
+    };
     for _ in 0..warmup {
-        d.send(msg()).await?;
-        recv_ok(&mut d).await?;
+        send(&d)?;
+        recv_ok(&d)?;
     }
     emit(json!({"event": "ready"}));
     let mut errors = 0;
@@ -263,8 +265,8 @@ async fn raw_client(
                 break;
             }
             let t = Instant::now();
-            d.send(msg()).await?;
-            if !recv_ok(&mut d).await? {
+            send(&d)?;
+            if !recv_ok(&d)? {
                 errors += 1;
             }
             samples.push(t.elapsed());
@@ -278,19 +280,19 @@ async fn raw_client(
         let start = Instant::now();
         let mut sent_at = std::collections::VecDeque::new();
         for _ in 0..inflight {
-            d.send(msg()).await?;
+            send(&d)?;
             sent_at.push_back(Instant::now());
         }
         let mut samples = Vec::new();
         while !sent_at.is_empty() {
-            if !recv_ok(&mut d).await? {
+            if !recv_ok(&d)? {
                 errors += 1;
             }
             if let Some(t) = sent_at.pop_front() {
                 samples.push(t.elapsed());
             }
             if start.elapsed() < duration.min(cap) && samples.len() + sent_at.len() < max_count {
-                d.send(msg()).await?;
+                send(&d)?;
                 sent_at.push_back(Instant::now());
             }
         }

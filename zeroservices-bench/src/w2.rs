@@ -1,6 +1,7 @@
 //! W2 — event fan-out: one publisher, several subscriber processes; `framework` publishes with
 //! `Node::publish` and subscribes with `Node::subscribe` (peers found by static discovery),
-//! `raw` uses the `zeromq` crate's PUB/SUB with the same frames.
+//! `raw` uses libzmq's PUB/SUB alone (the `zmq` crate) with the same frames and no high-water
+//! mark, as the `zmq-raw` peer of WORKLOADS.md does.
 
 use std::io::BufRead;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -8,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::bail;
 use bytes::Bytes;
 use serde_json::{json, Value};
-use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 use zeroservices_core::{Node, StaticDiscovery, ZmqConfig};
 
 use crate::stats::{emit, env_or};
@@ -26,18 +26,15 @@ fn event(seq: u64) -> Value {
 
 enum Publisher {
     Framework(Node),
-    Raw(zeromq::PubSocket),
+    Raw(zmq::Socket),
 }
 
 impl Publisher {
     async fn send(&mut self, topic: &str, v: &Value) -> anyhow::Result<()> {
         match self {
             Publisher::Framework(n) => Ok(n.publish(topic, v).await?),
-            Publisher::Raw(p) => {
-                let mut m = ZmqMessage::from(Bytes::copy_from_slice(topic.as_bytes()));
-                m.push_back(Bytes::from(v.to_string()));
-                Ok(p.send(m).await?)
-            }
+            // A PUB send never blocks: it queues (HWM 0: without bound) or drops.
+            Publisher::Raw(p) => Ok(p.send_multipart([topic.as_bytes(), v.to_string().as_bytes()], 0)?),
         }
     }
 }
@@ -56,8 +53,9 @@ pub(crate) async fn publisher(imp: &str) -> anyhow::Result<()> {
                 .await?,
         ),
         "raw" => {
-            let mut s = zeromq::PubSocket::new();
-            s.bind(&format!("tcp://127.0.0.1:{port}")).await?;
+            let s = zmq::Context::new().socket(zmq::PUB)?;
+            s.set_sndhwm(0)?;
+            s.bind(&format!("tcp://127.0.0.1:{port}"))?;
             Publisher::Raw(s)
         }
         other => bail!("unknown implementation {other}"),
@@ -87,14 +85,8 @@ pub(crate) async fn publisher(imp: &str) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();
     // As WORKLOADS.md asks of event-loop peers: batches of publish calls, then one turn of the
-    // runtime so sockets can drain. The `zeromq` crate's PUB only writes to a subscriber's
-    // socket inside the next send (its try_send polls with a no-op waker), so the raw baseline
-    // drops 99.98% in batches of 1 000; it yields after every send, its most favourable pacing.
-    let batch = if matches!(p, Publisher::Raw(_)) {
-        1
-    } else {
-        1000
-    };
+    // runtime so sockets can drain (libzmq's own I/O thread writes the raw PUB's queue).
+    let batch = 1000;
     for seq in 0..events {
         p.send("bench", &event(seq)).await?;
         if seq % batch == batch - 1 {
@@ -116,21 +108,25 @@ enum Source {
         _node: Node,
         sub: zeroservices_core::Subscription,
     },
-    Raw(zeromq::SubSocket),
+    Raw(zmq::Socket),
 }
 
 impl Source {
-    /// The next event: (is it a `bench` event, its payload).
-    async fn next(&mut self) -> Option<(bool, Bytes)> {
+    /// The next event within `wait`: (is it a `bench` event, its payload).
+    async fn next(&mut self, wait: Duration) -> Option<(bool, Bytes)> {
         match self {
-            Source::Framework { sub, .. } => sub
-                .recv()
+            Source::Framework { sub, .. } => tokio::time::timeout(wait, sub.recv())
                 .await
+                .ok()
+                .flatten()
                 .map(|ev| (&*ev.topic == "bench", ev.payload)),
+            // The raw subscriber is the process's only work: a blocking receive with a timeout.
             Source::Raw(s) => loop {
-                let f = s.recv().await.ok()?.into_vec();
+                s.set_rcvtimeo(i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)).ok()?;
+                let mut f = s.recv_multipart(0).ok()?;
                 if f.len() == 2 {
-                    return Some((&f[0][..] == b"bench", f[1].clone()));
+                    let payload = Bytes::from(f.pop()?);
+                    return Some((f[0] == b"bench", payload));
                 }
             },
         }
@@ -156,20 +152,21 @@ pub(crate) async fn subscriber(imp: &str, index: usize) -> anyhow::Result<()> {
             Source::Framework { _node: node, sub }
         }
         "raw" => {
-            let mut s = zeromq::SubSocket::new();
-            s.subscribe("bench").await?;
-            s.subscribe("warmup").await?;
-            s.connect(&format!("tcp://127.0.0.1:{port}")).await?;
+            let s = zmq::Context::new().socket(zmq::SUB)?;
+            s.set_rcvhwm(0)?;
+            s.set_subscribe(b"bench")?;
+            s.set_subscribe(b"warmup")?;
+            s.connect(&format!("tcp://127.0.0.1:{port}"))?;
             Source::Raw(s)
         }
         other => bail!("unknown implementation {other}"),
     };
     // ready on the first warmup event
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), source.next()).await {
-            Ok(Some((false, _))) => break,
-            Ok(Some(_)) => {}
-            _ => bail!("no warmup event within 30 s"),
+        match source.next(Duration::from_secs(30)).await {
+            Some((false, _)) => break,
+            Some(_) => {}
+            None => bail!("no warmup event within 30 s"),
         }
     }
     emit(json!({"event": "ready", "subscriber": index}));
@@ -190,7 +187,7 @@ pub(crate) async fn subscriber(imp: &str, index: usize) -> anyhow::Result<()> {
         } else {
             cap.saturating_sub(ready_at.elapsed())
         };
-        let Ok(Some((is_bench, payload))) = tokio::time::timeout(wait, source.next()).await else {
+        let Some((is_bench, payload)) = source.next(wait).await else {
             break if received > 0 { "idle" } else { "time cap" };
         };
         if !is_bench {
