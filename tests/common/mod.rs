@@ -96,10 +96,20 @@ impl Drop for Proc {
 }
 
 /// Starts `cmd` (stdout captured line by line, stderr inherited so failures are visible).
-pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .stdin(Stdio::null());
+pub fn spawn(name: &str, cmd: Command) -> Proc {
+    spawn_with_stderr(name, cmd, Stdio::inherit())
+}
+
+/// [`spawn_ready`] with stderr (the log) written to `log`.
+pub fn spawn_ready_logged(name: &str, cmd: Command, log: &std::path::Path) -> Proc {
+    let f = std::fs::File::create(log).expect("log file");
+    let p = spawn_with_stderr(name, cmd, Stdio::from(f));
+    p.wait_line("\"ready\"", Duration::from_secs(10));
+    p
+}
+
+fn spawn_with_stderr(name: &str, mut cmd: Command, stderr: Stdio) -> Proc {
+    cmd.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
     cmd.env(
         "ZEROSERVICES_LOG",
         std::env::var("ZEROSERVICES_LOG").unwrap_or_else(|_| "warn".into()),

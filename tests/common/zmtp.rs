@@ -36,9 +36,9 @@ pub fn frame(body: &[u8], more: bool) -> Vec<u8> {
     f
 }
 
-/// The 9 bytes of a long command frame header declaring `2^50` bytes, plus the flags byte: 10.
-pub fn huge_frame_header() -> [u8; 10] {
-    let mut h = [0u8; 10];
+/// A long command frame header declaring `2^50` bytes: the flags byte and a big-endian u64.
+pub fn huge_frame_header() -> [u8; 9] {
+    let mut h = [0u8; 9];
     h[0] = 0x06; // LONG | COMMAND
     h[1..].copy_from_slice(&(1u64 << 50).to_be_bytes());
     h

@@ -2,7 +2,11 @@
 //! peer's publisher. Each is owned by one task.
 //!
 //! An XPUB rather than a PUB so that the publisher sees subscriptions arrive: until a first
-//! subscriber is there, publishing skips the task entirely.
+//! subscriber is there, publishing skips the task entirely. Only subscriptions arrive on it, so
+//! its `ZMQ_MAXMSGSIZE` is the longest topic prefix: one SUBSCRIBE cannot make libzmq build a
+//! trie node for each of millions of bytes. Known limit: libzmq keeps every distinct prefix a
+//! connection subscribes to, without bound (a million distinct SUBSCRIBEs grow a node by about
+//! 210 MiB); see the transport issue's note.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +20,18 @@ use crate::error::Result;
 use crate::medium::envelope::{self, Key};
 use crate::medium::Incoming;
 
-/// Events read from the publish queue in one go.
+/// Events (or subscriptions) handled in one go.
 const BATCH: usize = 512;
+/// Longest subscription prefix (bytes): a topic is `<collection>.<action>.<id>`, ids ≤ 512.
+pub(super) const MAX_PREFIX: i64 = 2048;
+
 
 /// Binds the XPUB socket.
 pub(super) fn bind(endpoint: &str) -> Result<(AsyncSocket, String)> {
     let sock = context().socket(zmq::XPUB)?;
     harden(&sock)?;
+    // Only subscriptions arrive on an XPUB: nothing longer than a prefix is read.
+    sock.set_maxmsgsize(MAX_PREFIX + 1)?;
     sock.set_ipv6(endpoint.starts_with("tcp://["))?;
     sock.bind(endpoint)?;
     let bound = super::router::last_endpoint(&sock)?;
@@ -48,15 +57,25 @@ pub(super) async fn publisher(
                     }
                 }
             }
-            sub = xpub.recv() => match sub {
-                // A subscription is `0x01 + prefix`, a cancellation `0x00 + prefix`.
-                Ok(frames) => {
-                    if frames.first().and_then(|f| f.first()) == Some(&1) {
-                        subscribed.store(true, Ordering::Release);
+            sub = xpub.recv() => {
+                let mut next = Some(sub);
+                let mut n = 0;
+                while let Some(sub) = next.take() {
+                    match sub {
+                        // A subscription is `0x01 + prefix`, a cancellation `0x00 + prefix`.
+                        Ok(frames) => {
+                            if frames.first().and_then(|f| f.first()) == Some(&1) {
+                                subscribed.store(true, Ordering::Release);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "publisher: receive failed"),
+                    }
+                    n += 1;
+                    if n < BATCH {
+                        next = xpub.try_recv().transpose();
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "publisher: receive failed"),
-            },
+            }
         }
     }
 }
