@@ -104,14 +104,12 @@ fn hostile_frames_are_dropped_and_the_node_keeps_serving() {
         "bad_request"
     );
     assert_eq!(
-        error_code(
-            &call(
-                &d,
-                b"4",
-                b"resource",
-                br#"{"collection":"power","action":"create","args":5}"#
-            )
-        ),
+        error_code(&call(
+            &d,
+            b"4",
+            b"resource",
+            br#"{"collection":"power","action":"create","args":5}"#
+        )),
         "bad_request"
     );
     assert_eq!(error_code(&call(&d, b"5", b"resource", br#"{"collection":"power","action":"patch","resource_id":"x","args":{"patch":{"$bogus":{}}}}"#)), "bad_request");

@@ -25,9 +25,22 @@ struct Target {
 fn start(key: Option<&std::path::Path>) -> Target {
     let (router, publish, http) = (free_port(), free_port(), free_port());
     let mut c = Command::new(bin());
-    c.args(["serve", "--name", "target", "--store", "memory", "--collection", "power"]);
+    c.args([
+        "serve",
+        "--name",
+        "target",
+        "--store",
+        "memory",
+        "--collection",
+        "power",
+    ]);
     c.args(["--discovery", "none", "--bind", "127.0.0.1"]);
-    c.args(["--router-port", &router.to_string(), "--pub-port", &publish.to_string()]);
+    c.args([
+        "--router-port",
+        &router.to_string(),
+        "--pub-port",
+        &publish.to_string(),
+    ]);
     c.args(["--http", &format!("127.0.0.1:{http}")]);
     if let Some(k) = key {
         c.arg("--cluster-key-file").arg(k);
@@ -108,8 +121,8 @@ impl Target {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -213,7 +226,11 @@ fn connections_that_never_greet_or_close_at_once_give_their_fds_back() {
         }
         drop(TcpStream::connect(("127.0.0.1", port)));
     }
-    assert!(idle.len() >= 1900, "only {} idle connections made", idle.len());
+    assert!(
+        idle.len() >= 1900,
+        "only {} idle connections made",
+        idle.len()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut now = t.open_fds();
     while now > baseline + 10 {
@@ -281,7 +298,10 @@ fn a_client_that_never_reads_its_pings_does_not_slow_the_others() {
     }
     let d = t.dealer();
     let p99 = create_p99(&t, &d, 2000);
-    assert!(p99 < 10.0, "other clients' p99 {p99:.2} ms while a DEALER floods pings");
+    assert!(
+        p99 < 10.0,
+        "other clients' p99 {p99:.2} ms while a DEALER floods pings"
+    );
     t.assert_serving("after 200,000 unread pings");
 }
 
@@ -303,5 +323,9 @@ fn a_flood_of_command_frames_closes_that_connection_quietly() {
     t.assert_serving("after 100,000 command frames");
     let log = std::fs::read_to_string(&t.log).unwrap_or_default();
     assert!(!log.contains("panicked"), "a panic in the log");
-    assert!(log.lines().count() < 100, "{} log lines", log.lines().count());
+    assert!(
+        log.lines().count() < 100,
+        "{} log lines",
+        log.lines().count()
+    );
 }

@@ -109,7 +109,9 @@ pub fn spawn_ready_logged(name: &str, cmd: Command, log: &std::path::Path) -> Pr
 }
 
 fn spawn_with_stderr(name: &str, mut cmd: Command, stderr: Stdio) -> Proc {
-    cmd.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
+    cmd.stdout(Stdio::piped())
+        .stderr(stderr)
+        .stdin(Stdio::null());
     cmd.env(
         "ZEROSERVICES_LOG",
         std::env::var("ZEROSERVICES_LOG").unwrap_or_else(|_| "warn".into()),

@@ -47,7 +47,8 @@ pub fn huge_frame_header() -> [u8; 9] {
 /// Connects and exchanges greetings; with `socket_type`, also the READY commands.
 pub fn handshake(port: u16, socket_type: Option<&str>) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s.write_all(&greeting()).expect("greeting");
     let mut theirs = [0u8; 64];
     s.read_exact(&mut theirs).expect("peer greeting");
@@ -72,7 +73,12 @@ pub fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
             Err(_) => return true,
         }
     }

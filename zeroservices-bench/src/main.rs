@@ -1,5 +1,5 @@
 //! `zeroservices-bench`: the workloads of `../shared/bench/WORKLOADS.md` (W1 request/reply, W2
-//! event fan-out, W3 REST + realtime) on ZeroServices, beside a raw `zeromq` baseline and a
+//! event fan-out, W3 REST + realtime) on ZeroServices, beside a raw libzmq baseline and a
 //! bare axum baseline measured in the same run. Every participant is its own OS process on
 //! 127.0.0.1 and speaks the harness protocol (`BENCH_*` variables, JSON lines on stdout, stdin
 //! `go` and close), so an external driver can run them beside other frameworks.

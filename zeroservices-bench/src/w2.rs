@@ -34,7 +34,9 @@ impl Publisher {
         match self {
             Publisher::Framework(n) => Ok(n.publish(topic, v).await?),
             // A PUB send never blocks: it queues (HWM 0: without bound) or drops.
-            Publisher::Raw(p) => Ok(p.send_multipart([topic.as_bytes(), v.to_string().as_bytes()], 0)?),
+            Publisher::Raw(p) => {
+                Ok(p.send_multipart([topic.as_bytes(), v.to_string().as_bytes()], 0)?)
+            }
         }
     }
 }
@@ -122,7 +124,8 @@ impl Source {
                 .map(|ev| (&*ev.topic == "bench", ev.payload)),
             // The raw subscriber is the process's only work: a blocking receive with a timeout.
             Source::Raw(s) => loop {
-                s.set_rcvtimeo(i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)).ok()?;
+                s.set_rcvtimeo(i32::try_from(wait.as_millis()).unwrap_or(i32::MAX))
+                    .ok()?;
                 let mut f = s.recv_multipart(0).ok()?;
                 if f.len() == 2 {
                     let payload = Bytes::from(f.pop()?);

@@ -322,7 +322,11 @@ mod tests {
         d.mark_down("a");
         assert_eq!(d.providers("power"), vec!["b".to_string()]);
         d.upsert(ann("a", "tcp://h:1", &["power"]), false);
-        assert_eq!(d.providers("power"), vec!["b".to_string()], "a relayed announcement is not enough");
+        assert_eq!(
+            d.providers("power"),
+            vec!["b".to_string()],
+            "a relayed announcement is not enough"
+        );
         d.upsert(ann("a", "tcp://h:1", &["power"]), true);
         assert_eq!(d.providers("power").len(), 2);
     }
@@ -337,8 +341,13 @@ mod tests {
             let r = d.upsert(ann(&id, &format!("tcp://f:{i}"), &[]), true);
             if i >= MAX_PEERS - 1 {
                 match r {
-                    Upsert::Joined { evicted: Some(p), .. } => {
-                        assert!(p.announcement.node_id.starts_with("forged-"), "evicted {p:?}")
+                    Upsert::Joined {
+                        evicted: Some(p), ..
+                    } => {
+                        assert!(
+                            p.announcement.node_id.starts_with("forged-"),
+                            "evicted {p:?}"
+                        )
                     }
                     other => panic!("expected an eviction, got {other:?}"),
                 }
@@ -350,7 +359,10 @@ mod tests {
         for p in d.peers() {
             d.set_rtt(&p.announcement.node_id, Duration::from_millis(1));
         }
-        assert!(matches!(d.upsert(ann("late", "tcp://l:1", &[]), true), Upsert::Refused));
+        assert!(matches!(
+            d.upsert(ann("late", "tcp://l:1", &[]), true),
+            Upsert::Refused
+        ));
     }
 
     #[test]

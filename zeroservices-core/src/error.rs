@@ -130,7 +130,6 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,7 +149,10 @@ pub fn open_request(key: Option<&ClusterKey>, frames: Vec<Bytes>) -> Opened {
             if kind_str.len() > 64 {
                 return answer(rid, Error::BadRequest("unknown message type".into()));
             }
-            return answer(rid, Error::BadRequest(format!("unknown message type {other:?}")));
+            return answer(
+                rid,
+                Error::BadRequest(format!("unknown message type {other:?}")),
+            );
         }
     };
     if body.len() > MAX_BODY_BYTES {
@@ -230,7 +233,10 @@ mod tests {
             panic!("ping not answered")
         };
         assert_eq!(rid, b("7"));
-        assert_eq!(crate::protocol::decode_reply(&body).ok(), Some(serde_json::json!({})));
+        assert_eq!(
+            crate::protocol::decode_reply(&body).ok(),
+            Some(serde_json::json!({}))
+        );
     }
 
     #[test]

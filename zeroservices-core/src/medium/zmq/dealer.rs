@@ -138,7 +138,10 @@ fn open(endpoint: &str) -> Result<(AsyncSocket, AsyncSocket)> {
     // Queue nothing for a connection that is not up: a send then fails at once.
     dealer.set_immediate(true)?;
     dealer.set_ipv6(endpoint.starts_with("tcp://["))?;
-    let monitor_ep = format!("inproc://zs-dealer-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let monitor_ep = format!(
+        "inproc://zs-dealer-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     dealer.monitor(&monitor_ep, WATCHED)?;
     let monitor = ctx.socket(zmq::PAIR)?;
     monitor.connect(&monitor_ep)?;
@@ -198,7 +201,9 @@ impl Conn {
             (Err(e), Some(r)) => {
                 let _ = r.send(Err(e));
             }
-            (Err(e), None) => tracing::debug!(endpoint = %self.endpoint, error = %e, "dealer: one-way message not sent"),
+            (Err(e), None) => {
+                tracing::debug!(endpoint = %self.endpoint, error = %e, "dealer: one-way message not sent")
+            }
         }
     }
 

@@ -153,7 +153,13 @@ impl ZmqMedium {
                 subscribed.clone(),
                 key.clone(),
             )),
-            TaskGuard::spawn(pubsub::subscriber(sub_rx, prefixes_rx, inbox_tx, key)),
+            TaskGuard::spawn(pubsub::subscriber(
+                cfg.bind.is_ipv6(),
+                sub_rx,
+                prefixes_rx,
+                inbox_tx,
+                key,
+            )),
         ];
         let medium = ZmqMedium {
             endpoints,
@@ -205,7 +211,10 @@ impl Medium for ZmqMedium {
             .unwrap_or_else(|p| p.into_inner())
             .insert(node_id.to_owned(), conn);
         if let Some(old) = old {
-            let _ = self.sub_tx.send(SubCmd::Disconnect(old.endpoints.publish)).await;
+            let _ = self
+                .sub_tx
+                .send(SubCmd::Disconnect(old.endpoints.publish))
+                .await;
         }
         self.sub_tx
             .send(SubCmd::Connect(endpoints.publish.clone()))

@@ -25,7 +25,6 @@ const BATCH: usize = 512;
 /// Longest subscription prefix (bytes): a topic is `<collection>.<action>.<id>`, ids ≤ 512.
 pub(super) const MAX_PREFIX: i64 = 2048;
 
-
 /// Binds the XPUB socket.
 pub(super) fn bind(endpoint: &str) -> Result<(AsyncSocket, String)> {
     let sock = context().socket(zmq::XPUB)?;
@@ -109,12 +108,13 @@ fn zmq_prefix(p: &str) -> &str {
 /// Owns the SUB socket: connects and disconnects peers, follows the node's subscriptions and
 /// forwards verified events to the inbox.
 pub(super) async fn subscriber(
+    ipv6: bool,
     mut cmds: mpsc::Receiver<SubCmd>,
     mut prefixes: watch::Receiver<Vec<String>>,
     inbox: mpsc::Sender<Incoming>,
     key: Key,
 ) {
-    let mut sub = match open_sub() {
+    let mut sub = match open_sub(ipv6) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "subscriber: cannot open a SUB socket; no events will arrive");
@@ -170,10 +170,12 @@ pub(super) async fn subscriber(
     }
 }
 
-fn open_sub() -> Result<AsyncSocket> {
+/// The SUB socket; IPv6 endpoints only when the node itself is on IPv6 (an IPv6 socket to an
+/// IPv4 peer needs IPv4-mapped addresses, which a host may not route).
+fn open_sub(ipv6: bool) -> Result<AsyncSocket> {
     let sock = context().socket(zmq::SUB)?;
     harden(&sock)?;
-    sock.set_ipv6(true)?;
+    sock.set_ipv6(ipv6)?;
     AsyncSocket::new(sock)
 }
 
