@@ -38,7 +38,7 @@ pub enum Upsert {
         /// The node this one replaces, if any.
         replaced: Option<PeerInfo>,
         /// A peer that never answered, evicted to make room (the table is full).
-        evicted: Option<PeerInfo>,
+        evicted: Option<Box<PeerInfo>>,
     },
     /// The table is full of peers that answered: the newcomer is not recorded.
     Refused,
@@ -131,7 +131,7 @@ impl Directory {
                 .min_by_key(|p| p.last_seen)
                 .map(|p| p.announcement.node_id.clone());
             match stalest {
-                Some(id) => evicted = inner.peers.remove(&id),
+                Some(id) => evicted = inner.peers.remove(&id).map(Box::new),
                 None => return Upsert::Refused,
             }
         }

@@ -873,7 +873,7 @@ impl Node {
         }
         match self.inner.directory.upsert(a.clone(), h.direct) {
             Upsert::Joined { replaced, evicted } => {
-                for old in replaced.into_iter().chain(evicted) {
+                for old in replaced.into_iter().chain(evicted.map(|b| *b)) {
                     self.peer_left(old.announcement).await;
                 }
                 if let Err(e) = self
