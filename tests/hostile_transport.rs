@@ -329,3 +329,67 @@ fn a_flood_of_command_frames_closes_that_connection_quietly() {
         log.lines().count()
     );
 }
+
+#[test]
+fn a_subscriber_that_never_reads_neither_stops_events_nor_loses_them_for_others() {
+    let mut t = start(None);
+    let ctx = zmq::Context::new();
+    let publish = format!("tcp://127.0.0.1:{}", t.publish);
+    let stuck = ctx.socket(zmq::SUB).expect("sub");
+    stuck.set_rcvhwm(10).expect("hwm");
+    stuck.set_subscribe(b"").expect("subscribe");
+    stuck.connect(&publish).expect("connect");
+    let healthy = ctx.socket(zmq::SUB).expect("sub");
+    healthy.set_rcvhwm(0).expect("hwm");
+    healthy.set_rcvtimeo(10_000).expect("timeout");
+    healthy.set_subscribe(b"power.create").expect("subscribe");
+    healthy.connect(&publish).expect("connect");
+    let d = t.dealer();
+    d.set_sndhwm(0).expect("hwm");
+    // Both subscriptions reach the node before the burst.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(t.create(&d, 0), "warm-up create");
+        if healthy.recv_multipart(zmq::DONTWAIT).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event reached the healthy subscriber");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while healthy.recv_multipart(zmq::DONTWAIT).is_ok() {}
+    const N: u64 = 40_000;
+    let start = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let mut got = 0u64;
+        while got < N {
+            match healthy.recv_multipart(0) {
+                Ok(_) => got += 1,
+                Err(_) => break, // 10 s without an event
+            }
+        }
+        got
+    });
+    for i in 0..N {
+        let body = format!(
+            r#"{{"collection":"power","action":"create","args":{{"resource_data":{{"value":{i}}}}}}}"#
+        );
+        d.send_multipart([&i.to_be_bytes()[..], b"resource", body.as_bytes()], 0)
+            .expect("send");
+    }
+    let mut ok = 0;
+    for _ in 0..N {
+        let Ok(frames) = d.recv_multipart(0) else { break };
+        let v: Value = serde_json::from_slice(&frames[2]).unwrap_or(Value::Null);
+        ok += u64::from(v["ok"] == true);
+    }
+    assert_eq!(ok, N, "every create answered");
+    let got = reader.join().expect("reader");
+    assert_eq!(got, N, "the healthy subscriber missed events");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{N} creates took {:?} with a stuck subscriber",
+        start.elapsed()
+    );
+    drop(stuck);
+    t.assert_serving("after a stuck subscriber");
+}

@@ -2,7 +2,14 @@
 //! peer's publisher. Each is owned by one task.
 //!
 //! An XPUB rather than a PUB so that the publisher sees subscriptions arrive: until a first
-//! subscriber is there, publishing skips the task entirely. Only subscriptions arrive on it, so
+//! subscriber is there, publishing skips the task entirely.
+//!
+//! A subscriber that keeps up loses nothing: the XPUB runs with `ZMQ_XPUB_NODROP`, so when a
+//! subscriber's queue is full the publisher waits for it (and `Medium::publish` waits in turn:
+//! back-pressure up to the writer). It waits at most [`STALL`]; a subscriber still full then
+//! is treated as stuck: for [`DROP_PERIOD`] the XPUB drops for full queues (ZeroMQ's usual
+//! rule, `seq` tells that subscriber), so one reader that never reads costs the others at most
+//! `STALL` per `DROP_PERIOD`. Only subscriptions arrive on it, so
 //! its `ZMQ_MAXMSGSIZE` is the longest topic prefix: one SUBSCRIBE cannot make libzmq build a
 //! trie node for each of millions of bytes. Known limit: libzmq keeps every distinct prefix a
 //! connection subscribes to, without bound (a million distinct SUBSCRIBEs grow a node by about
@@ -11,17 +18,23 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 use tokio::sync::{mpsc, watch};
 
-use super::socket::{context, harden, AsyncSocket};
+use super::socket::{context, harden, set_int_option, AsyncSocket};
 use crate::error::Result;
 use crate::medium::envelope::{self, Key};
 use crate::medium::Incoming;
 
 /// Events (or subscriptions) handled in one go.
 const BATCH: usize = 512;
+/// Longest wait for a full subscriber queue before that subscriber is considered stuck.
+pub(super) const STALL: Duration = Duration::from_millis(100);
+/// How long the XPUB drops for full queues once a subscriber was stuck.
+pub(super) const DROP_PERIOD: Duration = Duration::from_secs(1);
 /// Longest subscription prefix (bytes): a topic is `<collection>.<action>.<id>`, ids ≤ 512.
 pub(super) const MAX_PREFIX: i64 = 2048;
 
@@ -34,57 +47,108 @@ pub(super) fn bind(endpoint: &str) -> Result<(AsyncSocket, String)> {
     sock.set_ipv6(endpoint.starts_with("tcp://["))?;
     sock.bind(endpoint)?;
     let bound = super::router::last_endpoint(&sock)?;
-    Ok((AsyncSocket::new(sock)?, bound))
+    let mut sock = AsyncSocket::new(sock)?;
+    set_int_option(&mut sock, zmq_sys::ZMQ_XPUB_NODROP, 1)?;
+    Ok((sock, bound))
 }
 
-/// Publishes what arrives on `rx` until the medium drops its sender.
-pub(super) async fn publisher(
-    mut xpub: AsyncSocket,
-    mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
-    subscribed: Arc<AtomicBool>,
+/// The XPUB and its flow-control state.
+struct Xpub {
+    sock: AsyncSocket,
     key: Key,
-) {
-    loop {
-        tokio::select! {
-            m = rx.recv() => {
-                let Some((topic, payload)) = m else { return };
-                send(&mut xpub, &topic, payload, &key);
-                for _ in 1..BATCH {
-                    match rx.try_recv() {
-                        Ok((topic, payload)) => send(&mut xpub, &topic, payload, &key),
-                        Err(_) => break,
+    subscribed: Arc<AtomicBool>,
+    /// Dropping for full queues until then (a subscriber was stuck).
+    lossy_until: Option<Instant>,
+}
+
+impl Xpub {
+    /// Reads the subscriptions waiting (at most a batch).
+    fn read_subscriptions(&mut self, first: Option<Result<Vec<Bytes>>>) {
+        let mut next = first.or_else(|| self.sock.try_recv().transpose());
+        let mut n = 0;
+        while let Some(sub) = next.take() {
+            match sub {
+                // A subscription is `0x01 + prefix`, a cancellation `0x00 + prefix`.
+                Ok(frames) => {
+                    if frames.first().and_then(|f| f.first()) == Some(&1) {
+                        self.subscribed.store(true, Ordering::Release);
                     }
+                }
+                Err(e) => tracing::warn!(error = %e, "publisher: receive failed"),
+            }
+            n += 1;
+            if n < BATCH {
+                next = self.sock.try_recv().transpose();
+            }
+        }
+    }
+
+    fn set_lossy(&mut self, lossy: bool) {
+        if let Err(e) = set_int_option(&mut self.sock, zmq_sys::ZMQ_XPUB_NODROP, i32::from(!lossy)) {
+            tracing::warn!(error = %e, "publisher: cannot switch ZMQ_XPUB_NODROP");
+        }
+    }
+
+    /// Sends one event, waiting (at most [`STALL`]) for a full subscriber queue.
+    async fn send(&mut self, topic: &str, payload: Bytes) {
+        if self.lossy_until.is_some_and(|t| t <= Instant::now()) {
+            self.lossy_until = None;
+            self.set_lossy(false);
+        }
+        let frames = envelope::seal_event(self.key.as_deref(), topic, payload);
+        let deadline = Instant::now() + STALL;
+        loop {
+            match self.sock.try_send(&frames) {
+                Ok(true) => return,
+                Ok(false) => {} // a subscriber's queue is full
+                Err(e) => {
+                    tracing::warn!(error = %e, "publisher: send failed");
+                    return;
                 }
             }
-            sub = xpub.recv() => {
-                let mut next = Some(sub);
-                let mut n = 0;
-                while let Some(sub) = next.take() {
-                    match sub {
-                        // A subscription is `0x01 + prefix`, a cancellation `0x00 + prefix`.
-                        Ok(frames) => {
-                            if frames.first().and_then(|f| f.first()) == Some(&1) {
-                                subscribed.store(true, Ordering::Release);
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "publisher: receive failed"),
-                    }
-                    n += 1;
-                    if n < BATCH {
-                        next = xpub.try_recv().transpose();
-                    }
+            self.read_subscriptions(None);
+            if tokio::time::timeout_at(deadline, self.sock.wait()).await.is_err() {
+                tracing::warn!(
+                    "publisher: a subscriber is stuck; dropping for full queues for {DROP_PERIOD:?}"
+                );
+                self.set_lossy(true);
+                self.lossy_until = Some(Instant::now() + DROP_PERIOD);
+                if let Err(e) = self.sock.try_send(&frames) {
+                    tracing::warn!(error = %e, "publisher: send failed");
                 }
+                return;
             }
         }
     }
 }
 
-fn send(xpub: &mut AsyncSocket, topic: &str, payload: Bytes, key: &Key) {
-    let frames = envelope::seal_event(key.as_deref(), topic, payload);
-    // XPUB never blocks: a subscriber whose queue is full misses the event (ZeroMQ's rule);
-    // the event's `seq` tells it so.
-    if let Err(e) = xpub.try_send(&frames) {
-        tracing::warn!(error = %e, "publisher: send failed");
+/// Publishes what arrives on `rx` until the medium drops its sender.
+pub(super) async fn publisher(
+    sock: AsyncSocket,
+    mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
+    subscribed: Arc<AtomicBool>,
+    key: Key,
+) {
+    let mut xpub = Xpub {
+        sock,
+        key,
+        subscribed,
+        lossy_until: None,
+    };
+    loop {
+        tokio::select! {
+            m = rx.recv() => {
+                let Some((topic, payload)) = m else { return };
+                xpub.send(&topic, payload).await;
+                for _ in 1..BATCH {
+                    match rx.try_recv() {
+                        Ok((topic, payload)) => xpub.send(&topic, payload).await,
+                        Err(_) => break,
+                    }
+                }
+            }
+            sub = xpub.sock.recv() => xpub.read_subscriptions(Some(sub)),
+        }
     }
 }
 

@@ -117,6 +117,27 @@ impl AsyncSocket {
     }
 }
 
+/// Sets an integer option the `zmq` crate has no setter for (e.g. `ZMQ_XPUB_NODROP`).
+pub(super) fn set_int_option(sock: &mut AsyncSocket, option: u32, value: i32) -> Result<()> {
+    let raw = sock.sock.as_mut_ptr();
+    // SAFETY: `raw` is this live socket, borrowed mutably so no other call runs on it, and
+    // the value is an int of the size given, as zmq_setsockopt(3) asks of integer options.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            raw,
+            option as std::os::raw::c_int,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: zmq_errno only reads the calling thread's errno.
+        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }).into())
+    }
+}
+
 /// Options every socket of a node gets (see docs/architecture.md, "Transport").
 pub(super) fn harden(sock: &zmq::Socket) -> Result<()> {
     // A frame over the protocol's body limit closes the connection before it is read.
