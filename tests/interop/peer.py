@@ -97,7 +97,7 @@ def main():
     t.start()
 
     sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"power")
+    sub.setsockopt(zmq.SUBSCRIBE, b"power")  # plus the dot-boundary check below (protocol.md §5)
     sub.connect(pub_ep)
     dealer = ctx.socket(zmq.DEALER)
     dealer.connect(req_ep)
@@ -122,9 +122,12 @@ def main():
         fail("create: %r" % reply)
     rid = reply["data"]["resource_id"]
 
-    if not sub.poll(5000):
-        fail("no event within 5 s")
-    topic, payload = sub.recv_multipart()
+    while True:  # the first event under `power`, at a dot boundary
+        if not sub.poll(5000):
+            fail("no event within 5 s")
+        topic, payload = sub.recv_multipart()
+        if topic == b"power" or topic.startswith(b"power."):
+            break
     event = json.loads(payload)
     if topic.decode() != "power.create." + rid:
         fail("event topic %r" % topic)

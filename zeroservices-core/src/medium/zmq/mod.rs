@@ -148,6 +148,7 @@ impl ZmqMedium {
         let tasks = [
             TaskGuard::spawn(router::run(router, inbox_tx.clone(), key.clone())),
             TaskGuard::spawn(pubsub::publisher(
+                pep.clone(),
                 xpub,
                 pub_rx,
                 subscribed.clone(),

@@ -4,25 +4,32 @@
 //! An XPUB rather than a PUB so that the publisher sees subscriptions arrive: until a first
 //! subscriber is there, publishing skips the task entirely.
 //!
+//! Subscriptions are bounded. libzmq keeps every distinct prefix any connection subscribes to
+//! in a trie with a node per byte and no limit (a million distinct SUBSCRIBEs from one stranger
+//! grew a node by over 200 MiB). So: a prefix longer than [`MAX_PREFIX`] closes its connection
+//! (`ZMQ_MAXMSGSIZE`); the XPUB's receive high-water mark is tiny, so libzmq takes in only a
+//! few subscriptions per read and the task sees them as they come; and once the distinct
+//! prefixes pass [`MAX_PREFIX_BYTES`], the XPUB is closed and bound again on the same endpoint,
+//! which drops every connection with its subscriptions. Real subscribers reconnect and subscribe
+//! again within libzmq's reconnect interval (events in that gap are missed, `seq` says so); the
+//! flooder starts over. Nodes themselves subscribe to the empty prefix only (see
+//! `apply_prefixes`), so a cluster never comes near the cap by itself.
+//!
 //! A subscriber that keeps up loses nothing: the XPUB runs with `ZMQ_XPUB_NODROP`, so when a
 //! subscriber's queue is full the publisher waits for it (and `Medium::publish` waits in turn:
 //! back-pressure up to the writer). It waits at most [`STALL`]; a subscriber still full then
 //! is treated as stuck: for [`DROP_PERIOD`] the XPUB drops for full queues (ZeroMQ's usual
 //! rule, `seq` tells that subscriber), so one reader that never reads costs the others at most
-//! `STALL` per `DROP_PERIOD`. Only subscriptions arrive on it, so
-//! its `ZMQ_MAXMSGSIZE` is the longest topic prefix: one SUBSCRIBE cannot make libzmq build a
-//! trie node for each of millions of bytes. Known limit: libzmq keeps every distinct prefix a
-//! connection subscribes to, without bound (a million distinct SUBSCRIBEs grow a node by about
-//! 210 MiB); see the transport issue's note.
+//! `STALL` per `DROP_PERIOD`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::Instant;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::socket::{context, harden, set_int_option, AsyncSocket};
 use crate::error::Result;
@@ -35,15 +42,21 @@ const BATCH: usize = 512;
 pub(super) const STALL: Duration = Duration::from_millis(100);
 /// How long the XPUB drops for full queues once a subscriber was stuck.
 pub(super) const DROP_PERIOD: Duration = Duration::from_secs(1);
-/// Longest subscription prefix (bytes): a topic is `<collection>.<action>.<id>`, ids ≤ 512.
+/// Longest subscription (bytes, with its `0x01`/command header): a topic is
+/// `<collection>.<action>.<id>`, ids at most 512 bytes.
 pub(super) const MAX_PREFIX: i64 = 2048;
+/// Bytes of distinct subscribed prefixes past which the XPUB is bound again.
+pub(super) const MAX_PREFIX_BYTES: usize = 64 * 1024;
+/// Subscriptions libzmq queues per connection before it stops reading that connection.
+const SUBSCRIPTION_HWM: i32 = 16;
 
 /// Binds the XPUB socket.
 pub(super) fn bind(endpoint: &str) -> Result<(AsyncSocket, String)> {
     let sock = context().socket(zmq::XPUB)?;
     harden(&sock)?;
-    // Only subscriptions arrive on an XPUB: nothing longer than a prefix is read.
-    sock.set_maxmsgsize(MAX_PREFIX + 1)?;
+    // Only subscriptions arrive on an XPUB: nothing longer than one is read, and few at a time.
+    sock.set_maxmsgsize(MAX_PREFIX)?;
+    sock.set_rcvhwm(SUBSCRIPTION_HWM)?;
     sock.set_ipv6(endpoint.starts_with("tcp://["))?;
     sock.bind(endpoint)?;
     let bound = super::router::last_endpoint(&sock)?;
@@ -54,7 +67,12 @@ pub(super) fn bind(endpoint: &str) -> Result<(AsyncSocket, String)> {
 
 /// The XPUB and its flow-control state.
 struct Xpub {
+    endpoint: String,
     sock: AsyncSocket,
+    /// The distinct prefixes subscribed now, as libzmq reports them (first subscription to a
+    /// prefix; departure of its last subscriber, by cancel or disconnect).
+    prefixes: std::collections::HashSet<Bytes>,
+    prefix_bytes: usize,
     key: Key,
     subscribed: Arc<AtomicBool>,
     /// Dropping for full queues until then (a subscriber was stuck).
@@ -68,23 +86,76 @@ impl Xpub {
         let mut n = 0;
         while let Some(sub) = next.take() {
             match sub {
-                // A subscription is `0x01 + prefix`, a cancellation `0x00 + prefix`.
-                Ok(frames) => {
-                    if frames.first().and_then(|f| f.first()) == Some(&1) {
-                        self.subscribed.store(true, Ordering::Release);
-                    }
-                }
+                Ok(frames) => self.apply(frames.first()),
                 Err(e) => tracing::warn!(error = %e, "publisher: receive failed"),
             }
             n += 1;
-            if n < BATCH {
+            if n < BATCH && self.prefix_bytes <= MAX_PREFIX_BYTES {
                 next = self.sock.try_recv().transpose();
             }
         }
     }
 
+    /// A first subscription to a prefix (`0x01 + prefix`) or the end of its last one
+    /// (`0x00 + prefix`).
+    fn apply(&mut self, msg: Option<&Bytes>) {
+        let Some(msg) = msg else { return };
+        match msg.first() {
+            Some(1) => {
+                self.subscribed.store(true, Ordering::Release);
+                if self.prefixes.insert(msg.slice(1..)) {
+                    self.prefix_bytes += msg.len();
+                }
+            }
+            Some(0) => {
+                if self.prefixes.remove(&msg[1..]) {
+                    self.prefix_bytes -= msg.len();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Binds the XPUB again when its subscriptions passed the cap (see the module docs).
+    /// False when the endpoint cannot be bound again (publishing stops).
+    async fn rebind_if_flooded(&mut self) -> bool {
+        if self.prefix_bytes <= MAX_PREFIX_BYTES {
+            return true;
+        }
+        tracing::warn!(endpoint = %self.endpoint, "publisher: too many distinct subscriptions; binding again (subscribers reconnect)");
+        // Closing first frees the port (libzmq closes the listener in its I/O thread).
+        self.prefixes.clear();
+        self.prefix_bytes = 0;
+        self.lossy_until = None;
+        let placeholder = match context()
+            .socket(zmq::XPUB)
+            .map_err(Into::into)
+            .and_then(AsyncSocket::new)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "publisher: cannot open a socket; events stop");
+                return false;
+            }
+        };
+        // The old socket is closed here, before binding its endpoint again.
+        drop(std::mem::replace(&mut self.sock, placeholder));
+        for _ in 0..100 {
+            match bind(&self.endpoint) {
+                Ok((sock, _)) => {
+                    self.sock = sock;
+                    return true;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        tracing::error!(endpoint = %self.endpoint, "publisher: cannot bind the publish endpoint again; events stop");
+        false
+    }
+
     fn set_lossy(&mut self, lossy: bool) {
-        if let Err(e) = set_int_option(&mut self.sock, zmq_sys::ZMQ_XPUB_NODROP, i32::from(!lossy)) {
+        if let Err(e) = set_int_option(&mut self.sock, zmq_sys::ZMQ_XPUB_NODROP, i32::from(!lossy))
+        {
             tracing::warn!(error = %e, "publisher: cannot switch ZMQ_XPUB_NODROP");
         }
     }
@@ -107,7 +178,13 @@ impl Xpub {
                 }
             }
             self.read_subscriptions(None);
-            if tokio::time::timeout_at(deadline, self.sock.wait()).await.is_err() {
+            if !self.rebind_if_flooded().await {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, self.sock.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     "publisher: a subscriber is stuck; dropping for full queues for {DROP_PERIOD:?}"
                 );
@@ -124,13 +201,17 @@ impl Xpub {
 
 /// Publishes what arrives on `rx` until the medium drops its sender.
 pub(super) async fn publisher(
+    endpoint: String,
     sock: AsyncSocket,
     mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
     subscribed: Arc<AtomicBool>,
     key: Key,
 ) {
     let mut xpub = Xpub {
+        endpoint,
         sock,
+        prefixes: std::collections::HashSet::new(),
+        prefix_bytes: 0,
         key,
         subscribed,
         lossy_until: None,
@@ -147,7 +228,12 @@ pub(super) async fn publisher(
                     }
                 }
             }
-            sub = xpub.sock.recv() => xpub.read_subscriptions(Some(sub)),
+            sub = xpub.sock.recv() => {
+                xpub.read_subscriptions(Some(sub));
+                if !xpub.rebind_if_flooded().await {
+                    return;
+                }
+            }
         }
     }
 }
@@ -159,14 +245,6 @@ pub(super) enum SubCmd {
     Connect(String),
     /// Stop receiving from it.
     Disconnect(String),
-}
-
-fn zmq_prefix(p: &str) -> &str {
-    if p == "*" {
-        ""
-    } else {
-        p
-    }
 }
 
 /// Owns the SUB socket: connects and disconnects peers, follows the node's subscriptions and
@@ -187,8 +265,8 @@ pub(super) async fn subscriber(
     };
     // Endpoint → number of peers using it (a restarted node may briefly share one).
     let mut connected: HashMap<String, usize> = HashMap::new();
-    let mut current: BTreeSet<String> = BTreeSet::new();
-    apply_prefixes(&sub, &mut current, &prefixes.borrow_and_update());
+    let mut everything = false;
+    apply_prefixes(&sub, &mut everything, &prefixes.borrow_and_update());
     loop {
         tokio::select! {
             cmd = cmds.recv() => match cmd {
@@ -217,7 +295,7 @@ pub(super) async fn subscriber(
                 if changed.is_err() {
                     return; // medium dropped
                 }
-                apply_prefixes(&sub, &mut current, &prefixes.borrow_and_update());
+                apply_prefixes(&sub, &mut everything, &prefixes.borrow_and_update());
             }
             msg = sub.recv() => match msg {
                 Ok(frames) => match envelope::open_event(key.as_deref(), frames) {
@@ -243,15 +321,20 @@ fn open_sub(ipv6: bool) -> Result<AsyncSocket> {
     AsyncSocket::new(sock)
 }
 
-fn apply_prefixes(sub: &AsyncSocket, current: &mut BTreeSet<String>, wanted: &[String]) {
-    let wanted: BTreeSet<String> = wanted.iter().map(|p| zmq_prefix(p).to_owned()).collect();
-    for p in wanted.difference(current) {
-        if let Err(e) = sub.get().set_subscribe(p.as_bytes()) {
-            tracing::warn!(prefix = %p, error = %e, "subscriber: cannot subscribe");
-        }
+/// Subscribes to everything while the node wants anything (publishers accept only the empty
+/// prefix; the node's dispatcher matches topics to its subscriptions).
+fn apply_prefixes(sub: &AsyncSocket, everything: &mut bool, wanted: &[String]) {
+    let want = !wanted.is_empty();
+    if want == *everything {
+        return;
     }
-    for p in current.difference(&wanted) {
-        let _ = sub.get().set_unsubscribe(p.as_bytes()); // fails only for an unknown prefix
+    let done = if want {
+        sub.get().set_subscribe(b"")
+    } else {
+        sub.get().set_unsubscribe(b"")
+    };
+    match done {
+        Ok(()) => *everything = want,
+        Err(e) => tracing::warn!(error = %e, "subscriber: cannot change the subscription"),
     }
-    *current = wanted;
 }
