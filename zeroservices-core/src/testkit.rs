@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::medium::envelope::Key;
 use crate::medium::{Inbox, Incoming, Medium};
 use crate::node::Node;
 use crate::protocol::{decode_reply, encode_reply, kind};
@@ -19,9 +20,9 @@ use crate::query::{ListQuery, Projection, Sort};
 use crate::resources::{Collection, CollectionSpec, ResourceEvent};
 use crate::MemoryNetwork;
 
-/// Makes a fresh, bound medium.
+/// Makes a fresh, bound medium, sealing its messages with the cluster key given (if any).
 pub type MediumFactory =
-    Box<dyn Fn(()) -> BoxFuture<'static, Result<(Arc<dyn Medium>, Inbox)>> + Send + Sync>;
+    Box<dyn Fn(Key) -> BoxFuture<'static, Result<(Arc<dyn Medium>, Inbox)>> + Send + Sync>;
 
 fn answer_everything(
     mut inbox: Inbox,
@@ -61,8 +62,8 @@ fn answer_everything(
 
 /// The medium conformance suite. Returns the number of cases run.
 pub async fn medium_conformance(make: MediumFactory) -> usize {
-    let (a, a_inbox) = make(()).await.expect("bind medium a");
-    let (b, b_inbox) = make(()).await.expect("bind medium b");
+    let (a, a_inbox) = make(None).await.expect("bind medium a");
+    let (b, b_inbox) = make(None).await.expect("bind medium b");
     let mut cases = 0;
     a.connect_peer("b", &b.endpoints())
         .await
@@ -150,6 +151,23 @@ pub async fn medium_conformance(make: MediumFactory) -> usize {
     assert!(matches!(decode_reply(&reply), Err(Error::Internal(_))));
     cases += 1;
 
+    // 6a. ping is answered by the receiving medium itself, with `{}`.
+    let pong = a
+        .request("b", kind::PING, Bytes::from_static(b"{}"), t)
+        .await
+        .expect("ping");
+    assert_eq!(decode_reply(&pong).ok(), Some(json!({})), "ping reply");
+    cases += 1;
+
+    // 6b. a body over the limit is refused before it is sent; the peer is still served.
+    let big = Bytes::from(vec![b' '; crate::protocol::MAX_BODY_BYTES + 1]);
+    let e = a.request("b", kind::REQUEST, big, t).await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
+    a.request("b", kind::REQUEST, Bytes::from_static(b"{}"), t)
+        .await
+        .expect("served after an oversized body");
+    cases += 1;
+
     // 6. one-way messages arrive.
     a.notify("b", kind::NOTIFY, Bytes::from_static(b"{\"n\":1}"))
         .await
@@ -225,6 +243,64 @@ pub async fn medium_conformance(make: MediumFactory) -> usize {
         "unsubscribed topic delivered"
     );
     cases += 2;
+    cases + key_cases(&make).await
+}
+
+/// Cluster-key cases: keyed media talk; a keyless one, or one with another key, gets nothing
+/// answered, and gets no answer from them either.
+async fn key_cases(make: &MediumFactory) -> usize {
+    let key = crate::ClusterKey::new(b"conformance-key-0123456789abcdef");
+    let other = crate::ClusterKey::new(b"another-key-0123456789abcdef0000");
+    let (c, c_inbox) = make(Some(key.clone())).await.expect("keyed medium c");
+    let (d, d_inbox) = make(Some(key)).await.expect("keyed medium d");
+    let (e, e_inbox) = make(None).await.expect("keyless medium e");
+    let (f, f_inbox) = make(Some(other)).await.expect("other-key medium f");
+    let _servers = [
+        answer_everything(c_inbox, "c"),
+        answer_everything(d_inbox, "d"),
+        answer_everything(e_inbox, "e"),
+        answer_everything(f_inbox, "f"),
+    ];
+    for (m, peers) in [(&c, vec![&d, &e, &f]), (&e, vec![&c]), (&f, vec![&c])] {
+        for (i, p) in peers.into_iter().enumerate() {
+            m.connect_peer(&format!("p{i}"), &p.endpoints())
+                .await
+                .expect("connect");
+        }
+    }
+    let t = Duration::from_secs(5);
+    let short = Duration::from_millis(300);
+    let mut cases = 0;
+    // c → d: same key, answered (a request and a ping).
+    let r = c
+        .request("p0", kind::REQUEST, Bytes::from_static(b"{}"), t)
+        .await
+        .expect("keyed request");
+    assert_eq!(decode_reply(&r).unwrap()["tag"], "d");
+    c.request("p0", kind::PING, Bytes::from_static(b"{}"), t)
+        .await
+        .expect("keyed ping");
+    cases += 1;
+    // Keyless e → c and other-key f → c: not answered, not even a ping.
+    for (who, m) in [("keyless", &e), ("other-key", &f)] {
+        for k in [kind::REQUEST, kind::PING] {
+            let err = m
+                .request("p0", k, Bytes::from_static(b"{}"), short)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Timeout(_)), "{who} {k}: {err:?}");
+        }
+    }
+    cases += 1;
+    // c → e and c → f: their answers do not pass c's check.
+    for peer in ["p1", "p2"] {
+        let err = c
+            .request(peer, kind::REQUEST, Bytes::from_static(b"{}"), short)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{peer}: {err:?}");
+    }
+    cases += 1;
     cases
 }
 

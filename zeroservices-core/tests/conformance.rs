@@ -11,27 +11,31 @@ use zeroservices_core::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_medium_passes_the_medium_suite() {
     let net = MemoryNetwork::new();
-    let cases = medium_conformance(Box::new(move |()| {
+    let cases = medium_conformance(Box::new(move |key| {
         let net = net.clone();
         Box::pin(async move {
-            let (m, i) = MemoryMedium::attach(&net);
+            let (m, i) = MemoryMedium::attach_with_key(&net, key);
             Ok((Arc::new(m) as Arc<dyn Medium>, i as Inbox))
         })
     }))
     .await;
-    assert!(cases >= 10, "only {cases} medium cases ran");
+    assert!(cases >= 15, "only {cases} medium cases ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zmq_medium_passes_the_medium_suite() {
-    let cases = medium_conformance(Box::new(|()| {
-        Box::pin(async {
-            let (m, i) = ZmqMedium::bind(ZmqConfig::loopback()).await?;
+    let cases = medium_conformance(Box::new(|key| {
+        Box::pin(async move {
+            let (m, i) = ZmqMedium::bind(ZmqConfig {
+                cluster_key: key,
+                ..ZmqConfig::loopback()
+            })
+            .await?;
             Ok((Arc::new(m) as Arc<dyn Medium>, i))
         })
     }))
     .await;
-    assert!(cases >= 10, "only {cases} medium cases ran");
+    assert!(cases >= 15, "only {cases} medium cases ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,6 +111,18 @@ fn check_auth(
     }
 }
 
+/// Refuses, before anything is sent, a body or event payload over the protocol's limit: a
+/// receiver would not read it (on ZeroMQ the connection would be closed).
+pub fn check_size(body: &[u8]) -> crate::error::Result<()> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::TooLarge(format!(
+            "{} bytes (the limit is {MAX_BODY_BYTES})",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The frames of a request: `[request_id, kind, body]` (+ authenticator).
 pub fn seal_request(key: Option<&ClusterKey>, rid: Bytes, kind: Bytes, body: Bytes) -> Vec<Bytes> {
     with_auth(key, vec![rid, kind, body])

@@ -117,6 +117,7 @@ impl MemoryMedium {
         body: Bytes,
         one_way: bool,
     ) -> Result<Option<Bytes>> {
+        envelope::check_size(&body)?;
         let (inbox, their_key) = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
         let rid = Bytes::from_static(b"m");
         let kind = Bytes::copy_from_slice(kind.as_bytes());
@@ -232,6 +233,7 @@ impl Medium for MemoryMedium {
     }
 
     async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
+        envelope::check_size(&payload)?;
         let targets: Vec<(mpsc::Sender<Incoming>, Key)> = {
             let net = self.net.lock();
             let Some(me) = net.slots.get(&self.me) else {

@@ -79,6 +79,7 @@ impl DealerClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
+        envelope::check_size(&body)?;
         if !self.is_alive() {
             return Err(self.gone());
         }
@@ -99,6 +100,7 @@ impl DealerClient {
 
     /// Sends a one-way message.
     pub(crate) async fn notify(&self, kind: &str, body: Bytes) -> Result<()> {
+        envelope::check_size(&body)?;
         if !self.is_alive() {
             return Err(self.gone());
         }

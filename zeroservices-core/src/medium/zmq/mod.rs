@@ -35,7 +35,7 @@ use self::pubsub::SubCmd;
 use super::envelope::Key;
 use super::{Inbox, Medium, INBOX_CAPACITY};
 use crate::error::{Error, Result};
-use crate::protocol::{Endpoints, MAX_BODY_BYTES};
+use crate::protocol::Endpoints;
 use crate::task::TaskGuard;
 
 /// Events queued for the XPUB socket before `publish` waits.
@@ -260,13 +260,7 @@ impl Medium for ZmqMedium {
     }
 
     async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
-        if payload.len() > MAX_BODY_BYTES {
-            // Peers would close the connection on it (and lose what follows).
-            return Err(Error::TooLarge(format!(
-                "event of {} bytes on {topic}",
-                payload.len()
-            )));
-        }
+        super::envelope::check_size(&payload)?;
         if !self.subscribed.load(Ordering::Acquire) {
             return Ok(()); // nobody has subscribed: XPUB would drop it
         }

@@ -12,8 +12,8 @@
 //! prefixes pass [`MAX_PREFIX_BYTES`], the XPUB is closed and bound again on the same endpoint,
 //! which drops every connection with its subscriptions. Real subscribers reconnect and subscribe
 //! again within libzmq's reconnect interval (events in that gap are missed, `seq` says so); the
-//! flooder starts over. Nodes themselves subscribe to the empty prefix only (see
-//! `apply_prefixes`), so a cluster never comes near the cap by itself.
+//! flooder starts over. Nodes themselves subscribe to the empty prefix only and match topics in
+//! the SUB task (`apply_prefixes`), so a cluster never comes near the cap by itself.
 //!
 //! A subscriber that keeps up loses nothing: the XPUB runs with `ZMQ_XPUB_NODROP`, so when a
 //! subscriber's queue is full the publisher waits for it (and `Medium::publish` waits in turn:
@@ -35,6 +35,7 @@ use super::socket::{context, harden, set_int_option, AsyncSocket};
 use crate::error::Result;
 use crate::medium::envelope::{self, Key};
 use crate::medium::Incoming;
+use crate::protocol::topic_matches;
 
 /// Events (or subscriptions) handled in one go.
 const BATCH: usize = 512;
@@ -266,7 +267,9 @@ pub(super) async fn subscriber(
     // Endpoint → number of peers using it (a restarted node may briefly share one).
     let mut connected: HashMap<String, usize> = HashMap::new();
     let mut everything = false;
-    apply_prefixes(&sub, &mut everything, &prefixes.borrow_and_update());
+    // What the node wants: events are matched against it here, since the SUB takes everything.
+    let mut wanted: Vec<String> = prefixes.borrow_and_update().clone();
+    apply_prefixes(&sub, &mut everything, &wanted);
     loop {
         tokio::select! {
             cmd = cmds.recv() => match cmd {
@@ -295,10 +298,12 @@ pub(super) async fn subscriber(
                 if changed.is_err() {
                     return; // medium dropped
                 }
-                apply_prefixes(&sub, &mut everything, &prefixes.borrow_and_update());
+                wanted = prefixes.borrow_and_update().clone();
+                apply_prefixes(&sub, &mut everything, &wanted);
             }
             msg = sub.recv() => match msg {
                 Ok(frames) => match envelope::open_event(key.as_deref(), frames) {
+                    Ok(ev) if !wanted.iter().any(|p| topic_matches(p, &ev.topic)) => {}
                     Ok(ev) => {
                         if inbox.send(Incoming::Event(ev)).await.is_err() {
                             return;
@@ -321,8 +326,8 @@ fn open_sub(ipv6: bool) -> Result<AsyncSocket> {
     AsyncSocket::new(sock)
 }
 
-/// Subscribes to everything while the node wants anything (publishers accept only the empty
-/// prefix; the node's dispatcher matches topics to its subscriptions).
+/// Subscribes to everything while the node wants anything: the node's prefixes are matched
+/// here, per event, so each node costs a publisher one subscription (see the module docs).
 fn apply_prefixes(sub: &AsyncSocket, everything: &mut bool, wanted: &[String]) {
     let want = !wanted.is_empty();
     if want == *everything {
