@@ -26,6 +26,10 @@ pub struct PeerInfo {
 /// Peers the directory holds at most. Past it, a newcomer evicts the stalest peer that never
 /// answered a ping, or is refused when every peer has answered.
 pub const MAX_PEERS: usize = 1024;
+/// New peers admitted per second at most: a flood of forged announcements (each a new node id)
+/// costs a parse each, not a connection each; real newcomers re-announce and get in a moment
+/// later.
+pub const MAX_JOINS_PER_SECOND: u32 = 256;
 /// Collection names remembered at most (for 503 rather than 404 once their providers left).
 pub const MAX_SEEN_COLLECTIONS: usize = 4096;
 
@@ -40,7 +44,8 @@ pub enum Upsert {
         /// A peer that never answered, evicted to make room (the table is full).
         evicted: Option<Box<PeerInfo>>,
     },
-    /// The table is full of peers that answered: the newcomer is not recorded.
+    /// Not recorded: the table is full of peers that answered, or too many peers joined in
+    /// the last second.
     Refused,
     /// A known peer changed its announcement (e.g. its collections).
     Updated,
@@ -64,6 +69,8 @@ struct Inner {
     seen: BTreeSet<String>,
     /// Round-robin cursor per collection.
     cursor: HashMap<String, usize>,
+    /// Start of the current one-second join window and the peers admitted in it.
+    joins: Option<(Instant, u32)>,
 }
 
 /// Replaces a `0.0.0.0` host in `tcp://0.0.0.0:PORT` by `source` (or 127.0.0.1 when unknown).
@@ -121,6 +128,14 @@ impl Directory {
             .values()
             .find(|p| p.announcement.endpoints.request == a.endpoints.request)
             .map(|p| p.announcement.node_id.clone());
+        let window = match inner.joins {
+            Some((start, n)) if now.duration_since(start) < Duration::from_secs(1) => (start, n),
+            _ => (now, 0),
+        };
+        if window.1 >= MAX_JOINS_PER_SECOND {
+            return Upsert::Refused;
+        }
+        inner.joins = Some((window.0, window.1 + 1));
         let replaced = old_id.and_then(|id| inner.peers.remove(&id));
         let mut evicted = None;
         if inner.peers.len() >= MAX_PEERS {
@@ -210,17 +225,35 @@ impl Directory {
         v
     }
 
-    /// Picks the next provider of `collection` in round-robin order, skipping `exclude`.
+    /// Picks the next provider of `collection` in round-robin order, skipping `exclude`. Peers
+    /// that have answered a ping come first: one that never did (just joined, or a forged
+    /// announcement) is picked only when no other is left.
     pub fn pick_provider(&self, collection: &str, exclude: &[String]) -> Option<String> {
-        let mut candidates = self.providers(collection);
-        candidates.retain(|c| !exclude.contains(c));
+        let mut inner = self.lock();
+        let mut candidates: Vec<(bool, &String)> = inner
+            .peers
+            .values()
+            .filter(|p| !p.down && p.announcement.collections.iter().any(|c| c == collection))
+            .filter(|p| !exclude.contains(&p.announcement.node_id))
+            .map(|p| (p.rtt.is_some(), &p.announcement.node_id))
+            .collect();
+        if candidates.iter().any(|(verified, _)| *verified) {
+            candidates.retain(|(verified, _)| *verified);
+        }
         if candidates.is_empty() {
             return None;
         }
-        let mut inner = self.lock();
-        let cursor = inner.cursor.entry(collection.to_owned()).or_insert(0);
-        *cursor = cursor.wrapping_add(1);
-        Some(candidates[*cursor % candidates.len()].clone())
+        candidates.sort_unstable_by(|a, b| a.1.cmp(b.1));
+        let n = candidates.len();
+        let chosen_index = inner
+            .cursor
+            .get(collection)
+            .copied()
+            .unwrap_or(0)
+            .wrapping_add(1);
+        let chosen = candidates[chosen_index % n].1.clone();
+        inner.cursor.insert(collection.to_owned(), chosen_index);
+        Some(chosen)
     }
 
     /// Collections provided by live peers.
@@ -302,6 +335,21 @@ mod tests {
     }
 
     #[test]
+    fn providers_that_answered_are_picked_before_the_others() {
+        let d = Directory::new();
+        d.upsert(ann("real", "tcp://h:1", &["power"]), true);
+        d.upsert(ann("forged", "tcp://h:2", &["power"]), true);
+        d.set_rtt("real", Duration::from_millis(1));
+        for _ in 0..4 {
+            assert_eq!(d.pick_provider("power", &[]), Some("real".into()));
+        }
+        assert_eq!(
+            d.pick_provider("power", &["real".into()]),
+            Some("forged".into())
+        );
+    }
+
+    #[test]
     fn providers_are_picked_round_robin() {
         let d = Directory::new();
         d.upsert(ann("a", "tcp://h:1", &["power"]), true);
@@ -338,6 +386,7 @@ mod tests {
         d.set_rtt("real", Duration::from_millis(1));
         for i in 0..MAX_PEERS + 500 {
             let id = format!("forged-{i}");
+            d.lock().joins = None; // not what this test is about
             let r = d.upsert(ann(&id, &format!("tcp://f:{i}"), &[]), true);
             if i >= MAX_PEERS - 1 {
                 match r {
@@ -359,9 +408,26 @@ mod tests {
         for p in d.peers() {
             d.set_rtt(&p.announcement.node_id, Duration::from_millis(1));
         }
+        d.lock().joins = None;
         assert!(matches!(
             d.upsert(ann("late", "tcp://l:1", &[]), true),
             Upsert::Refused
+        ));
+    }
+
+    #[test]
+    fn joins_are_rate_limited_but_known_peers_are_refreshed() {
+        let d = Directory::new();
+        d.upsert(ann("real", "tcp://real:1", &["power"]), true);
+        let mut refused = 0;
+        for i in 0..1000 {
+            let r = d.upsert(ann(&format!("f{i}"), &format!("tcp://f:{i}"), &[]), true);
+            refused += usize::from(matches!(r, Upsert::Refused));
+        }
+        assert_eq!(refused, 1000 - (MAX_JOINS_PER_SECOND as usize - 1));
+        assert!(matches!(
+            d.upsert(ann("real", "tcp://real:1", &["power"]), true),
+            Upsert::Refreshed
         ));
     }
 

@@ -217,7 +217,7 @@ impl Conn {
                     let _ = r.send(Ok(body)); // the caller may have timed out
                 }
             }
-            Err(why) => tracing::warn!(endpoint = %self.endpoint, why, "dealer: dropped a reply"),
+            Err(why) => tracing::debug!(endpoint = %self.endpoint, why, "dealer: dropped a reply"),
         }
     }
 
