@@ -55,9 +55,17 @@ fn main() -> anyhow::Result<()> {
             .build()?;
         return rt.block_on(mongo::run(uri, n));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // W1 and W2 participants run on one thread, as their peers do (Node's event loop, the C
+    // program); `BENCH_RUNTIME=multi` (or `current`) overrides it for any command.
+    let single = a.first().is_some_and(|c| c.starts_with("w1-") || c.starts_with("w2-"));
+    let rt = match (std::env::var("BENCH_RUNTIME").as_deref(), single) {
+        (Ok("current"), _) | (Err(_), true) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(async {
         match a.as_slice() {
             ["w1-service", imp] => w1::service(imp).await,

@@ -599,6 +599,20 @@ impl Node {
         }
     }
 
+    /// [`Node::send`], its result read straight into `T` (a provider's reply is not built
+    /// into a `Value` first).
+    pub(crate) async fn send_as<T: serde::de::DeserializeOwned>(
+        &self,
+        req: ResourceRequest,
+    ) -> Result<T> {
+        let shape = |e: serde_json::Error| Error::Internal(format!("unexpected reply shape: {e}"));
+        match self.route(req).await? {
+            Answer::Here(Output::Value(v)) => serde_json::from_value(v).map_err(shape),
+            Answer::Here(Output::Json(b)) => serde_json::from_slice(&b).map_err(shape),
+            Answer::There(b) => serde_json::from_slice(&reply_data(&b)?).map_err(shape),
+        }
+    }
+
     async fn route(&self, req: ResourceRequest) -> Result<Answer> {
         if let Some(h) = self.hosted(&req.collection) {
             return h.execute(self, req).await.map(Answer::Here);

@@ -57,29 +57,65 @@ pub struct InboundRequest {
 /// Sends the reply of one request. Dropping it without replying answers the caller with an
 /// `internal` error, so a forgotten reply never leaves the caller hanging until its timeout.
 #[derive(Debug)]
-pub struct Replier(Option<oneshot::Sender<Bytes>>);
+pub struct Replier(Option<ReplyTo>);
+
+/// Where a reply goes.
+#[derive(Debug)]
+enum ReplyTo {
+    /// A caller waiting on a oneshot (the memory medium).
+    Oneshot(oneshot::Sender<Bytes>),
+    /// A socket task's reply queue, with the routing of the request: (ident, request id, body).
+    Queue {
+        tx: mpsc::Sender<[Bytes; 3]>,
+        ident: Bytes,
+        rid: Bytes,
+    },
+}
 
 impl Replier {
     /// A replier and the receiver the medium waits on.
     pub(crate) fn new() -> (Replier, oneshot::Receiver<Bytes>) {
         let (tx, rx) = oneshot::channel();
-        (Replier(Some(tx)), rx)
+        (Replier(Some(ReplyTo::Oneshot(tx))), rx)
+    }
+
+    /// A replier that queues `[ident, rid, body]` on `tx`. The queue must have room for every
+    /// request in flight (its owner stops reading requests before that), so a reply is never
+    /// refused for lack of room.
+    pub(crate) fn queued(tx: mpsc::Sender<[Bytes; 3]>, ident: Bytes, rid: Bytes) -> Replier {
+        Replier(Some(ReplyTo::Queue { tx, ident, rid }))
     }
 
     /// Sends the encoded reply body (see [`crate::protocol::encode_reply`]).
     pub fn send(mut self, body: Bytes) {
-        if let Some(tx) = self.0.take() {
+        if let Some(to) = self.0.take() {
+            to.send(body);
+        }
+    }
+}
+
+impl ReplyTo {
+    fn send(self, body: Bytes) {
+        match self {
             // The medium may have given up on this request (shutdown); nothing to do then.
-            let _ = tx.send(body);
+            ReplyTo::Oneshot(tx) => {
+                let _ = tx.send(body);
+            }
+            ReplyTo::Queue { tx, ident, rid } => {
+                if let Err(e) = tx.try_send([ident, rid, body]) {
+                    // Closed at shutdown; full cannot happen (see `Replier::queued`).
+                    tracing::debug!(error = %e, "reply not queued");
+                }
+            }
         }
     }
 }
 
 impl Drop for Replier {
     fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
+        if let Some(to) = self.0.take() {
             let e = crate::Error::Internal("request dropped without a reply".into());
-            let _ = tx.send(crate::protocol::encode_reply(&Err(e)));
+            to.send(crate::protocol::encode_reply(&Err(e)));
         }
     }
 }

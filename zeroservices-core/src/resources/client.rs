@@ -24,9 +24,6 @@ pub struct CollectionClient {
     name: String,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
-    serde_json::from_value(v).map_err(|e| Error::Internal(format!("unexpected reply shape: {e}")))
-}
 
 impl CollectionClient {
     pub(crate) fn new(node: Node, name: &str) -> CollectionClient {
@@ -43,7 +40,7 @@ impl CollectionClient {
     /// Lists matching resources.
     pub async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let args = serde_json::to_value(query).map_err(|e| Error::Internal(e.to_string()))?;
-        parse(self.node.send(self.req("list", args)).await?)
+        self.node.send_as(self.req("list", args)).await
     }
 
     /// Creates a resource (`id: None` lets the store choose).
@@ -52,21 +49,17 @@ impl CollectionClient {
         if let Some(id) = id {
             args["resource_id"] = json!(id);
         }
-        parse(self.node.send(self.req("create", args)).await?)
+        self.node.send_as(self.req("create", args)).await
     }
 
     /// Gets one resource.
     pub async fn get(&self, id: &str) -> Result<Resource> {
-        parse(self.node.send(self.req("get", Value::Null).on(id)).await?)
+        self.node.send_as(self.req("get", Value::Null).on(id)).await
     }
 
     /// Applies an update document.
     pub async fn patch(&self, id: &str, patch: Value) -> Result<Resource> {
-        parse(
-            self.node
-                .send(self.req("patch", json!({ "patch": patch })).on(id))
-                .await?,
-        )
+        self.node.send_as(self.req("patch", json!({ "patch": patch })).on(id)).await
     }
 
     /// Deletes a resource.
@@ -86,7 +79,7 @@ impl CollectionClient {
         title: &str,
     ) -> Result<Resource> {
         let args = json!({"relation": relation, "target": [target.0, target.1], "title": title});
-        parse(self.node.send(self.req("add_link", args).on(id)).await?)
+        self.node.send_as(self.req("add_link", args).on(id)).await
     }
 
     /// Runs a custom action on the collection or, with `id`, on one resource.

@@ -2,16 +2,13 @@
 //! (through [`envelope::open_request`]) and hands the rest to the node.
 
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::socket::AsyncSocket;
 use crate::cluster_key::ClusterKey;
 use crate::error::{Error, Result};
 use crate::medium::envelope::{self, Key, Opened};
 use crate::medium::{InboundRequest, Incoming, Replier};
-use crate::protocol::encode_reply;
 
 /// Requests the node serves concurrently before the ROUTER stops reading (back-pressure:
 /// libzmq's per-connection queues fill, then TCP pushes back on the senders).
@@ -19,39 +16,40 @@ const MAX_INFLIGHT: usize = 16_384;
 /// Messages read in one go before replies get their turn.
 const BATCH: usize = 256;
 
-type PendingReply = std::pin::Pin<Box<dyn std::future::Future<Output = [Bytes; 3]> + Send>>;
-
-fn pending(ident: Bytes, rid: Bytes, rx: oneshot::Receiver<Bytes>) -> PendingReply {
-    Box::pin(async move {
-        let body = rx
-            .await
-            .unwrap_or_else(|_| encode_reply(&Err(Error::Internal("no reply".into()))));
-        [ident, rid, body]
-    })
-}
-
 /// Serves `router` until the node's inbox closes.
 pub(super) async fn run(mut router: AsyncSocket, inbox: mpsc::Sender<Incoming>, key: Key) {
-    let mut replies: FuturesUnordered<PendingReply> = FuturesUnordered::new();
+    // Replies come back on one queue with room for every request in flight: the loop stops
+    // reading requests while `inflight` is at the bound.
+    let (reply_tx, mut replies) = mpsc::channel::<[Bytes; 3]>(MAX_INFLIGHT);
+    let mut inflight = 0usize;
     loop {
         tokio::select! {
-            Some([ident, rid, body]) = replies.next(), if !replies.is_empty() => {
+            Some([ident, rid, body]) = replies.recv() => {
+                inflight -= 1;
                 send_reply(&mut router, ident, rid, body, key.as_deref());
+                while let Ok([ident, rid, body]) = replies.try_recv() {
+                    inflight -= 1;
+                    send_reply(&mut router, ident, rid, body, key.as_deref());
+                }
             }
-            msg = router.recv(), if replies.len() < MAX_INFLIGHT => {
+            msg = router.recv(), if inflight < MAX_INFLIGHT => {
                 let mut next = Some(msg);
                 let mut n = 0;
                 while let Some(msg) = next.take() {
                     match msg {
-                        Ok(frames) => {
-                            if !handle(&mut router, frames, &inbox, &mut replies, key.as_deref()).await {
-                                return;
+                        Ok(frames) => match handle(&mut router, frames, &reply_tx, key.as_deref()) {
+                            Handled::Done => {}
+                            Handled::Deliver(req, replied) => {
+                                inflight += usize::from(replied);
+                                if inbox.send(Incoming::Request(req)).await.is_err() {
+                                    return; // the node is gone
+                                }
                             }
-                        }
+                        },
                         Err(e) => tracing::warn!(error = %e, "router: receive failed"),
                     }
                     n += 1;
-                    if n < BATCH && replies.len() < MAX_INFLIGHT {
+                    if n < BATCH && inflight < MAX_INFLIGHT {
                         next = router.try_recv().transpose();
                     }
                 }
@@ -60,48 +58,37 @@ pub(super) async fn run(mut router: AsyncSocket, inbox: mpsc::Sender<Incoming>, 
     }
 }
 
-/// Handles one ROUTER message; false once the node is gone.
-async fn handle(
+enum Handled {
+    /// Dropped or answered here.
+    Done,
+    /// For the node; true when a reply will come back on the queue.
+    Deliver(InboundRequest, bool),
+}
+
+/// Applies the protocol's rules to one ROUTER message.
+fn handle(
     router: &mut AsyncSocket,
     mut frames: Vec<Bytes>,
-    inbox: &mpsc::Sender<Incoming>,
-    replies: &mut FuturesUnordered<PendingReply>,
+    reply_tx: &mpsc::Sender<[Bytes; 3]>,
     key: Option<&ClusterKey>,
-) -> bool {
+) -> Handled {
     if frames.is_empty() {
-        return true;
+        return Handled::Done;
     }
     let ident = frames.remove(0);
     match envelope::open_request(key, frames) {
         Opened::Drop(why) => tracing::debug!(why, "router: dropped a message"),
         Opened::Answer { rid, body } => send_reply(router, ident, rid, body, key),
         Opened::Deliver { rid, kind, body } => {
-            let (reply, rx) = match rid {
-                Some(rid) => {
-                    let (r, rx) = Replier::new();
-                    (Some(r), Some((rid, rx)))
-                }
-                None => (None, None),
-            };
-            let req = InboundRequest { kind, body, reply };
-            if inbox.send(Incoming::Request(req)).await.is_err() {
-                return false;
-            }
-            if let Some((rid, rx)) = rx {
-                replies.push(pending(ident, rid, rx));
-            }
+            let reply = rid.map(|rid| Replier::queued(reply_tx.clone(), ident, rid));
+            let replied = reply.is_some();
+            return Handled::Deliver(InboundRequest { kind, body, reply }, replied);
         }
     }
-    true
+    Handled::Done
 }
 
-fn send_reply(
-    router: &mut AsyncSocket,
-    ident: Bytes,
-    rid: Bytes,
-    body: Bytes,
-    key: Option<&ClusterKey>,
-) {
+fn send_reply(router: &mut AsyncSocket, ident: Bytes, rid: Bytes, body: Bytes, key: Option<&ClusterKey>) {
     let mut frames = Vec::with_capacity(5);
     frames.push(ident);
     frames.extend(envelope::seal_reply(key, rid, body));
