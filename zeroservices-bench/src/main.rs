@@ -57,7 +57,9 @@ fn main() -> anyhow::Result<()> {
     }
     // W1 and W2 participants run on one thread, as their peers do (Node's event loop, the C
     // program); `BENCH_RUNTIME=multi` (or `current`) overrides it for any command.
-    let single = a.first().is_some_and(|c| c.starts_with("w1-") || c.starts_with("w2-"));
+    let single = a
+        .first()
+        .is_some_and(|c| c.starts_with("w1-") || c.starts_with("w2-"));
     let rt = match (std::env::var("BENCH_RUNTIME").as_deref(), single) {
         (Ok("current"), _) | (Err(_), true) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

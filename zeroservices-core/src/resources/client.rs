@@ -24,7 +24,6 @@ pub struct CollectionClient {
     name: String,
 }
 
-
 impl CollectionClient {
     pub(crate) fn new(node: Node, name: &str) -> CollectionClient {
         CollectionClient {
@@ -59,7 +58,9 @@ impl CollectionClient {
 
     /// Applies an update document.
     pub async fn patch(&self, id: &str, patch: Value) -> Result<Resource> {
-        self.node.send_as(self.req("patch", json!({ "patch": patch })).on(id)).await
+        self.node
+            .send_as(self.req("patch", json!({ "patch": patch })).on(id))
+            .await
     }
 
     /// Deletes a resource.

@@ -5,67 +5,127 @@
 //! the connect timeout), `Up`, and `Down` after a refused, reset or failed connection (requests
 //! fail with `PeerGone` at once; libzmq keeps reconnecting, and a new handshake makes it `Up`).
 //! With `ZMQ_IMMEDIATE`, libzmq never queues a request for a connection that is not up.
+//!
+//! A caller sends its request on the socket itself (under a short lock, non-blocking calls
+//! only), so a request costs no hand-off to another task; the connection's task only reads:
+//! replies, and monitor events. A send may consume the socket's `ZMQ_FD` signal of a reply
+//! that just arrived, so a caller reads what is waiting right after its send (see
+//! `socket.rs` for the rule).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::socket::{context, harden, AsyncSocket};
+use super::socket::{self, context, harden, AsyncSocket};
 use crate::error::{Error, Result};
 use crate::medium::envelope::{self, Key};
 use crate::task::TaskGuard;
 
-/// Requests queued for the DEALER task before `request` waits.
+/// Requests waiting for the first handshake, or for their reply, at most (per peer).
 const DEALER_QUEUE: usize = 4096;
 
-const CONNECTING: u8 = 0;
-const UP: u8 = 1;
-const DOWN: u8 = 2;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Up,
+    Down,
+}
 
-struct Cmd {
+type ReplyTx = oneshot::Sender<Result<Bytes>>;
+
+/// A request made before the first handshake completed.
+struct Waiting {
     kind: Bytes,
     body: Bytes,
-    reply: Option<oneshot::Sender<Result<Bytes>>>,
+    reply: Option<ReplyTx>,
 }
 
 /// A connection to one peer's ROUTER. Requests are matched to replies by request id; the task
-/// owning the socket ends when the client is dropped.
+/// reading the socket ends when the client is dropped.
 #[derive(Debug)]
 pub(crate) struct DealerClient {
     endpoint: String,
-    tx: mpsc::Sender<Cmd>,
-    state: Arc<AtomicU8>,
-    /// Owns the DEALER task.
-    task: TaskGuard,
+    /// The connection and the task reading it; `None` when it could not even be opened.
+    conn: Option<(Arc<Shared>, TaskGuard)>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    // std Mutex: held for non-blocking libzmq calls and map updates only, never across an
+    // await; a libzmq socket is not thread-safe, and this lock is what serialises its use.
+    inner: Mutex<Conn>,
+}
+
+/// The socket and what belongs with it.
+struct Conn {
+    sock: zmq::Socket,
+    endpoint: String,
+    key: Key,
+    state: State,
+    next_id: u64,
+    /// Requests sent, waiting for their reply.
+    pending: HashMap<u64, ReplyTx>,
+    /// Requests made before the first handshake completed.
+    waiting: VecDeque<Waiting>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("endpoint", &self.endpoint)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
+        // Plain maps and a socket: usable even if a holder panicked.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl DealerClient {
     /// Starts connecting to `endpoint` in the background.
     pub(crate) fn spawn(endpoint: String, connect_timeout: Duration, key: Key) -> DealerClient {
-        let (tx, rx) = mpsc::channel(DEALER_QUEUE);
-        let state = Arc::new(AtomicU8::new(CONNECTING));
-        let task = TaskGuard::spawn(run(
-            endpoint.clone(),
-            connect_timeout,
-            rx,
-            state.clone(),
-            key,
-        ));
-        DealerClient {
-            endpoint,
-            tx,
-            state,
-            task,
+        match open(&endpoint) {
+            Ok((sock, monitor)) => {
+                let conn = Arc::new(Shared {
+                    inner: Mutex::new(Conn {
+                        sock,
+                        endpoint: endpoint.clone(),
+                        key,
+                        state: State::Connecting,
+                        next_id: 0,
+                        pending: HashMap::new(),
+                        waiting: VecDeque::new(),
+                    }),
+                });
+                let task = TaskGuard::spawn(run(conn.clone(), monitor, connect_timeout));
+                DealerClient {
+                    endpoint,
+                    conn: Some((conn, task)),
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%endpoint, error = %e, "dealer: cannot connect");
+                DealerClient {
+                    endpoint,
+                    conn: None,
+                }
+            }
         }
     }
 
     /// False once the connection was refused, broke or could not be made.
     pub(crate) fn is_alive(&self) -> bool {
-        self.state.load(Ordering::Acquire) != DOWN && !self.task.is_finished()
+        self.conn
+            .as_ref()
+            .is_some_and(|(c, task)| !task.is_finished() && c.lock().state != State::Down)
     }
 
     fn gone(&self) -> Error {
@@ -80,60 +140,70 @@ impl DealerClient {
         timeout: Duration,
     ) -> Result<Bytes> {
         envelope::check_size(&body)?;
-        if !self.is_alive() {
-            return Err(self.gone());
-        }
         let (tx, rx) = oneshot::channel();
-        let cmd = Cmd {
-            kind: Bytes::copy_from_slice(kind.as_bytes()),
-            body,
-            reply: Some(tx),
-        };
-        let exchange = async {
-            self.tx.send(cmd).await.map_err(|_| self.gone())?;
-            rx.await.map_err(|_| self.gone())?
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout(timeout))?
+        self.submit(kind, body, Some(tx))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(self.gone()),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
     }
 
     /// Sends a one-way message.
     pub(crate) async fn notify(&self, kind: &str, body: Bytes) -> Result<()> {
         envelope::check_size(&body)?;
-        if !self.is_alive() {
+        self.submit(kind, body, None)
+    }
+
+    fn submit(&self, kind: &str, body: Bytes, reply: Option<ReplyTx>) -> Result<()> {
+        let Some((shared, task)) = &self.conn else {
+            return Err(self.gone());
+        };
+        if task.is_finished() {
             return Err(self.gone());
         }
-        let cmd = Cmd {
-            kind: Bytes::copy_from_slice(kind.as_bytes()),
-            body,
-            reply: None,
-        };
-        self.tx.send(cmd).await.map_err(|_| self.gone())
+        let kind = Bytes::copy_from_slice(kind.as_bytes());
+        let mut conn = shared.lock();
+        match conn.state {
+            State::Down => Err(self.gone()),
+            State::Connecting if conn.waiting.len() < DEALER_QUEUE => {
+                conn.waiting.push_back(Waiting { kind, body, reply });
+                Ok(())
+            }
+            State::Connecting => Err(Error::Unavailable(format!(
+                "{}: too many requests waiting for the connection",
+                self.endpoint
+            ))),
+            State::Up => {
+                let sent = conn.send(kind, body, reply);
+                // The send may have taken the signal of a reply that just arrived.
+                conn.read_replies();
+                sent
+            }
+        }
     }
 }
 
-/// Monitor events the task acts on.
-const WATCHED: i32 = (zmq_sys_events::HANDSHAKE_SUCCEEDED
-    | zmq_sys_events::CONNECT_RETRIED
-    | zmq_sys_events::DISCONNECTED
-    | zmq_sys_events::HANDSHAKE_FAILED_NO_DETAIL
-    | zmq_sys_events::HANDSHAKE_FAILED_PROTOCOL
-    | zmq_sys_events::HANDSHAKE_FAILED_AUTH) as i32;
-
-/// libzmq's monitor event numbers (zmq.h), read from the monitor's first frame.
-mod zmq_sys_events {
+/// Monitor events the task acts on (zmq.h numbers, read from the monitor's first frame).
+mod event {
     pub(super) const CONNECT_RETRIED: u16 = 0x0004;
     pub(super) const DISCONNECTED: u16 = 0x0200;
     pub(super) const HANDSHAKE_FAILED_NO_DETAIL: u16 = 0x0800;
     pub(super) const HANDSHAKE_SUCCEEDED: u16 = 0x1000;
     pub(super) const HANDSHAKE_FAILED_PROTOCOL: u16 = 0x2000;
     pub(super) const HANDSHAKE_FAILED_AUTH: u16 = 0x4000;
+    pub(super) const WATCHED: i32 = (HANDSHAKE_SUCCEEDED
+        | CONNECT_RETRIED
+        | DISCONNECTED
+        | HANDSHAKE_FAILED_NO_DETAIL
+        | HANDSHAKE_FAILED_PROTOCOL
+        | HANDSHAKE_FAILED_AUTH) as i32;
 }
 
 /// The DEALER and the PAIR socket that receives its monitor events.
-fn open(endpoint: &str) -> Result<(AsyncSocket, AsyncSocket)> {
+fn open(endpoint: &str) -> Result<(zmq::Socket, AsyncSocket)> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    super::check_endpoint(endpoint)?;
     let ctx = context();
     let dealer = ctx.socket(zmq::DEALER)?;
     harden(&dealer)?;
@@ -144,67 +214,59 @@ fn open(endpoint: &str) -> Result<(AsyncSocket, AsyncSocket)> {
         "inproc://zs-dealer-{}",
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    dealer.monitor(&monitor_ep, WATCHED)?;
+    dealer.monitor(&monitor_ep, event::WATCHED)?;
     let monitor = ctx.socket(zmq::PAIR)?;
     monitor.connect(&monitor_ep)?;
-    super::check_endpoint(endpoint)?;
     dealer.connect(endpoint)?;
-    Ok((AsyncSocket::new(dealer)?, AsyncSocket::new(monitor)?))
-}
-
-/// What the task owns besides its sockets.
-struct Conn {
-    endpoint: String,
-    state: Arc<AtomicU8>,
-    key: Key,
-    next_id: u64,
-    /// Requests sent, waiting for their reply.
-    pending: HashMap<u64, oneshot::Sender<Result<Bytes>>>,
-    /// Requests made before the first handshake completed.
-    waiting: VecDeque<Cmd>,
+    Ok((dealer, AsyncSocket::new(monitor)?))
 }
 
 impl Conn {
-    fn set(&self, s: u8) {
-        self.state.store(s, Ordering::Release);
+    fn gone(&self) -> Error {
+        Error::PeerGone(self.endpoint.clone())
     }
 
     fn fail_all(&mut self) {
-        let gone = || Err(Error::PeerGone(self.endpoint.clone()));
         for (_, r) in self.pending.drain() {
-            let _ = r.send(gone()); // the caller may have given up already
+            let _ = r.send(Err(Error::PeerGone(self.endpoint.clone()))); // caller may be gone
         }
-        for c in self.waiting.drain(..) {
-            if let Some(r) = c.reply {
-                let _ = r.send(gone());
+        for w in self.waiting.drain(..) {
+            if let Some(r) = w.reply {
+                let _ = r.send(Err(Error::PeerGone(self.endpoint.clone())));
             }
         }
     }
 
-    fn send(&mut self, dealer: &mut AsyncSocket, cmd: Cmd) {
+    /// Sends a request; on failure `reply` is dropped (its caller hears PeerGone).
+    fn send(&mut self, kind: Bytes, body: Bytes, reply: Option<ReplyTx>) -> Result<()> {
         self.next_id = self.next_id.wrapping_add(1);
         let rid = Bytes::copy_from_slice(&self.next_id.to_be_bytes());
-        let frames = envelope::seal_request(self.key.as_deref(), rid, cmd.kind, cmd.body);
-        let outcome = match dealer.try_send(&frames) {
-            Ok(true) => Ok(()),
+        let frames = envelope::seal_request(self.key.as_deref(), rid, kind, body);
+        match socket::try_send(&self.sock, &frames)? {
+            true => {}
             // No connection up (it just broke) or the peer's queue is full.
-            Ok(false) => Err(Error::PeerGone(self.endpoint.clone())),
-            Err(e) => Err(e),
-        };
-        match (outcome, cmd.reply) {
-            (Ok(()), Some(r)) => {
-                if self.pending.len() >= 4 * DEALER_QUEUE {
-                    // Callers that timed out dropped their receivers; forget them.
-                    self.pending.retain(|_, s| !s.is_closed());
+            false => return Err(self.gone()),
+        }
+        if let Some(r) = reply {
+            if self.pending.len() >= DEALER_QUEUE {
+                // Callers that timed out dropped their receivers; forget them.
+                self.pending.retain(|_, s| !s.is_closed());
+            }
+            self.pending.insert(self.next_id, r);
+        }
+        Ok(())
+    }
+
+    /// Matches every reply waiting on the socket to its caller.
+    fn read_replies(&mut self) {
+        loop {
+            match socket::try_recv(&self.sock) {
+                Ok(Some(frames)) => self.on_reply(frames),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(endpoint = %self.endpoint, error = %e, "dealer: receive failed");
+                    return;
                 }
-                self.pending.insert(self.next_id, r);
-            }
-            (Ok(()), None) => {}
-            (Err(e), Some(r)) => {
-                let _ = r.send(Err(e));
-            }
-            (Err(e), None) => {
-                tracing::debug!(endpoint = %self.endpoint, error = %e, "dealer: one-way message not sent")
             }
         }
     }
@@ -221,101 +283,75 @@ impl Conn {
         }
     }
 
-    /// Applies one monitor event; true when the connection just came up.
-    fn on_monitor(&mut self, frames: &[Bytes]) -> bool {
+    /// Applies one monitor event.
+    fn on_monitor(&mut self, frames: &[Bytes]) {
         let Some(head) = frames.first().filter(|f| f.len() >= 2) else {
-            return false;
+            return;
         };
-        let event = u16::from_ne_bytes([head[0], head[1]]);
-        if event == zmq_sys_events::HANDSHAKE_SUCCEEDED {
-            self.set(UP);
-            return true;
+        let ev = u16::from_ne_bytes([head[0], head[1]]);
+        if ev == event::HANDSHAKE_SUCCEEDED {
+            self.state = State::Up;
+            while let Some(w) = self.waiting.pop_front() {
+                // On failure the reply sender is dropped: that caller gets PeerGone.
+                if let Err(e) = self.send(w.kind, w.body, w.reply) {
+                    tracing::debug!(endpoint = %self.endpoint, error = %e, "dealer: queued request not sent");
+                }
+            }
+            self.read_replies();
+            return;
         }
-        tracing::debug!(endpoint = %self.endpoint, event, "dealer: connection down");
-        self.set(DOWN);
+        tracing::debug!(endpoint = %self.endpoint, event = ev, "dealer: connection down");
+        self.state = State::Down;
         self.fail_all();
-        false
     }
 }
 
-async fn run(
-    endpoint: String,
-    connect_timeout: Duration,
-    mut rx: mpsc::Receiver<Cmd>,
-    state: Arc<AtomicU8>,
-    key: Key,
-) {
-    let (mut dealer, mut monitor) = match open(&endpoint) {
+/// Reads replies and monitor events until the client is dropped.
+async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Duration) {
+    // Declared after `shared`: dropped first, so the registration ends before the socket.
+    // SAFETY: `shared` (which owns the socket) outlives `signal`, see above.
+    let signal = match unsafe { socket::register(&shared.lock().sock) } {
         Ok(s) => s,
         Err(e) => {
-            tracing::debug!(%endpoint, error = %e, "dealer: cannot connect");
-            state.store(DOWN, Ordering::Release);
-            return; // queued requests fail with PeerGone when `rx` drops
+            tracing::warn!(error = %e, "dealer: cannot watch the socket");
+            let mut conn = shared.lock();
+            conn.state = State::Down;
+            conn.fail_all();
+            return;
         }
-    };
-    let mut conn = Conn {
-        endpoint,
-        state,
-        key,
-        next_id: 0,
-        pending: HashMap::new(),
-        waiting: VecDeque::new(),
     };
     let first_deadline = tokio::time::sleep(connect_timeout);
     tokio::pin!(first_deadline);
     let mut connecting = true;
     loop {
         tokio::select! {
-            cmd = rx.recv() => {
-                let Some(cmd) = cmd else { return };
-                match conn.state.load(Ordering::Acquire) {
-                    CONNECTING if conn.waiting.len() < DEALER_QUEUE => conn.waiting.push_back(cmd),
-                    UP => {
-                        conn.send(&mut dealer, cmd);
-                        // Send what else is queued without going round the loop.
-                        while let Ok(cmd) = rx.try_recv() {
-                            conn.send(&mut dealer, cmd);
-                        }
-                    }
-                    _ => {
-                        if let Some(r) = cmd.reply {
-                            let _ = r.send(Err(Error::PeerGone(conn.endpoint.clone())));
-                        }
-                    }
+            ready = socket::wait(&signal) => {
+                if let Err(e) = ready {
+                    tracing::warn!(error = %e, "dealer: wait failed");
+                    return;
                 }
+                shared.lock().read_replies();
             }
             ev = monitor.recv() => match ev {
                 Ok(frames) => {
-                    if conn.on_monitor(&frames) {
-                        connecting = false;
-                        while let Some(cmd) = conn.waiting.pop_front() {
-                            conn.send(&mut dealer, cmd);
-                        }
-                    } else if conn.state.load(Ordering::Acquire) == DOWN {
-                        connecting = false;
-                    }
+                    let mut conn = shared.lock();
+                    conn.on_monitor(&frames);
+                    connecting &= conn.state == State::Connecting;
                 }
                 Err(e) => {
-                    tracing::warn!(endpoint = %conn.endpoint, error = %e, "dealer: monitor failed");
-                    conn.set(DOWN);
+                    tracing::warn!(error = %e, "dealer: monitor failed");
+                    let mut conn = shared.lock();
+                    conn.state = State::Down;
                     conn.fail_all();
                     return;
                 }
             },
-            msg = dealer.recv() => match msg {
-                Ok(frames) => {
-                    conn.on_reply(frames);
-                    while let Ok(Some(frames)) = dealer.try_recv() {
-                        conn.on_reply(frames);
-                    }
-                }
-                Err(e) => tracing::warn!(endpoint = %conn.endpoint, error = %e, "dealer: receive failed"),
-            },
             _ = &mut first_deadline, if connecting => {
                 connecting = false;
-                if conn.state.load(Ordering::Acquire) == CONNECTING {
+                let mut conn = shared.lock();
+                if conn.state == State::Connecting {
                     tracing::debug!(endpoint = %conn.endpoint, "dealer: no handshake within the connect timeout");
-                    conn.set(DOWN);
+                    conn.state = State::Down;
                     conn.fail_all();
                 }
             }

@@ -88,7 +88,13 @@ fn handle(
     Handled::Done
 }
 
-fn send_reply(router: &mut AsyncSocket, ident: Bytes, rid: Bytes, body: Bytes, key: Option<&ClusterKey>) {
+fn send_reply(
+    router: &mut AsyncSocket,
+    ident: Bytes,
+    rid: Bytes,
+    body: Bytes,
+    key: Option<&ClusterKey>,
+) {
     let mut frames = Vec::with_capacity(5);
     frames.push(ident);
     frames.extend(envelope::seal_reply(key, rid, body));

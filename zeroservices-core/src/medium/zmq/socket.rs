@@ -24,7 +24,7 @@ pub(super) fn context() -> &'static zmq::Context {
 }
 
 /// The socket's `ZMQ_FD`; libzmq owns and closes it.
-struct SignalFd(RawFd);
+pub(super) struct SignalFd(RawFd);
 
 impl AsRawFd for SignalFd {
     fn as_raw_fd(&self) -> RawFd {
@@ -52,14 +52,61 @@ impl From<zmq::Error> for Error {
     }
 }
 
+/// Registers `sock`'s `ZMQ_FD` with the current tokio reactor.
+///
+/// # Safety
+/// The returned `AsyncFd` must be dropped before `sock` is closed (the fd belongs to it).
+pub(super) unsafe fn register(sock: &zmq::Socket) -> Result<AsyncFd<SignalFd>> {
+    let fd = sock.get_fd()?;
+    // SAFETY: `fd` is the socket's signalling fd, open for as long as the socket is, and the
+    // caller drops the registration before the socket.
+    unsafe { AsyncFd::register_with_interest(SignalFd(fd), Interest::READABLE) }
+        .map_err(|e| Error::Io(e.into()))
+}
+
+/// One whole message from `sock`, if one is waiting (never blocks).
+pub(super) fn try_recv(sock: &zmq::Socket) -> Result<Option<Vec<Bytes>>> {
+    match sock.recv_multipart(zmq::DONTWAIT) {
+        Ok(parts) => Ok(Some(parts.into_iter().map(Bytes::from).collect())),
+        Err(zmq::Error::EAGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends one message on `sock` without waiting; `Ok(false)` when the socket would block (its
+/// high-water mark is reached, or with `ZMQ_IMMEDIATE` no connection is up).
+pub(super) fn try_send(sock: &zmq::Socket, frames: &[Bytes]) -> Result<bool> {
+    let Some((last, first)) = frames.split_last() else {
+        return Ok(true);
+    };
+    for (i, f) in first.iter().enumerate() {
+        match sock.send(&f[..], zmq::DONTWAIT | zmq::SNDMORE) {
+            Ok(()) => {}
+            // Only the first frame can find the queue full: the rest of a message always
+            // follows it.
+            Err(zmq::Error::EAGAIN) if i == 0 => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match sock.send(&last[..], zmq::DONTWAIT) {
+        Ok(()) => Ok(true),
+        Err(zmq::Error::EAGAIN) if first.is_empty() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits until a socket's state may have changed (see the module docs for the rule).
+pub(super) async fn wait(signal: &AsyncFd<SignalFd>) -> Result<()> {
+    let mut ready = signal.readable().await?;
+    ready.clear_ready();
+    Ok(())
+}
+
 impl AsyncSocket {
     /// Registers `sock` with the current tokio reactor.
     pub(super) fn new(sock: zmq::Socket) -> Result<AsyncSocket> {
-        let fd = sock.get_fd()?;
-        // SAFETY: `fd` is the socket's signalling fd, open for as long as the socket is, and
-        // the socket outlives `signal` (field order), so it stays valid while registered.
-        let signal = unsafe { AsyncFd::register_with_interest(SignalFd(fd), Interest::READABLE) }
-            .map_err(|e| Error::Io(e.into()))?;
+        // SAFETY: `signal` is declared before `sock` in the struct, so it is dropped first.
+        let signal = unsafe { register(&sock)? };
         Ok(AsyncSocket { signal, sock })
     }
 
@@ -70,11 +117,7 @@ impl AsyncSocket {
 
     /// One whole message, if one is waiting.
     pub(super) fn try_recv(&mut self) -> Result<Option<Vec<Bytes>>> {
-        match self.sock.recv_multipart(zmq::DONTWAIT) {
-            Ok(parts) => Ok(Some(parts.into_iter().map(Bytes::from).collect())),
-            Err(zmq::Error::EAGAIN) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        try_recv(&self.sock)
     }
 
     /// Waits for one whole message (libzmq delivers the frames of a message together).
@@ -89,31 +132,12 @@ impl AsyncSocket {
 
     /// Waits until the socket's state may have changed.
     pub(super) async fn wait(&mut self) -> Result<()> {
-        let mut ready = self.signal.readable().await?;
-        ready.clear_ready();
-        Ok(())
+        wait(&self.signal).await
     }
 
-    /// Sends one message without waiting; `Ok(false)` when the socket would block (its
-    /// high-water mark is reached, or with `ZMQ_IMMEDIATE` no connection is up).
+    /// Sends one message without waiting; see [`try_send`].
     pub(super) fn try_send(&mut self, frames: &[Bytes]) -> Result<bool> {
-        let Some((last, first)) = frames.split_last() else {
-            return Ok(true);
-        };
-        for (i, f) in first.iter().enumerate() {
-            match self.sock.send(&f[..], zmq::DONTWAIT | zmq::SNDMORE) {
-                Ok(()) => {}
-                // Only the first frame can find the queue full: the rest of a message
-                // always follows it.
-                Err(zmq::Error::EAGAIN) if i == 0 => return Ok(false),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        match self.sock.send(&last[..], zmq::DONTWAIT) {
-            Ok(()) => Ok(true),
-            Err(zmq::Error::EAGAIN) if first.is_empty() => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        try_send(&self.sock, frames)
     }
 }
 
