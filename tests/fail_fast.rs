@@ -85,3 +85,25 @@ fn a_killed_provider_is_answered_503_at_once_until_it_returns() {
         || (get(http, "/power").0 == 200).then_some(()),
     );
 }
+
+/// Regression: each peer's DEALER has a libzmq socket monitor, and libzmq's I/O thread writes
+/// monitor events with a blocking send. Closing the monitor's reader before stopping the
+/// monitor hung that thread on the next event, and the node stopped accepting connections
+/// after a few peers had come and gone.
+#[test]
+fn peers_that_come_and_go_never_wedge_a_node() {
+    let router = free_port();
+    let _svc = provider(router);
+    for i in 0..25 {
+        let out = Command::new(bin())
+            .args(["nodes", "--json", "--wait", "0.5", "--heartbeat-ms", "200"])
+            .args(["--discovery", &format!("static:127.0.0.1:{router}")])
+            .output()
+            .expect("nodes");
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            listed.contains("\"svc\""),
+            "peer {i} did not find the node: {listed}"
+        );
+    }
+}

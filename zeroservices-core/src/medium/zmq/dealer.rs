@@ -87,6 +87,20 @@ impl Shared {
         // Plain maps and a socket: usable even if a holder panicked.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Stops the socket's monitor; see [`socket::stop_monitor`] for why this comes first.
+    fn stop_monitor(&self) {
+        socket::stop_monitor(&mut self.lock().sock);
+    }
+}
+
+impl Drop for DealerClient {
+    fn drop(&mut self) {
+        // Before the task (which holds the monitor's reading end) is aborted.
+        if let Some((shared, _)) = &self.conn {
+            shared.stop_monitor();
+        }
+    }
 }
 
 impl DealerClient {
@@ -215,10 +229,20 @@ fn open(endpoint: &str) -> Result<(zmq::Socket, AsyncSocket)> {
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     dealer.monitor(&monitor_ep, event::WATCHED)?;
-    let monitor = ctx.socket(zmq::PAIR)?;
-    monitor.connect(&monitor_ep)?;
-    dealer.connect(endpoint)?;
-    Ok((dealer, AsyncSocket::new(monitor)?))
+    let mut dealer = dealer;
+    let opened = (|| {
+        let monitor = ctx.socket(zmq::PAIR)?;
+        monitor.connect(&monitor_ep)?;
+        dealer.connect(endpoint)?;
+        AsyncSocket::new(monitor)
+    })();
+    match opened {
+        Ok(monitor) => Ok((dealer, monitor)),
+        Err(e) => {
+            socket::stop_monitor(&mut dealer); // before the monitor's reader goes
+            Err(e)
+        }
+    }
 }
 
 impl Conn {
@@ -314,6 +338,7 @@ async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Dur
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "dealer: cannot watch the socket");
+            shared.stop_monitor();
             let mut conn = shared.lock();
             conn.state = State::Down;
             conn.fail_all();
@@ -328,6 +353,7 @@ async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Dur
             ready = socket::wait(&signal) => {
                 if let Err(e) = ready {
                     tracing::warn!(error = %e, "dealer: wait failed");
+                    shared.stop_monitor();
                     return;
                 }
                 shared.lock().read_replies();
@@ -340,6 +366,7 @@ async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Dur
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "dealer: monitor failed");
+                    shared.stop_monitor();
                     let mut conn = shared.lock();
                     conn.state = State::Down;
                     conn.fail_all();

@@ -162,6 +162,19 @@ pub(super) fn set_int_option(sock: &mut AsyncSocket, option: u32, value: i32) ->
     }
 }
 
+/// Stops a socket's monitor (`zmq_socket_monitor(sock, NULL, 0)`), closing libzmq's end of it.
+///
+/// Must run before the reading end of the monitor is closed: libzmq's I/O thread writes
+/// monitor events with a blocking send, so an event for a monitor nobody reads any more would
+/// hang the I/O thread of the whole process (no accept, no handshake, nothing).
+pub(super) fn stop_monitor(sock: &mut zmq::Socket) {
+    // SAFETY: a live socket, borrowed mutably; a null address is documented to stop monitoring.
+    let rc = unsafe { zmq_sys::zmq_socket_monitor(sock.as_mut_ptr(), std::ptr::null(), 0) };
+    if rc != 0 {
+        tracing::debug!("monitor already stopped");
+    }
+}
+
 /// Options every socket of a node gets (see docs/architecture.md, "Transport").
 pub(super) fn harden(sock: &zmq::Socket) -> Result<()> {
     // A frame over the protocol's body limit closes the connection before it is read.
