@@ -108,11 +108,7 @@ impl Xpub {
                     self.prefix_bytes += msg.len();
                 }
             }
-            Some(0) => {
-                if self.prefixes.remove(&msg[1..]) {
-                    self.prefix_bytes -= msg.len();
-                }
-            }
+            Some(0) if self.prefixes.remove(&msg[1..]) => self.prefix_bytes -= msg.len(),
             _ => {}
         }
     }
