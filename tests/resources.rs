@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -227,6 +227,26 @@ async fn requests_spread_over_two_providers_and_survive_losing_one() {
     wait_providers(&c, 2).await;
     let mut events = c.subscribe("power");
     let power = c.collection("power");
+    // A subscription reaches the publishers asynchronously (ZeroMQ's slow joiner): create
+    // probes until events arrive from both providers, then count from a clean slate.
+    let mut probed: BTreeSet<String> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while probed.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "events never came from both providers"
+        );
+        power
+            .create(None, json!({"probe": true}))
+            .await
+            .expect("probe");
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+        {
+            let e: ResourceEvent = serde_json::from_slice(&ev.payload).expect("event JSON");
+            probed.insert(e.node_id);
+        }
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {}
     for i in 0..40 {
         power.create(None, json!({"i": i})).await.expect("create");
     }

@@ -92,6 +92,14 @@ impl Shared {
     fn stop_monitor(&self) {
         socket::stop_monitor(&mut self.lock().sock);
     }
+
+    /// The reading task is ending on an error: the connection is down for good.
+    fn give_up(&self) {
+        self.stop_monitor();
+        let mut conn = self.lock();
+        conn.state = State::Down;
+        conn.fail_all();
+    }
 }
 
 impl Drop for DealerClient {
@@ -338,10 +346,7 @@ async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Dur
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "dealer: cannot watch the socket");
-            shared.stop_monitor();
-            let mut conn = shared.lock();
-            conn.state = State::Down;
-            conn.fail_all();
+            shared.give_up();
             return;
         }
     };
@@ -353,7 +358,7 @@ async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Dur
             ready = socket::wait(&signal) => {
                 if let Err(e) = ready {
                     tracing::warn!(error = %e, "dealer: wait failed");
-                    shared.stop_monitor();
+                    shared.give_up();
                     return;
                 }
                 shared.lock().read_replies();
@@ -366,10 +371,7 @@ async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Dur
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "dealer: monitor failed");
-                    shared.stop_monitor();
-                    let mut conn = shared.lock();
-                    conn.state = State::Down;
-                    conn.fail_all();
+                    shared.give_up();
                     return;
                 }
             },
