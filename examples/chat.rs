@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let node = args
         .cluster
-        .apply(Node::builder(&args.name))
+        .apply(Node::builder(&args.name))?
         .service(Presence)
         .start()
         .await?;

@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut builder = args
         .cluster
-        .apply(Node::builder(&format!("power-{}", args.role)).node_type(node_type));
+        .apply(Node::builder(&format!("power-{}", args.role)).node_type(node_type))?;
     if serves {
         let store = args.store.open().await?;
         builder = builder.collection(CollectionSpec::new("power", store.collection("power")));

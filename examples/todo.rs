@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let todos = CollectionSpec::new("todos", store.collection("todos")).schema(schema)?;
     let node = args
         .cluster
-        .apply(Node::builder("todo"))
+        .apply(Node::builder("todo"))?
         .collection(todos)
         .start()
         .await?;

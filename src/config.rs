@@ -23,6 +23,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("discovery", "ZEROSERVICES_DISCOVERY", ""),
     ("interface", "ZEROSERVICES_INTERFACE", ""),
     ("bind", "ZEROSERVICES_BIND", ""),
+    ("open-cluster", "ZEROSERVICES_OPEN_CLUSTER", ""),
     ("router-port", "ZEROSERVICES_ROUTER_PORT", ""),
     ("pub-port", "ZEROSERVICES_PUB_PORT", ""),
     ("heartbeat-ms", "ZEROSERVICES_HEARTBEAT_MS", ""),

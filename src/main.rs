@@ -59,6 +59,8 @@ enum Command {
         #[arg(long)]
         framework: Option<PathBuf>,
     },
+    /// Prints a new random cluster key (32 bytes, hex): `zeroservices keygen > cluster.key`.
+    Keygen,
     /// Lists discovered nodes.
     Nodes {
         /// Print one JSON array.
@@ -174,6 +176,14 @@ async fn run() -> anyhow::Result<()> {
             json,
             cluster,
         } => run_sniff(topic, json, cluster).await,
+        Command::Keygen => {
+            let key: [u8; 32] = rand::random();
+            println!(
+                "{}",
+                key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+            Ok(())
+        }
         Command::Nodes {
             json,
             wait,
@@ -186,7 +196,7 @@ async fn run() -> anyhow::Result<()> {
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     a.cluster.key()?; // report a bad key or auth setting before starting anything
     auth_from(&a)?;
-    let mut b = a.cluster.apply(Node::builder(&a.name));
+    let mut b = a.cluster.apply(Node::builder(&a.name))?;
     // A node without collections (an API node) opens no store and creates no data directory.
     if !a.collections.is_empty() {
         let store = a.store.open().await?;
@@ -306,7 +316,7 @@ fn basic_from(users: &[String], anonymous: Option<&str>) -> anyhow::Result<Arc<d
 
 async fn run_sniff(topic: String, as_json: bool, cluster: ClusterArgs) -> anyhow::Result<()> {
     let node = cluster
-        .apply(Node::builder("sniffer").node_type(NodeType::Observer))
+        .apply(Node::builder("sniffer").node_type(NodeType::Observer))?
         .start()
         .await?;
     let mut sub = node.subscribe(&topic);
@@ -337,7 +347,7 @@ async fn run_nodes(
     cluster: ClusterArgs,
 ) -> anyhow::Result<()> {
     let node = cluster
-        .apply(Node::builder("nodes").node_type(NodeType::Observer))
+        .apply(Node::builder("nodes").node_type(NodeType::Observer))?
         .start()
         .await?;
     let mut events = node.peer_events();

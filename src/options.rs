@@ -152,9 +152,14 @@ pub struct ClusterArgs {
     /// Interface address for multicast (and advertised in announcements).
     #[arg(long, env = "ZEROSERVICES_INTERFACE")]
     pub interface: Option<Ipv4Addr>,
-    /// Address the ZeroMQ sockets bind to.
-    #[arg(long, env = "ZEROSERVICES_BIND", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
+    /// Address the ZeroMQ sockets bind to. Default: 127.0.0.1 without a cluster key (protected
+    /// mode), 0.0.0.0 with one. Another address without a key needs --open-cluster.
+    #[arg(long, env = "ZEROSERVICES_BIND")]
+    pub bind: Option<IpAddr>,
+    /// Allow binding the ZeroMQ sockets beyond loopback without a cluster key: any host that
+    /// reaches them is then a full member (docs/security.md).
+    #[arg(long, env = "ZEROSERVICES_OPEN_CLUSTER")]
+    pub open_cluster: bool,
     /// ROUTER (request) port; 0 = random.
     #[arg(long, env = "ZEROSERVICES_ROUTER_PORT", default_value_t = 0)]
     pub router_port: u16,
@@ -200,14 +205,51 @@ impl ClusterArgs {
         Ok(Some(ClusterKey::new(&secret)))
     }
 
-    /// Applies sockets, discovery, heartbeat and the cluster key to a node builder.
-    pub fn apply(&self, b: NodeBuilder) -> NodeBuilder {
+    /// The address the ZeroMQ sockets bind to, under protected mode: without a cluster key,
+    /// loopback unless --open-cluster says otherwise.
+    pub fn bind_address(&self, keyed: bool) -> anyhow::Result<IpAddr> {
+        let default = if keyed || self.open_cluster {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
+        let bind = self.bind.unwrap_or(default);
+        if let Some(i) = self
+            .interface
+            .filter(|i| !keyed && !self.open_cluster && !i.is_loopback())
+        {
+            anyhow::bail!(
+                "--interface {i} without a cluster key would announce this node to the network with \
+                 no authentication. Make a key (`zeroservices keygen > cluster.key`) and pass \
+                 --cluster-key-file cluster.key to every node, or pass --open-cluster to accept that."
+            );
+        }
+        if !keyed && !self.open_cluster && !bind.is_loopback() {
+            anyhow::bail!(
+                "--bind {bind} without a cluster key would let any host that reaches it call every \
+                 service and read every event. Make a key (`zeroservices keygen > cluster.key`) and \
+                 pass --cluster-key-file cluster.key to every node, or pass --open-cluster to accept that."
+            );
+        }
+        Ok(bind)
+    }
+
+    /// Applies sockets, discovery, heartbeat and the cluster key to a node builder. Fails
+    /// (closed) on a bad key or a binding that protected mode refuses.
+    pub fn apply(&self, b: NodeBuilder) -> anyhow::Result<NodeBuilder> {
+        let key = self.key()?;
+        let bind = self.bind_address(key.is_some())?;
+        if key.is_none() && !self.open_cluster {
+            tracing::info!(
+                "no cluster key: ZeroMQ ports on loopback only; for other hosts make a key with `zeroservices keygen > cluster.key`"
+            );
+        }
         let advertise = self
             .interface
             .map(|i| i.to_string())
-            .or_else(|| (!self.bind.is_unspecified()).then(|| self.bind.to_string()));
+            .or_else(|| (!bind.is_unspecified()).then(|| bind.to_string()));
         let zmq = ZmqConfig {
-            bind: self.bind,
+            bind,
             router_port: self.router_port,
             pub_port: self.pub_port,
             advertise,
@@ -225,15 +267,14 @@ impl ClusterArgs {
                 }))
             }
         };
-        // An unreadable key file was reported by `key()` at start-up (see `serve`).
-        let b = match self.key() {
-            Ok(Some(k)) => b.cluster_key(k),
-            _ => b,
+        let b = match key {
+            Some(k) => b.cluster_key(k),
+            None => b,
         };
-        b.zmq(zmq)
+        Ok(b.zmq(zmq)
             .boxed_discovery(discovery)
             .heartbeat(Duration::from_millis(self.heartbeat_ms.max(10)))
-            .timeout(Duration::from_millis(self.timeout_ms.max(1)))
+            .timeout(Duration::from_millis(self.timeout_ms.max(1))))
     }
 }
 

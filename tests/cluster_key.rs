@@ -28,9 +28,11 @@ fn serve(ns: &NetNs, name: &str, ip: &str, http: &str, key: Option<&str>) -> Pro
         "--heartbeat-ms",
         "200",
     ]);
-    if let Some(k) = key {
-        c.args(["--cluster-key", k]);
-    }
+    match key {
+        Some(k) => c.args(["--cluster-key", k]),
+        // The rogue host runs an open cluster of its own, on purpose.
+        None => c.arg("--open-cluster"),
+    };
     spawn_ready(name, c)
 }
 

@@ -37,6 +37,7 @@ fn service(ns: &NetNs, dir: &std::path::Path) -> Proc {
         "power",
         "--interface",
         "10.77.0.2",
+        "--open-cluster", // two hosts without a key: deliberately open
         "--heartbeat-ms",
         "200",
     ]);
@@ -105,7 +106,13 @@ fn partition_heal_and_crash_between_two_hosts() {
     let svc = service(&svc_host, &dir);
     let _api = api_node(
         &api_host,
-        &["--interface", "10.77.0.1", "--timeout-ms", "1000"],
+        &[
+            "--interface",
+            "10.77.0.1",
+            "--open-cluster",
+            "--timeout-ms",
+            "1000",
+        ],
         Duration::from_secs(10),
     );
 
@@ -227,6 +234,7 @@ fn fifty_ms_each_way_between_hosts_is_tolerated() {
         "memory",
         "--discovery",
         "none",
+        "--open-cluster", // binds 0.0.0.0 without a key, on purpose (see above)
         "--heartbeat-ms",
         "200",
     ]);
