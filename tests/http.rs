@@ -1132,3 +1132,46 @@ async fn bearer_jwt_hs256_and_rs256_for_rest_and_websocket() {
     assert_error(&r, 401, "unauthorized");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn queries_and_metrics_are_bounded() {
+    let c = Cluster::start(&[]);
+    // At most 16 $regex per filter, and a `where` of at most 64 KiB.
+    let regexes: Vec<Value> = (0..17)
+        .map(|i| json!({format!("f{i}"): {"$regex": "^a"}}))
+        .collect();
+    let w = json!({ "$or": regexes }).to_string();
+    let url = format!("{}/power?where={}", c.base, urlencode(&w));
+    assert_error(&call("GET", &url, None, &[]), 400, "bad_request");
+    // Over 64 KiB: refused (400 by the node, or 414 by the HTTP parser before it).
+    let big = json!({"value": "x".repeat(70 * 1024)}).to_string();
+    let url = format!("{}/power?where={}", c.base, urlencode(&big));
+    let status = call("GET", &url, None, &[]).0;
+    assert!(
+        matches!(status, 400 | 414),
+        "a 70 KiB where answered {status}"
+    );
+    // Requests for collections that do not exist share one metrics series.
+    for i in 0..50 {
+        let r = call("GET", &format!("{}/nosuch{i}", c.base), None, &[]);
+        assert_eq!(r.0, 404);
+    }
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let text = agent
+        .get(&format!("{}/metrics", c.base))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .expect("text");
+    assert!(text.contains("collection=\"_unknown\""), "{text}");
+    assert!(
+        !text.contains("nosuch"),
+        "one series per unknown name: {text}"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

@@ -23,6 +23,8 @@ use crate::AppState;
 
 /// Default `limit` of a list.
 pub(crate) const DEFAULT_LIMIT: u64 = 100;
+/// Longest `where` parameter (bytes, decoded).
+pub(crate) const MAX_WHERE_BYTES: usize = 64 * 1024;
 
 fn path_error(e: PathRejection) -> ApiError {
     ApiError::bad_request(format!("invalid path: {}", e.body_text()))
@@ -81,8 +83,18 @@ impl AppState {
             Ok(_) => 200,
             Err(e) => e.status().as_u16(),
         };
+        // Names of collections that do not exist come from clients: one series for them all,
+        // so the metrics stay bounded (checked on 404 only, off the hot path).
+        let label = if status == 404
+            && !self.node.directory().has_seen(&collection)
+            && !self.node.local_collections().contains(&collection)
+        {
+            "_unknown"
+        } else {
+            collection.as_str()
+        };
         self.metrics
-            .observe_request(&collection, &action, status, start.elapsed());
+            .observe_request(label, &action, status, start.elapsed());
         res
     }
 }
@@ -120,6 +132,12 @@ pub(crate) async fn list(
         ..ListQuery::default()
     };
     if let Some(w) = params.get("where") {
+        if w.len() > MAX_WHERE_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "where is {} bytes (at most {MAX_WHERE_BYTES})",
+                w.len()
+            )));
+        }
         q.filter = serde_json::from_str(w)
             .map_err(|e| ApiError::bad_request(format!("where is not JSON: {e}")))?;
         if !q.filter.is_object() {

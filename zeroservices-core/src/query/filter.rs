@@ -47,6 +47,12 @@ impl Filter {
 
     /// Parses a filter document.
     pub fn parse(doc: &Value) -> Result<Filter> {
+        let regexes = count_key(doc, "$regex", 0);
+        if regexes > MAX_REGEXES {
+            return Err(bad(format!(
+                "{regexes} $regex in one filter (at most {MAX_REGEXES})"
+            )));
+        }
         Ok(Filter(parse_doc(doc, 0)?))
     }
 
@@ -62,6 +68,24 @@ impl Filter {
 }
 
 const MAX_DEPTH: usize = 32;
+/// `$regex` conditions one filter may hold: each is compiled and run on every candidate.
+pub(crate) const MAX_REGEXES: usize = 16;
+
+/// How many times `key` appears as an object key in `v` (nesting beyond [`MAX_DEPTH`] is left
+/// to the parser, which refuses it).
+fn count_key(v: &Value, key: &str, depth: usize) -> usize {
+    if depth > MAX_DEPTH + 2 {
+        return 0;
+    }
+    match v {
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| usize::from(k == key) + count_key(v, key, depth + 1))
+            .sum(),
+        Value::Array(a) => a.iter().map(|v| count_key(v, key, depth + 1)).sum(),
+        _ => 0,
+    }
+}
 
 fn parse_doc(doc: &Value, depth: usize) -> Result<Node> {
     if depth > MAX_DEPTH {
@@ -275,4 +299,25 @@ fn text_matches(data: &Value, terms: &[String]) -> bool {
             .filter(|w| !w.is_empty())
             .any(|w| terms.iter().any(|t| w.to_lowercase() == *t))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn at_most_sixteen_regexes_per_filter() {
+        let cond = |n: usize| -> Value {
+            let parts: Vec<Value> = (0..n)
+                .map(|i| json!({format!("f{i}"): {"$regex": "^a"}}))
+                .collect();
+            json!({"$or": parts})
+        };
+        assert!(Filter::parse(&cond(MAX_REGEXES)).is_ok());
+        assert!(matches!(
+            Filter::parse(&cond(MAX_REGEXES + 1)),
+            Err(crate::Error::BadRequest(_))
+        ));
+    }
 }
