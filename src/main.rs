@@ -105,7 +105,9 @@ struct ServeArgs {
     /// Read settings from a TOML file (keys are the long flag names).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Allowed CORS origin (repeatable; default: any origin, no credentials).
+    /// Another browser origin allowed to call the API (repeatable; `*` for every origin, never
+    /// with credentials). Always allowed: the node's own origin and http://localhost:* and
+    /// http://127.0.0.1:*; a state-changing request from any other origin gets 403.
     #[arg(
         long = "cors-origin",
         env = "ZEROSERVICES_CORS_ORIGINS",

@@ -449,36 +449,71 @@ fn every_route_and_every_error_status() {
 #[test]
 fn cors_preflight_default_and_restricted() {
     let c = Cluster::start(&[]);
-    let pre = [
-        ("origin", "http://anywhere.example"),
-        ("access-control-request-method", "POST"),
-        ("access-control-request-headers", "content-type"),
-    ];
-    let (s, hs, _) = call("OPTIONS", &format!("{}/power", c.base), None, &pre);
-    assert!(s == 200 || s == 204, "preflight status {s}");
-    assert_eq!(header(&hs, "access-control-allow-origin"), Some("*"));
-    assert!(header(&hs, "access-control-allow-credentials").is_none());
+    let preflight = |base: &str, origin: &str| {
+        let pre = [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ];
+        let (s, hs, _) = call("OPTIONS", &format!("{base}/power"), None, &pre);
+        assert!(s == 200 || s == 204, "preflight status {s}");
+        assert!(header(&hs, "access-control-allow-credentials").is_none());
+        header(&hs, "access-control-allow-origin").map(str::to_owned)
+    };
+    // Default: local dev servers and the node's own origin, nothing else.
+    for local in ["http://localhost:5173", "http://127.0.0.1:3000"] {
+        assert_eq!(preflight(&c.base, local).as_deref(), Some(local));
+    }
+    assert_eq!(
+        preflight(&c.base, &c.base).as_deref(),
+        Some(c.base.as_str())
+    );
+    assert_eq!(preflight(&c.base, "http://anywhere.example"), None);
 
     let (api2, addr2) = start_api(c.router_port, &["--cors-origin", "http://good.example"]);
-    let good = [
-        ("origin", "http://good.example"),
-        ("access-control-request-method", "POST"),
-    ];
-    let (_, hs, _) = call("OPTIONS", &format!("http://{addr2}/power"), None, &good);
+    let b2 = format!("http://{addr2}");
     assert_eq!(
-        header(&hs, "access-control-allow-origin"),
+        preflight(&b2, "http://good.example").as_deref(),
         Some("http://good.example")
     );
-    let evil = [
-        ("origin", "http://evil.example"),
-        ("access-control-request-method", "POST"),
-    ];
-    let (_, hs, _) = call("OPTIONS", &format!("http://{addr2}/power"), None, &evil);
-    assert!(
-        header(&hs, "access-control-allow-origin").is_none(),
-        "evil origin allowed: {hs:?}"
+    assert_eq!(
+        preflight(&b2, "http://evil.example"),
+        None,
+        "evil origin allowed"
     );
     drop(api2);
+    let (api3, addr3) = start_api(c.router_port, &["--cors-origin", "*"]);
+    assert_eq!(
+        preflight(&format!("http://{addr3}"), "http://anywhere.example").as_deref(),
+        Some("*")
+    );
+    drop(api3);
+}
+
+#[test]
+fn a_cross_site_form_post_is_refused_and_curl_is_not() {
+    let c = Cluster::start(&[]);
+    let url = format!("{}/power", c.base);
+    let body = br#"{"value":1}"#;
+    // A form or fetch from a foreign page: text/plain needs no preflight, so the server refuses.
+    let foreign = [
+        ("origin", "https://evil.example"),
+        ("content-type", "text/plain"),
+    ];
+    assert_error(&call("POST", &url, Some(body), &foreign), 403, "forbidden");
+    let (s, _, b) = call("GET", &url, None, &[]);
+    assert_eq!(s, 200);
+    assert_eq!(b, json!([]), "the refused POST created something");
+    // No Origin (curl, another service), the node's own page, a local dev server: accepted.
+    assert_eq!(call("POST", &url, Some(body), &[]).0, 201);
+    assert_eq!(
+        call("POST", &url, Some(body), &[("origin", &c.base)]).0,
+        201
+    );
+    let dev = [("origin", "http://localhost:5173")];
+    assert_eq!(call("POST", &url, Some(body), &dev).0, 201);
+    // Reads are not refused (the browser withholds the answer from a foreign page anyway).
+    assert_eq!(call("GET", &url, None, &foreign).0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

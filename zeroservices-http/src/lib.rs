@@ -9,6 +9,7 @@
 //! - `ops`: `/health`, `/metrics`, `/openapi.json`.
 //! - [`auth`]: the [`Auth`] trait, [`AllowAll`], [`BasicAuth`], [`JwtAuth`] (HS256, RS256).
 //! - [`error`]: [`ApiError`], the one error → status + JSON mapping.
+//! - `origin`: which browser origins may call (CORS), 403 for state changes from others.
 //!
 //! ```no_run
 //! use zeroservices_core::{Node, NodeType, MulticastDiscovery};
@@ -25,12 +26,14 @@ pub mod auth;
 pub mod error;
 mod limits;
 mod ops;
+mod origin;
 mod realtime;
 mod rest;
 
 pub use auth::{AllowAll, Auth, BasicAuth, JwtAuth, Principal};
 pub use error::ApiError;
 pub use ops::Metrics;
+pub use origin::origin_allowed;
 pub use realtime::{CONNECTION_QUEUE, REPLAY_CAPACITY};
 
 use std::future::Future;
@@ -47,7 +50,8 @@ use zeroservices_core::Node;
 /// HTTP node settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Allowed CORS origins; empty = any origin, without credentials.
+    /// Browser origins allowed besides the node's own and local development servers (see
+    /// [`origin_allowed`]); `*` allows every origin, without credentials.
     pub cors_origins: Vec<String>,
     /// Largest request body (bytes); larger is 413. Default 1 MiB.
     pub body_limit: usize,
@@ -128,15 +132,22 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
             axum::http::header::LOCATION,
             axum::http::HeaderName::from_static("x-total-count"),
         ]);
-    let cors = if cfg.cors_origins.is_empty() {
+    let extra = Arc::new(cfg.cors_origins.clone());
+    let cors = if extra.iter().any(|o| o == "*") {
         cors.allow_origin(Any)
     } else {
-        let list: Vec<HeaderValue> = cfg
-            .cors_origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
-        cors.allow_origin(AllowOrigin::list(list))
+        let list = extra.clone();
+        cors.allow_origin(AllowOrigin::predicate(
+            move |origin: &HeaderValue, parts| {
+                let host = parts
+                    .headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                origin
+                    .to_str()
+                    .is_ok_and(|o| origin::origin_allowed(o, host, &list))
+            },
+        ))
     };
     Router::new()
         .route("/", get(rest::index))
@@ -159,6 +170,9 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .layer(limits::RejectOversizedLayer {
             limit: cfg.body_limit,
         })
+        .layer(axum::middleware::from_fn(move |req, next| {
+            origin::guard(extra.clone(), req, next)
+        }))
         .layer(cors)
 }
 
