@@ -124,3 +124,98 @@ fn embedded_store_keeps_acknowledged_resources_across_sigkill() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What one writer of the SIGKILL test got acknowledged: (id, last acknowledged patch number,
+/// last attempted patch number).
+type Acked = Vec<(String, u64, u64)>;
+
+/// One writer: creates a resource, then patches two fields together (`a` and `b` to the same
+/// number) a few times, then the next resource; until the node dies or the bounds are reached.
+fn writer(base: String, client: usize) -> Acked {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    let started = std::time::Instant::now();
+    let mut acked = Acked::new();
+    for k in 0..5_000 {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        let body = format!(r#"{{"client": {client}, "k": {k}, "a": 0, "b": 0}}"#);
+        let Ok(r) = agent.post(&format!("{base}/power")).send_string(&body) else {
+            break;
+        };
+        let Some(id) = r
+            .into_string()
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v["resource_id"].as_str().map(str::to_owned))
+        else {
+            break;
+        };
+        acked.push((id.clone(), 0, 0));
+        for n in 1..=3u64 {
+            if let Some(last) = acked.last_mut() {
+                last.2 = n;
+            }
+            let patch = format!(r#"{{"$set": {{"a": {n}, "b": {n}}}}}"#);
+            if agent
+                .request("PATCH", &format!("{base}/power/{id}"))
+                .send_string(&patch)
+                .is_err()
+            {
+                return acked;
+            }
+            if let Some(last) = acked.last_mut() {
+                last.1 = n;
+            }
+        }
+    }
+    acked
+}
+
+#[test]
+fn group_commit_keeps_every_acknowledged_write_across_sigkill_under_load() {
+    let dir = std::env::temp_dir().join(format!("zs-cli-group-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = format!("embedded:{}", dir.display());
+    let (router, http) = (free_port(), free_port());
+    let node = serve(&store, router, http);
+    let base = format!("http://127.0.0.1:{http}");
+    let writers: Vec<_> = (0..32)
+        .map(|c| {
+            let base = base.clone();
+            std::thread::spawn(move || writer(base, c))
+        })
+        .collect();
+    // Kill it in the middle of the load.
+    std::thread::sleep(Duration::from_millis(1500));
+    node.signal(9);
+    let acked: Vec<Acked> = writers
+        .into_iter()
+        .map(|w| w.join().expect("writer"))
+        .collect();
+    drop(node);
+    let total: usize = acked.iter().map(Vec::len).sum();
+    assert!(
+        total >= 32,
+        "only {total} creates were acknowledged before the kill"
+    );
+
+    let _again = serve(&store, router, http);
+    for (id, done, tried) in acked.iter().flatten() {
+        let r = ureq::get(&format!("{base}/power/{id}"))
+            .call()
+            .unwrap_or_else(|e| panic!("acknowledged create {id} lost: {e}"));
+        let v: Value = serde_json::from_str(&r.into_string().expect("body")).expect("JSON");
+        let (a, b) = (&v["resource_data"]["a"], &v["resource_data"]["b"]);
+        assert_eq!(a, b, "half-applied patch: {v}");
+        let a = a.as_u64().expect("a");
+        // The last acknowledged patch is there; the one in flight at the kill may be too.
+        assert!(
+            a == *done || a == *tried,
+            "{id}: a = {a}, acknowledged {done}, tried {tried}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -275,6 +275,10 @@ fn w3(mode: &str, s: &Sizes) -> anyhow::Result<Value> {
     )
 }
 
+/// The W3 servers measured: bare axum, one node on the memory store, the same on the embedded
+/// store, and the service + API split.
+const W3_MODES: [&str; 4] = ["baseline", "all", "all-embedded", "split"];
+
 fn f(v: &Value, path: &[&str]) -> f64 {
     path.iter()
         .fold(v, |v, k| &v[*k])
@@ -328,7 +332,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
         w2s.insert(imp.into(), w2(imp, &s)?);
     }
     let mut w3s = serde_json::Map::new();
-    for mode in ["baseline", "all", "split"] {
+    for mode in W3_MODES {
         eprintln!("W3 {mode} …");
         w3s.insert(mode.into(), w3(mode, &s)?);
     }
@@ -343,6 +347,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
         "w2_framework_vs_raw_events_per_s": ratio(f(&w2v, &["framework", "events_per_s_mean"]), f(&w2v, &["raw", "events_per_s_mean"])),
         "w3_all_vs_axum_post": ratio(f(&w3v, &["all", "post", "req_per_s"]), f(&w3v, &["baseline", "post", "req_per_s"])),
         "w3_all_vs_axum_get": ratio(f(&w3v, &["all", "get", "req_per_s"]), f(&w3v, &["baseline", "get", "req_per_s"])),
+        "w3_all_embedded_vs_all_post": ratio(f(&w3v, &["all-embedded", "post", "req_per_s"]), f(&w3v, &["all", "post", "req_per_s"])),
         "w3_split_vs_axum_post": ratio(f(&w3v, &["split", "post", "req_per_s"]), f(&w3v, &["baseline", "post", "req_per_s"])),
         "w3_split_vs_axum_get": ratio(f(&w3v, &["split", "get", "req_per_s"]), f(&w3v, &["baseline", "get", "req_per_s"])),
     });
@@ -388,7 +393,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
             format!("{:.3}", f(&w2v, &[imp, "loss_pct"])),
         );
     }
-    for mode in ["baseline", "all", "split"] {
+    for mode in W3_MODES {
         row(
             &format!("W3a {mode}: POST req/s"),
             format!("{:.0}", f(&w3v, &[mode, "post", "req_per_s"])),

@@ -30,7 +30,7 @@ fn usage() -> anyhow::Result<()> {
     bail!(
         "usage: zeroservices-bench run [--json] [--quick]\n\
          participants: w1-service|w1-client resource|core|raw; w2-pub|w2-sub framework|raw [N];\n\
-         w3-server all|service|api|baseline; w3-load URL METHOD PATH CONNS WARM_S SECS STATUS; w3c-client"
+         w3-server all|all-embedded|service|api|baseline; w3-load URL METHOD PATH CONNS WARM_S SECS STATUS; w3c-client"
     )
 }
 

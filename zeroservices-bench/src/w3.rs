@@ -1,5 +1,5 @@
 //! W3 — REST + realtime: HTTP servers (`all`: one node with the `power` memory collection;
-//! `service` + `api`: the same split over two processes; `baseline`: a bare axum handler with
+//! `all-embedded`: the same on the embedded store in a fresh temporary directory; `service` + `api`: the same split over two processes; `baseline`: a bare axum handler with
 //! fixed bodies of the same size), an HTTP/1.1 keep-alive load generator, and the W3c realtime
 //! client (16 websockets, sequential creates, POST → event latency).
 
@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use zeroservices_core::{
-    CollectionSpec, MemoryCollection, Node, NodeType, StaticDiscovery, ZmqConfig,
+    Collection, CollectionSpec, EmbeddedStore, MemoryCollection, Node, NodeType, StaticDiscovery,
+    ZmqConfig,
 };
 use zeroservices_http::{serve, HttpConfig};
 
@@ -35,17 +36,24 @@ pub(crate) async fn server(mode: &str) -> anyhow::Result<()> {
         serve(l, node, HttpConfig::default(), None, std::future::pending()).await?;
         Ok(())
     };
+    let all = async |power: Arc<dyn Collection>| -> anyhow::Result<()> {
+        let node = Node::builder("w3-all")
+            .zmq(ZmqConfig::loopback())
+            .collection(CollectionSpec::new("power", power))
+            .start()
+            .await?;
+        http(node).await
+    };
     match mode {
-        "all" => {
-            let node = Node::builder("w3-all")
-                .zmq(ZmqConfig::loopback())
-                .collection(CollectionSpec::new(
-                    "power",
-                    Arc::new(MemoryCollection::new()),
-                ))
-                .start()
-                .await?;
-            http(node).await
+        "all" => all(Arc::new(MemoryCollection::new())).await,
+        "all-embedded" => {
+            let dir = std::env::temp_dir().join(format!("zs-w3-embedded-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = EmbeddedStore::open(&dir)?;
+            // The open database file lives on (and is fsynced as usual) after its directory is
+            // unlinked, so nothing is left behind however the harness ends this process.
+            std::fs::remove_dir_all(&dir)?;
+            all(Arc::new(store.collection("power"))).await
         }
         "service" => {
             let node = Node::builder("w3-service")

@@ -48,5 +48,5 @@ pub use resources::{
     ActionContext, Collection, CollectionClient, CollectionSpec, ListPage, Resource, ResourceEvent,
     ResourceRequest,
 };
-pub use store::{EmbeddedStore, MemoryCollection};
+pub use store::{EmbeddedStore, GroupCommit, MemoryCollection};
 pub use worker::Worker;

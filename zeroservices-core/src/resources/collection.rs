@@ -76,11 +76,18 @@ pub fn validate_data(data: &Value) -> Result<()> {
     }
 }
 
-/// A new unique id: 128 random bits as 32 hex digits, from the thread's cryptographically
-/// secure generator (seeded from the OS once, not a system call per id).
+/// A new unique id of 32 hex digits: the creation time in milliseconds since the epoch (48 bits),
+/// then 80 random bits from the thread's cryptographically secure generator (seeded from the OS
+/// once, not a system call per id). Ids made later sort after earlier ones (like UUIDv7 and
+/// MongoDB's ObjectId), so a store keyed by id appends instead of writing all over its tree;
+/// 80 random bits keep them unguessable.
 pub fn generate_id() -> String {
     use rand::Rng as _;
-    format!("{:032x}", rand::thread_rng().gen::<u128>())
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() & ((1 << 48) - 1));
+    let random = rand::thread_rng().gen::<u128>() & ((1 << 80) - 1);
+    format!("{:032x}", (ms << 80) | random)
 }
 
 /// Filters, sorts, pages and projects `(id, data)` pairs: the list semantics shared by

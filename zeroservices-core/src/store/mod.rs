@@ -4,5 +4,5 @@
 mod embedded;
 mod memory;
 
-pub use self::embedded::{EmbeddedCollection, EmbeddedStore};
+pub use self::embedded::{EmbeddedCollection, EmbeddedStore, GroupCommit};
 pub use self::memory::MemoryCollection;
