@@ -15,7 +15,19 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("http", "ZEROSERVICES_HTTP", ""),
     ("no-http", "ZEROSERVICES_NO_HTTP", ""),
     ("cors-origin", "ZEROSERVICES_CORS_ORIGINS", ","),
-    ("user", "ZEROSERVICES_USERS", " "),
+    ("users-file", "ZEROSERVICES_USERS_FILE", ""),
+    (
+        "jwt-hs256-secret-file",
+        "ZEROSERVICES_JWT_HS256_SECRET_FILE",
+        "",
+    ),
+    (
+        "jwt-rs256-public-key",
+        "ZEROSERVICES_JWT_RS256_PUBLIC_KEY",
+        "",
+    ),
+    ("jwt-issuer", "ZEROSERVICES_JWT_ISSUER", ""),
+    ("jwt-audience", "ZEROSERVICES_JWT_AUDIENCE", ""),
     ("anonymous", "ZEROSERVICES_ANONYMOUS", ""),
     ("body-limit", "ZEROSERVICES_BODY_LIMIT", ""),
     ("ws-queue", "ZEROSERVICES_WS_QUEUE", ""),
@@ -28,6 +40,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("pub-port", "ZEROSERVICES_PUB_PORT", ""),
     ("heartbeat-ms", "ZEROSERVICES_HEARTBEAT_MS", ""),
     ("timeout-ms", "ZEROSERVICES_TIMEOUT_MS", ""),
+    ("cluster-key-file", "ZEROSERVICES_CLUSTER_KEY_FILE", ""),
 ];
 
 fn scalar(v: &toml::Value) -> anyhow::Result<String> {
@@ -52,10 +65,15 @@ pub fn env_from_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         let norm = key.replace('_', "-");
         let norm = match norm.as_str() {
             "collections" => "collection".to_owned(),
-            "users" => "user".to_owned(),
             "cors-origins" => "cors-origin".to_owned(),
             _ => norm,
         };
+        if ["user", "users", "cluster-key", "jwt-hs256-secret"].contains(&norm.as_str()) {
+            bail!(
+                "{}: {key}: secrets are read from their own files, not settings: use users-file, cluster-key-file or jwt-hs256-secret-file",
+                path.display()
+            );
+        }
         let Some((_, env, sep)) = KEYS.iter().find(|(k, _, _)| *k == norm) else {
             bail!("{}: unknown setting {key:?}", path.display());
         };
@@ -113,6 +131,9 @@ mod tests {
         assert_eq!(get("ZEROSERVICES_NO_HTTP").as_deref(), Some("true"));
         std::fs::write(&f, "colection = [\"typo\"]\n").unwrap();
         assert!(env_from_file(&f).is_err());
+        std::fs::write(&f, "cluster-key = \"a-secret-in-a-settings-file\"\n").unwrap();
+        let e = env_from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("cluster-key-file"), "{e}");
         assert_eq!(
             config_arg(&["serve".into(), "--config".into(), "x.toml".into()]).as_deref(),
             Some("x.toml")

@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use zeroservices::core::{CollectionSpec, Node, NodeType, PeerEvent};
 use zeroservices::http::{serve, AllowAll, Auth, BasicAuth, HttpConfig, JwtAuth};
-use zeroservices::options::{stop_signal, ClusterArgs, StoreSpec};
+use zeroservices::options::{read_secret, stop_signal, ClusterArgs, StoreSpec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -114,16 +114,24 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
-    /// HTTP Basic user NAME:PASSWORD[:GRANTS] where GRANTS is COLLECTION/ACTION,... (`*` for
-    /// any; default `*/*`). Any --user turns authentication on.
-    #[arg(long = "user", env = "ZEROSERVICES_USERS", value_delimiter = ' ')]
-    users: Vec<String>,
-    /// Accept Bearer JWTs signed with HS256 and this secret (grants from the `grants` claim).
-    #[arg(long, env = "ZEROSERVICES_JWT_HS256_SECRET", hide_env_values = true)]
-    jwt_hs256_secret: Option<String>,
+    /// File of HTTP Basic users, one `NAME:PASSWORD[:GRANTS]` per line (`#` comments), where
+    /// GRANTS is COLLECTION/ACTION,... (`*` for any; default `*/*`). Turns authentication on.
+    #[arg(long, env = "ZEROSERVICES_USERS_FILE")]
+    users_file: Option<PathBuf>,
+    /// File holding the secret of Bearer JWTs signed with HS256 (grants from the `grants`
+    /// claim; at least 16 bytes).
+    #[arg(long, env = "ZEROSERVICES_JWT_HS256_SECRET_FILE")]
+    jwt_hs256_secret_file: Option<PathBuf>,
     /// Accept Bearer JWTs signed with RS256 by the key whose public half is in this PEM file.
     #[arg(long, env = "ZEROSERVICES_JWT_RS256_PUBLIC_KEY")]
     jwt_rs256_public_key: Option<PathBuf>,
+    /// Accept only JWTs whose `iss` claim is this issuer.
+    #[arg(long, env = "ZEROSERVICES_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Accept only JWTs whose `aud` claim names this audience (without it, a token that
+    /// carries an `aud` claim is refused).
+    #[arg(long, env = "ZEROSERVICES_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
     /// Grants of callers without credentials when users are configured, e.g. `*/list,*/get`.
     #[arg(long, env = "ZEROSERVICES_ANONYMOUS")]
     anonymous: Option<String>,
@@ -147,6 +155,21 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = zeroservices::config::config_arg(&args) {
         for (k, v) in zeroservices::config::env_from_file(std::path::Path::new(&path))? {
             std::env::set_var(k, v);
+        }
+    }
+    // Variables that once carried secrets themselves: refuse rather than run without what
+    // the operator meant to configure (the cluster key's is checked by `ClusterArgs::key`).
+    for (var, instead) in [
+        ("ZEROSERVICES_USERS", "ZEROSERVICES_USERS_FILE"),
+        (
+            "ZEROSERVICES_JWT_HS256_SECRET",
+            "ZEROSERVICES_JWT_HS256_SECRET_FILE",
+        ),
+    ] {
+        if std::env::var_os(var).is_some() {
+            anyhow::bail!(
+                "{var} is not read: secrets come from files; put it in a file and set {instead}"
+            );
         }
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -270,50 +293,75 @@ fn auth_from(a: &ServeArgs) -> anyhow::Result<Arc<dyn Auth>> {
         .map(|(c, x)| (c.as_str(), x.as_str()))
         .collect();
     let configured = [
-        !a.users.is_empty(),
-        a.jwt_hs256_secret.is_some(),
+        a.users_file.is_some(),
+        a.jwt_hs256_secret_file.is_some(),
         a.jwt_rs256_public_key.is_some(),
     ];
     if configured.iter().filter(|c| **c).count() > 1 {
-        anyhow::bail!("choose one of --user, --jwt-hs256-secret, --jwt-rs256-public-key");
+        anyhow::bail!(
+            "choose one of --users-file, --jwt-hs256-secret-file, --jwt-rs256-public-key"
+        );
     }
-    if let Some(secret) = &a.jwt_hs256_secret {
-        if secret.len() < 16 {
-            anyhow::bail!("the JWT secret must be at least 16 bytes");
+    if (a.jwt_issuer.is_some() || a.jwt_audience.is_some())
+        && a.jwt_hs256_secret_file.is_none()
+        && a.jwt_rs256_public_key.is_none()
+    {
+        anyhow::bail!("--jwt-issuer and --jwt-audience need --jwt-hs256-secret-file or --jwt-rs256-public-key");
+    }
+    let jwt = if let Some(path) = &a.jwt_hs256_secret_file {
+        Some(JwtAuth::hs256(&read_secret(path, "JWT secret")?))
+    } else if let Some(path) = &a.jwt_rs256_public_key {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the JWT public key {}", path.display()))?;
+        Some(JwtAuth::rs256(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+    } else {
+        None
+    };
+    if let Some(mut jwt) = jwt {
+        if let Some(iss) = &a.jwt_issuer {
+            jwt = jwt.issuer(iss);
         }
-        return Ok(Arc::new(JwtAuth::hs256(secret.as_bytes()).anonymous(&anon)));
+        if let Some(aud) = &a.jwt_audience {
+            jwt = jwt.audience(aud);
+        }
+        return Ok(Arc::new(jwt.anonymous(&anon)));
     }
-    if let Some(path) = &a.jwt_rs256_public_key {
-        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        return Ok(Arc::new(
-            JwtAuth::rs256(&pem)
-                .map_err(anyhow::Error::msg)?
-                .anonymous(&anon),
-        ));
+    match &a.users_file {
+        Some(path) => basic_from_file(path, &anon),
+        None => Ok(Arc::new(AllowAll)),
     }
-    basic_from(&a.users, a.anonymous.as_deref())
 }
 
-fn basic_from(users: &[String], anonymous: Option<&str>) -> anyhow::Result<Arc<dyn Auth>> {
-    if users.is_empty() {
-        return Ok(Arc::new(AllowAll));
-    }
+/// HTTP Basic users from a file: one `NAME:PASSWORD[:GRANTS]` per line, blank lines and `#`
+/// comments skipped. A missing file, a malformed line or a file without users is an error: the
+/// API never starts open because its users could not be read.
+fn basic_from_file(path: &std::path::Path, anon: &[(&str, &str)]) -> anyhow::Result<Arc<dyn Auth>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the users file {}", path.display()))?;
     let mut auth = BasicAuth::new();
-    for u in users {
-        let mut parts = u.splitn(3, ':');
+    let mut count = 0;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("{} line {}", path.display(), n + 1);
+        let mut parts = line.splitn(3, ':');
         let (Some(name), Some(pass)) = (parts.next(), parts.next()) else {
-            anyhow::bail!("--user must be NAME:PASSWORD[:GRANTS]");
+            anyhow::bail!("{}: expected NAME:PASSWORD[:GRANTS]", at());
         };
-        let g = grants(parts.next().unwrap_or("*/*"))?;
+        if name.is_empty() || pass.is_empty() {
+            anyhow::bail!("{}: empty user name or password", at());
+        }
+        let g = grants(parts.next().unwrap_or("*/*")).with_context(at)?;
         let refs: Vec<(&str, &str)> = g.iter().map(|(c, a)| (c.as_str(), a.as_str())).collect();
         auth = auth.user(name, pass, &refs);
+        count += 1;
     }
-    if let Some(spec) = anonymous {
-        let g = grants(spec)?;
-        let refs: Vec<(&str, &str)> = g.iter().map(|(c, a)| (c.as_str(), a.as_str())).collect();
-        auth = auth.anonymous(&refs);
+    if count == 0 {
+        anyhow::bail!("the users file {} names no user", path.display());
     }
-    Ok(Arc::new(auth))
+    Ok(Arc::new(auth.anonymous(anon)))
 }
 
 async fn run_sniff(topic: String, as_json: bool, cluster: ClusterArgs) -> anyhow::Result<()> {

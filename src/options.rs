@@ -149,7 +149,9 @@ pub struct ClusterArgs {
     /// multicast[:GROUP:PORT] | static:HOST:ROUTER_PORT,... | none
     #[arg(long, env = "ZEROSERVICES_DISCOVERY", default_value = "multicast")]
     pub discovery: DiscoverySpec,
-    /// Interface address for multicast (and advertised in announcements).
+    /// Interface address for multicast (and advertised in announcements). Default: 127.0.0.1
+    /// without a cluster key (protected mode: announcements stay on this host), the system's
+    /// choice with one.
     #[arg(long, env = "ZEROSERVICES_INTERFACE")]
     pub interface: Option<Ipv4Addr>,
     /// Address the ZeroMQ sockets bind to. Default: 127.0.0.1 without a cluster key (protected
@@ -172,36 +174,24 @@ pub struct ClusterArgs {
     /// Timeout of requests to other nodes, in milliseconds.
     #[arg(long, env = "ZEROSERVICES_TIMEOUT_MS", default_value_t = 5000)]
     pub timeout_ms: u64,
-    /// Shared cluster secret: authenticate every datagram, request and event with it; nodes
-    /// without it are ignored (docs/security.md). Prefer --cluster-key-file.
-    #[arg(long, env = "ZEROSERVICES_CLUSTER_KEY", hide_env_values = true)]
-    pub cluster_key: Option<String>,
-    /// File holding the shared cluster secret.
+    /// File holding the shared cluster secret (`zeroservices keygen > cluster.key`): every
+    /// datagram, request and event is authenticated with it; nodes without it are ignored
+    /// (docs/security.md). Secrets are never taken on the command line, where `ps` shows them.
     #[arg(long, env = "ZEROSERVICES_CLUSTER_KEY_FILE")]
     pub cluster_key_file: Option<PathBuf>,
 }
 
 impl ClusterArgs {
-    /// The cluster key from --cluster-key or --cluster-key-file, if any.
+    /// The cluster key from --cluster-key-file, if any. An unreadable, empty or short file is
+    /// an error: a node never falls back to running without the key it was given.
     pub fn key(&self) -> anyhow::Result<Option<Arc<ClusterKey>>> {
-        let secret = match (&self.cluster_key, &self.cluster_key_file) {
-            (Some(_), Some(_)) => {
-                anyhow::bail!("use --cluster-key or --cluster-key-file, not both")
-            }
-            (Some(k), None) => k.as_bytes().to_vec(),
-            (None, Some(f)) => {
-                let mut b = std::fs::read(f)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
-                while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
-                    b.pop();
-                }
-                b
-            }
-            (None, None) => return Ok(None),
-        };
-        if secret.len() < 16 {
-            anyhow::bail!("the cluster key must be at least 16 bytes");
+        if std::env::var_os("ZEROSERVICES_CLUSTER_KEY").is_some() {
+            anyhow::bail!("ZEROSERVICES_CLUSTER_KEY is not read: secrets come from files; put the key in a file and set ZEROSERVICES_CLUSTER_KEY_FILE");
         }
+        let Some(f) = &self.cluster_key_file else {
+            return Ok(None);
+        };
+        let secret = read_secret(f, "cluster key")?;
         Ok(Some(ClusterKey::new(&secret)))
     }
 
@@ -262,7 +252,14 @@ impl ClusterArgs {
                 Box::new(MulticastDiscovery::new(MulticastConfig {
                     group: *group,
                     port: *port,
-                    interface: self.interface.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    // Protected mode: a keyless node announces itself on loopback only.
+                    interface: self
+                        .interface
+                        .unwrap_or(if key.is_none() && !self.open_cluster {
+                            Ipv4Addr::LOCALHOST
+                        } else {
+                            Ipv4Addr::UNSPECIFIED
+                        }),
                     ..MulticastConfig::default()
                 }))
             }
@@ -340,4 +337,20 @@ mod tests {
         assert!("multicast:10.0.0.1:4000".parse::<DiscoverySpec>().is_err());
         assert_eq!("none".parse::<DiscoverySpec>(), Ok(DiscoverySpec::None));
     }
+}
+
+/// Reads a secret from a file: surrounding whitespace (a trailing newline) is dropped, and a
+/// secret shorter than 16 bytes, an empty file or an unreadable one is an error naming the file.
+pub fn read_secret(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("reading the {what} file {}: {e}", path.display()))?;
+    let secret = bytes.trim_ascii();
+    if secret.len() < 16 {
+        anyhow::bail!(
+            "the {what} in {} must be at least 16 bytes (it has {})",
+            path.display(),
+            secret.len()
+        );
+    }
+    Ok(secret.to_vec())
 }

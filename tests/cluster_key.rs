@@ -11,6 +11,20 @@ use common::{bin, names, nodes_json, root, spawn, spawn_ready, NetNs, Proc};
 
 const KEY: &str = "0123456789abcdef-cluster-secret";
 
+/// A key file holding `key` (the CLI reads secrets from files only); one per key and test
+/// process, left in the temporary directory for the processes that read it.
+fn key_file(key: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "zs-cluster-key-{}-{:x}.key",
+        std::process::id(),
+        key.bytes()
+            .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b))
+                .wrapping_mul(0x100000001b3))
+    ));
+    std::fs::write(&path, format!("{key}\n")).expect("write key file");
+    path.to_string_lossy().into_owned()
+}
+
 fn serve(ns: &NetNs, name: &str, ip: &str, http: &str, key: Option<&str>) -> Proc {
     let mut c = ns.command(bin());
     c.args([
@@ -29,7 +43,7 @@ fn serve(ns: &NetNs, name: &str, ip: &str, http: &str, key: Option<&str>) -> Pro
         "200",
     ]);
     match key {
-        Some(k) => c.args(["--cluster-key", k]),
+        Some(k) => c.args(["--cluster-key-file", &key_file(k)]),
         // The rogue host runs an open cluster of its own, on purpose.
         None => c.arg("--open-cluster"),
     };
@@ -72,8 +86,8 @@ fn a_rogue_host_without_the_key_cannot_join_call_or_publish() {
         "200",
         "--interface",
         "10.77.0.1",
-        "--cluster-key",
-        KEY,
+        "--cluster-key-file",
+        &key_file(KEY),
     ]);
     assert_eq!(names(&nodes_json(c)), vec!["keyed-a", "keyed-b"]);
     // The wrong-key node sees the rogue-host nodes' datagrams fail too: it lists nobody.
@@ -87,8 +101,8 @@ fn a_rogue_host_without_the_key_cannot_join_call_or_publish() {
         "200",
         "--interface",
         "10.77.0.2",
-        "--cluster-key",
-        "another-key-of-sufficient-length",
+        "--cluster-key-file",
+        &key_file("another-key-of-sufficient-length"),
     ]);
     let seen = names(&nodes_json(c));
     assert!(
@@ -106,8 +120,8 @@ fn a_rogue_host_without_the_key_cannot_join_call_or_publish() {
         "10.77.0.1",
         "--heartbeat-ms",
         "200",
-        "--cluster-key",
-        KEY,
+        "--cluster-key-file",
+        &key_file(KEY),
     ]);
     let sniffer = spawn("sniffer", s);
     std::thread::sleep(Duration::from_millis(1500));
@@ -210,8 +224,8 @@ print("ATTACKER replies=%d" % replies, flush=True)
         "200",
         "--interface",
         "10.77.0.1",
-        "--cluster-key",
-        KEY,
+        "--cluster-key-file",
+        &key_file(KEY),
     ]);
     assert_eq!(
         names(&nodes_json(c)),

@@ -518,15 +518,12 @@ fn a_cross_site_form_post_is_refused_and_curl_is_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_allows_and_denies_rest_and_websocket() {
+    let users = common::TempFile::new(
+        "users",
+        "# name:password[:grants]\nadmin:secret\n\nreader:pw:*/list,*/get,*/subscribe\n",
+    );
     let c = tokio::task::block_in_place(|| {
-        Cluster::start(&[
-            "--user",
-            "admin:secret",
-            "--user",
-            "reader:pw:*/list,*/get,*/subscribe",
-            "--anonymous",
-            "*/get",
-        ])
+        Cluster::start(&["--users-file", &users.arg(), "--anonymous", "*/get"])
     });
     let b = c.base.clone();
     let basic = |u: &str, p: &str| {
@@ -1052,8 +1049,14 @@ fn jwt(
 async fn bearer_jwt_hs256_and_rs256_for_rest_and_websocket() {
     // HS256
     let secret = "a-shared-jwt-secret-of-length";
+    let secret_file = common::TempFile::new("jwt.secret", &format!("{secret}\n"));
     let c = tokio::task::block_in_place(|| {
-        Cluster::start(&["--jwt-hs256-secret", secret, "--anonymous", "*/get"])
+        Cluster::start(&[
+            "--jwt-hs256-secret-file",
+            &secret_file.arg(),
+            "--anonymous",
+            "*/get",
+        ])
     });
     let b = c.base.clone();
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());

@@ -295,3 +295,30 @@ pub fn names(v: &serde_json::Value) -> Vec<String> {
     n.sort();
     n
 }
+
+/// A file in the temporary directory, removed on drop (users, keys and secrets for the CLI,
+/// which reads secrets from files only).
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "zs-{}-{}-{name}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::write(&path, contents).expect("write temporary file");
+        TempFile(path)
+    }
+
+    /// The path, for an argument.
+    pub fn arg(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -24,13 +24,26 @@ pub enum Principal {
     Anonymous,
     /// An authenticated user.
     User(String),
-    /// A verified token: its subject and the grants it carries.
+    /// A verified token: its subject, the grants it carries and when it expires.
     Token {
         /// The `sub` claim.
         subject: String,
         /// `(collection or "*", action or "*")` pairs from the `grants` claim.
         grants: Vec<(String, String)>,
+        /// The `exp` claim (seconds since the Unix epoch): a websocket opened with this token
+        /// is closed with code 4401 at that time unless it sends a fresh token first.
+        expires_at: u64,
     },
+}
+
+impl Principal {
+    /// When these credentials stop being valid (seconds since the Unix epoch), if ever.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self {
+            Principal::Token { expires_at, .. } => Some(*expires_at),
+            _ => None,
+        }
+    }
 }
 
 /// Decides who a request comes from and what they may do.
@@ -150,12 +163,18 @@ impl Auth for BasicAuth {
 }
 
 /// Bearer JWTs (HS256 with a shared secret, or RS256 with a public key). The token's `grants`
-/// claim lists `"collection/action"` strings (`*` for any); `exp` is required and checked.
-/// Callers without a token get the `anonymous` grants.
+/// claim lists `"collection/action"` strings (`*` for any); `exp` is required, and `exp` and
+/// `nbf` are checked without leeway (keep the clocks of issuer and nodes in sync). `iss` and
+/// `aud` are checked when [`JwtAuth::issuer`] / [`JwtAuth::audience`] are set; a token with an
+/// `aud` claim is refused by a node that names no audience. Callers without a token get the
+/// `anonymous` grants.
 ///
 /// ```
 /// use zeroservices_http::JwtAuth;
-/// let auth = JwtAuth::hs256(b"a-long-shared-secret-for-tokens").anonymous(&[("*", "get")]);
+/// let auth = JwtAuth::hs256(b"a-long-shared-secret-for-tokens")
+///     .issuer("https://login.example.com")
+///     .audience("power-api")
+///     .anonymous(&[("*", "get")]);
 /// # drop(auth);
 /// ```
 pub struct JwtAuth {
@@ -175,6 +194,7 @@ impl fmt::Debug for JwtAuth {
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     grants: Vec<String>,
 }
@@ -198,11 +218,38 @@ impl JwtAuth {
     fn with(key: jsonwebtoken::DecodingKey, alg: jsonwebtoken::Algorithm) -> JwtAuth {
         let mut validation = jsonwebtoken::Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 0;
         JwtAuth {
             key,
             validation,
             anonymous: Vec::new(),
         }
+    }
+
+    /// Accepts only tokens whose `iss` claim is `issuer` (and requires the claim).
+    pub fn issuer(mut self, issuer: &str) -> JwtAuth {
+        self.validation.set_issuer(&[issuer]);
+        self.require("iss");
+        self
+    }
+
+    /// Accepts only tokens whose `aud` claim names `audience` (and requires the claim).
+    pub fn audience(mut self, audience: &str) -> JwtAuth {
+        self.validation.set_audience(&[audience]);
+        self.require("aud");
+        self
+    }
+
+    fn require(&mut self, claim: &str) {
+        let mut claims: Vec<String> = self
+            .validation
+            .required_spec_claims
+            .iter()
+            .cloned()
+            .collect();
+        claims.push(claim.to_owned());
+        self.validation.set_required_spec_claims(&claims);
     }
 
     /// Grants for callers without a token.
@@ -232,6 +279,7 @@ impl Auth for JwtAuth {
         Ok(Principal::Token {
             subject: data.claims.sub,
             grants,
+            expires_at: data.claims.exp,
         })
     }
 
