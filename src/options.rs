@@ -311,6 +311,22 @@ pub fn init_logging() {
         .init();
 }
 
+/// Reads a secret from a file: surrounding whitespace (a trailing newline) is dropped, and a
+/// secret shorter than 16 bytes, an empty file or an unreadable one is an error naming the file.
+pub fn read_secret(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("reading the {what} file {}: {e}", path.display()))?;
+    let secret = bytes.trim_ascii();
+    if secret.len() < 16 {
+        anyhow::bail!(
+            "the {what} in {} must be at least 16 bytes (it has {})",
+            path.display(),
+            secret.len()
+        );
+    }
+    Ok(secret.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,20 +353,4 @@ mod tests {
         assert!("multicast:10.0.0.1:4000".parse::<DiscoverySpec>().is_err());
         assert_eq!("none".parse::<DiscoverySpec>(), Ok(DiscoverySpec::None));
     }
-}
-
-/// Reads a secret from a file: surrounding whitespace (a trailing newline) is dropped, and a
-/// secret shorter than 16 bytes, an empty file or an unreadable one is an error naming the file.
-pub fn read_secret(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("reading the {what} file {}: {e}", path.display()))?;
-    let secret = bytes.trim_ascii();
-    if secret.len() < 16 {
-        anyhow::bail!(
-            "the {what} in {} must be at least 16 bytes (it has {})",
-            path.display(),
-            secret.len()
-        );
-    }
-    Ok(secret.to_vec())
 }
