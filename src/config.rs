@@ -32,6 +32,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("body-limit", "ZEROSERVICES_BODY_LIMIT", ""),
     ("ws-queue", "ZEROSERVICES_WS_QUEUE", ""),
     ("replay", "ZEROSERVICES_REPLAY", ""),
+    ("replay-bytes", "ZEROSERVICES_REPLAY_BYTES", ""),
     ("discovery", "ZEROSERVICES_DISCOVERY", ""),
     ("interface", "ZEROSERVICES_INTERFACE", ""),
     ("bind", "ZEROSERVICES_BIND", ""),
@@ -41,6 +42,9 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("heartbeat-ms", "ZEROSERVICES_HEARTBEAT_MS", ""),
     ("timeout-ms", "ZEROSERVICES_TIMEOUT_MS", ""),
     ("cluster-key-file", "ZEROSERVICES_CLUSTER_KEY_FILE", ""),
+    ("header-timeout", "ZEROSERVICES_HEADER_TIMEOUT", ""),
+    ("body-timeout", "ZEROSERVICES_BODY_TIMEOUT", ""),
+    ("shutdown-timeout", "ZEROSERVICES_SHUTDOWN_TIMEOUT", ""),
 ];
 
 fn scalar(v: &toml::Value) -> anyhow::Result<String> {

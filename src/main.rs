@@ -144,8 +144,28 @@ struct ServeArgs {
     /// Events kept for websocket clients that resume.
     #[arg(long, env = "ZEROSERVICES_REPLAY", default_value_t = zeroservices::http::REPLAY_CAPACITY)]
     replay: usize,
+    /// Bytes of events kept for websocket clients that resume (the oldest go first).
+    #[arg(long, env = "ZEROSERVICES_REPLAY_BYTES", default_value_t = zeroservices::http::REPLAY_BYTES)]
+    replay_bytes: usize,
+    /// Seconds a client may take to send a request's headers (then the connection closes).
+    #[arg(long, env = "ZEROSERVICES_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = seconds)]
+    header_timeout: f64,
+    /// Seconds a client may take to send a request's body (then 408).
+    #[arg(long, env = "ZEROSERVICES_BODY_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
+    body_timeout: f64,
+    /// Seconds SIGTERM/SIGINT waits for requests in progress before the node stops anyway.
+    #[arg(long, env = "ZEROSERVICES_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
+    shutdown_timeout: f64,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// A duration in seconds: finite, above zero, at most a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -266,6 +286,10 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
             body_limit: a.body_limit,
             ws_queue: a.ws_queue,
             replay_capacity: a.replay,
+            replay_bytes: a.replay_bytes,
+            header_timeout: Duration::from_secs_f64(a.header_timeout),
+            body_timeout: Duration::from_secs_f64(a.body_timeout),
+            shutdown_timeout: Duration::from_secs_f64(a.shutdown_timeout),
         };
         serve(listener, node.clone(), cfg, None, stop_signal()).await?;
     }

@@ -220,6 +220,8 @@ impl NodeBuilder {
         let (me_tx, me_rx) = watch::channel(me);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (heard_tx, heard_rx) = mpsc::channel(1024);
+        let shutdown = CancellationToken::new();
+        let stopping = shutdown.child_token();
         let inner = Arc::new(NodeInner {
             name: self.name,
             node_id,
@@ -236,7 +238,8 @@ impl NodeBuilder {
             seq: AtomicU64::new(0),
             events_tx,
             peer_events: broadcast::channel(256).0,
-            shutdown: CancellationToken::new(),
+            shutdown,
+            stopping,
             tracker: TaskTracker::new(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -288,6 +291,8 @@ impl NodeBuilder {
 
 /// Events waiting to be sequenced and published.
 const EVENT_QUEUE: usize = 16_384;
+/// Longest time shutdown gives the medium to send the last events to connected subscribers.
+const EVENT_FLUSH: Duration = Duration::from_secs(2);
 
 /// A handle on a running node. Cheap to clone; the node stops when the last handle returned
 /// by [`NodeBuilder::start`] (and its clones) is dropped, or at [`Node::shutdown`].
@@ -337,6 +342,9 @@ struct NodeInner {
     events_tx: mpsc::Sender<(String, Vec<u8>)>,
     peer_events: broadcast::Sender<PeerEvent>,
     shutdown: CancellationToken,
+    /// Cancelled first at [`Node::shutdown`] (and with `shutdown`): requests from peers are
+    /// answered `shutdown` instead of run, while the ones running finish.
+    stopping: CancellationToken,
     /// Tracks per-request and hook tasks, so shutdown can let them finish.
     tracker: TaskTracker,
     /// The node's long-lived tasks; joined at shutdown.
@@ -835,9 +843,22 @@ impl Node {
         .await;
     }
 
-    /// Says bye, lets in-flight requests finish (at most the request timeout), flushes the
-    /// hosted stores and stops every task.
+    /// Stops the node in order: requests from peers are refused (`shutdown`) while the ones
+    /// running finish (at most the request timeout); then the tasks stop (discovery says bye)
+    /// after the event publisher sent every queued change; the medium sends the last events
+    /// (at most 2 s) and the hosted stores are flushed. Call it after the HTTP server stopped,
+    /// so every acknowledged write has queued its event.
     pub async fn shutdown(&self) {
+        // 1. No new work from peers; what runs finishes and queues its events.
+        self.inner.stopping.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(self.inner.timeout, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests still running at shutdown");
+        }
+        // 2. The tasks stop; the event publisher first sequences and publishes what is queued.
         self.inner.shutdown.cancel();
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
@@ -850,13 +871,8 @@ impl Node {
                 tracing::warn!("a node task did not stop within 2 s");
             }
         }
-        self.inner.tracker.close();
-        if tokio::time::timeout(self.inner.timeout, self.inner.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight requests still running at shutdown");
-        }
+        // 3. Every acknowledged change's event leaves the node before it stops.
+        self.inner.medium.flush(EVENT_FLUSH).await;
         let hosted: Vec<Arc<Hosted>> = self
             .inner
             .hosted
@@ -1000,6 +1016,12 @@ async fn dispatcher(node: Node, mut inbox: Inbox) {
         };
         match incoming {
             None => return,
+            Some(Incoming::Request(req)) if node.inner.stopping.is_cancelled() => {
+                // The caller learns at once (a read is retried on another provider).
+                if let Some(r) = req.reply {
+                    r.send(encode_reply(&Err(Error::Shutdown)));
+                }
+            }
             Some(Incoming::Request(req)) => {
                 let n = node.clone();
                 node.inner

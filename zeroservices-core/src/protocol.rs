@@ -258,9 +258,50 @@ pub fn topic_matches(prefix: &str, topic: &str) -> bool {
     }
 }
 
+/// Every subscription prefix that covers `topic` besides `""` and `*`: the topic cut before
+/// each dot, and the whole topic. A set of subscribed prefixes covers the topic exactly when
+/// it holds `""`, `*` or one of these (the same rule as [`topic_matches`]), so matching costs
+/// the topic's segments, not the number of subscriptions.
+pub fn covering_prefixes(topic: &str) -> impl Iterator<Item = &str> {
+    topic
+        .match_indices('.')
+        .map(move |(i, _)| &topic[..i])
+        .chain(std::iter::once(topic))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn covering_prefixes_agree_with_topic_matches() {
+        let topics = [
+            "power.create.1",
+            "power",
+            "power.",
+            "power..x",
+            "a.b",
+            ".x",
+            "",
+        ];
+        let prefixes = [
+            "power",
+            "power.create",
+            "power.create.1",
+            "power.",
+            "pow",
+            "a",
+            ".x",
+            "",
+            "*",
+        ];
+        for t in topics {
+            for p in prefixes {
+                let by_set = p.is_empty() || p == "*" || covering_prefixes(t).any(|c| c == p);
+                assert_eq!(by_set, topic_matches(p, t), "prefix {p:?} topic {t:?}");
+            }
+        }
+    }
 
     #[test]
     fn prefixes_match_at_dot_boundaries() {

@@ -29,15 +29,17 @@ mod ops;
 mod origin;
 mod realtime;
 mod rest;
+mod server;
 
 pub use auth::{AllowAll, Auth, BasicAuth, JwtAuth, Principal};
 pub use error::ApiError;
 pub use ops::Metrics;
 pub use origin::origin_allowed;
-pub use realtime::{CONNECTION_QUEUE, REPLAY_CAPACITY};
+pub use realtime::{CONNECTION_QUEUE, MAX_SINCE, MAX_TOPICS, REPLAY_BYTES, REPLAY_CAPACITY};
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
@@ -61,6 +63,15 @@ pub struct HttpConfig {
     pub ws_queue: usize,
     /// Events kept for resuming websocket clients.
     pub replay_capacity: usize,
+    /// Bytes of events kept for resuming websocket clients (default 64 MiB).
+    pub replay_bytes: usize,
+    /// Longest time a client may take to send a request's headers (default 10 s); the
+    /// connection is closed after it.
+    pub header_timeout: Duration,
+    /// Longest time a client may take to send a request's body (default 30 s): 408 after it.
+    pub body_timeout: Duration,
+    /// Longest wait, at shutdown, for the requests in progress (default 30 s).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -71,6 +82,10 @@ impl Default for HttpConfig {
             auth: Arc::new(AllowAll),
             ws_queue: CONNECTION_QUEUE,
             replay_capacity: REPLAY_CAPACITY,
+            replay_bytes: REPLAY_BYTES,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -102,7 +117,11 @@ impl AppState {
     /// State for `node`; taps the node's events into the realtime hub for as long as the
     /// state (or a clone of it) lives.
     pub fn new(node: Node, cfg: &HttpConfig) -> AppState {
-        let hub = Arc::new(realtime::Hub::new(cfg.ws_queue, cfg.replay_capacity));
+        let hub = Arc::new(realtime::Hub::new(
+            cfg.ws_queue,
+            cfg.replay_capacity,
+            cfg.replay_bytes,
+        ));
         let metrics = Arc::new(Metrics::default());
         // The tap's callback holds the hub and the metrics, not the state: dropping the last
         // state (which removes the tap) can then never happen inside the callback.
@@ -167,6 +186,10 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .fallback(rest::fallback)
         .with_state(st)
         .layer(DefaultBodyLimit::max(cfg.body_limit))
+        .layer(axum::middleware::from_fn({
+            let (timeout, limit) = (cfg.body_timeout, cfg.body_limit);
+            move |req, next| limits::read_body_within(timeout, limit, req, next)
+        }))
         .layer(limits::RejectOversizedLayer {
             limit: cfg.body_limit,
         })
@@ -176,9 +199,11 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .layer(cors)
 }
 
-/// Serves the HTTP node on `listener` until `shutdown` completes. `extra` routes (such as a
-/// page under `/ui/`) are merged with the generated ones; they must not reuse a generated
-/// route (`/`, `/health`, …) — axum refuses overlapping routes.
+/// Serves the HTTP node on `listener` until `shutdown` completes, then lets the requests in
+/// progress finish (at most [`HttpConfig::shutdown_timeout`]) and returns; call
+/// [`Node::shutdown`] after it. `extra` routes (such as a page under `/ui/`) are merged with
+/// the generated ones; they must not reuse a generated route (`/`, `/health`, …) — axum
+/// refuses overlapping routes.
 pub async fn serve(
     listener: TcpListener,
     node: Node,
@@ -191,7 +216,12 @@ pub async fn serve(
     if let Some(extra) = extra {
         router = extra.merge(router);
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::run(
+        listener,
+        router,
+        cfg.header_timeout,
+        cfg.shutdown_timeout,
+        shutdown,
+    )
+    .await
 }

@@ -1,3 +1,6 @@
+//! Bodies: [`read_body_within`] reads a request's body before its handler runs, within the
+//! body timeout (408 otherwise) and the size limit (413).
+//!
 //! Oversized bodies: a request whose `Content-Length` exceeds the limit is answered 413 before
 //! the handler runs. Its body is read and discarded first (up to [`DRAIN_CAP`] bytes, within
 //! [`DRAIN_TIME`]), because closing a connection with unread data makes the kernel send a
@@ -76,6 +79,68 @@ async fn reject(req: Request, len: u64, limit: usize) -> Response {
         let drain = async { while let Some(Ok(_)) = stream.next().await {} };
         let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     }
+    too_large(limit)
+}
+
+/// Reads the whole body of a request that has one within `timeout` (else 408, and the
+/// connection closes) and `limit` bytes (else 413), then runs the handler on it. A client that
+/// trickles its body can hold a request for `timeout` at most, and so cannot hold a graceful
+/// shutdown off. Requests without a body (GET, websocket upgrades) pass untouched.
+pub(crate) async fn read_body_within(
+    timeout: Duration,
+    limit: usize,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if !has_body {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut chunks: Vec<bytes::Bytes> = Vec::new();
+        let mut len = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request(format!("cannot read body: {e}")).into_response()
+            })?;
+            len += chunk.len();
+            if len > limit {
+                return Err(too_large(limit));
+            }
+            chunks.push(chunk);
+        }
+        Ok(match chunks.len() {
+            1 => chunks.swap_remove(0),
+            _ => chunks.concat().into(),
+        })
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(resp)) => resp,
+        Err(_) => {
+            let mut resp = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("request body not received within {timeout:?}"),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Response {
     let mut resp = ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",

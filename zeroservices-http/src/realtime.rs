@@ -7,19 +7,26 @@
 //! "reason":"overflow","missed":N}` and should reload what it shows. A client that reconnects
 //! with `since: {node_id: seq}` gets the missed events from the replay buffer, or
 //! `{"type":"resync","node_id":...}` when they are older than the buffer.
+//!
+//! Bounds: the replay buffer holds at most [`REPLAY_CAPACITY`] events and [`REPLAY_BYTES`]
+//! bytes; a connection has at most [`MAX_TOPICS`] topics and resumes at most [`MAX_SINCE`]
+//! nodes per `subscribe`; client messages and frames are at most 64 KiB. Matching an event
+//! against a connection's topics looks up the event topic's prefixes in a set (cost: its
+//! segments, not the number of topics). Each event is delivered only if the connection may
+//! still `get` its collection, and a connection whose token expires is closed with code 4401.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
-use zeroservices_core::protocol::topic_matches;
+use zeroservices_core::protocol::covering_prefixes;
 use zeroservices_core::{Event, Node, Tap};
 
 use crate::auth::Principal;
@@ -30,8 +37,20 @@ use crate::AppState;
 pub const CONNECTION_QUEUE: usize = 4096;
 /// Default number of events kept for resuming clients.
 pub const REPLAY_CAPACITY: usize = 10_000;
+/// Default bytes of events kept for resuming clients.
+pub const REPLAY_BYTES: usize = 64 * 1024 * 1024;
+/// Topics one connection may subscribe to.
+pub const MAX_TOPICS: usize = 256;
+/// Nodes one `subscribe` may resume (`since` entries).
+pub const MAX_SINCE: usize = 1024;
+/// Largest client message and frame.
+const MAX_MESSAGE: usize = 64 * 1024;
 /// A client that does not read for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Close code for a connection whose credentials expired (4000-4999: the application's).
+const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// Collections whose permission a connection remembers (cleared on `auth`).
+const PERMISSION_CACHE: usize = 1024;
 
 #[derive(Debug)]
 pub(crate) struct HubEvent {
@@ -46,6 +65,7 @@ pub(crate) struct HubEvent {
 pub(crate) struct Hub {
     tx: broadcast::Sender<Arc<HubEvent>>,
     replay_capacity: usize,
+    replay_bytes: usize,
     // std Mutex: push/pop and snapshot only; never held across an await.
     replay: Mutex<Replay>,
 }
@@ -53,15 +73,18 @@ pub(crate) struct Hub {
 #[derive(Debug, Default)]
 struct Replay {
     events: VecDeque<Arc<HubEvent>>,
+    /// Bytes of the events' text.
+    bytes: usize,
     /// Highest seq evicted per node: a resume from below it has a gap.
     evicted: HashMap<String, u64>,
 }
 
 impl Hub {
-    pub(crate) fn new(queue: usize, replay_capacity: usize) -> Hub {
+    pub(crate) fn new(queue: usize, replay_capacity: usize, replay_bytes: usize) -> Hub {
         Hub {
             tx: broadcast::channel(queue.max(1)).0,
             replay_capacity,
+            replay_bytes,
             replay: Mutex::new(Replay::default()),
         }
     }
@@ -71,10 +94,12 @@ impl Hub {
         {
             let mut r = self.replay.lock().unwrap_or_else(|p| p.into_inner());
             if ev.seq.is_some() {
+                r.bytes += ev.text.len();
                 r.events.push_back(ev.clone());
             }
-            while r.events.len() > self.replay_capacity {
+            while r.events.len() > self.replay_capacity || r.bytes > self.replay_bytes {
                 if let Some(old) = r.events.pop_front() {
+                    r.bytes -= old.text.len();
                     if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
                         // No key copy for a node already listed (every event, once full).
                         match r.evicted.get_mut(n.as_str()) {
@@ -137,7 +162,8 @@ pub(crate) async fn handler(
     State(st): State<AppState>,
     who: Principal,
 ) -> Response {
-    ws.max_message_size(64 * 1024)
+    ws.max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| connection(st, who, socket))
 }
 
@@ -165,19 +191,56 @@ fn error_msg(code: &str, message: &str) -> String {
 struct Conn {
     st: AppState,
     who: Principal,
-    topics: Vec<String>,
+    /// Subscribed prefixes; `all` when one of them is `*` or empty.
+    topics: HashSet<String>,
+    all: bool,
     last: HashMap<String, u64>,
+    /// May `who` get this collection? (cleared when `who` changes)
+    allowed: HashMap<Arc<str>, bool>,
+}
+
+/// The collection an event topic belongs to.
+fn collection_of(topic: &str) -> &str {
+    topic.split('.').next().unwrap_or(topic)
+}
+
+/// When `who`'s credentials expire, as an instant of this process's clock.
+fn expiry(who: &Principal) -> Option<tokio::time::Instant> {
+    let exp_ms = who.expires_at()?.saturating_mul(1000);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Some(tokio::time::Instant::now() + Duration::from_millis(exp_ms.saturating_sub(now_ms)))
 }
 
 impl Conn {
-    fn wants(&self, ev: &HubEvent) -> bool {
-        if !self.topics.iter().any(|t| topic_matches(t, &ev.topic)) {
+    fn covers(&self, topic: &str) -> bool {
+        self.all || covering_prefixes(topic).any(|p| self.topics.contains(p))
+    }
+
+    /// Whether `who` may still read this event's collection (asked once per collection).
+    fn may_get(&mut self, topic: &str) -> bool {
+        let collection = collection_of(topic);
+        if let Some(ok) = self.allowed.get(collection) {
+            return *ok;
+        }
+        let ok = self.st.auth.authorize(&self.who, collection, "get").is_ok();
+        if self.allowed.len() >= PERMISSION_CACHE {
+            self.allowed.clear();
+        }
+        self.allowed.insert(Arc::from(collection), ok);
+        ok
+    }
+
+    fn wants(&mut self, ev: &HubEvent) -> bool {
+        if !self.covers(&ev.topic) {
             return false;
         }
-        match (&ev.node_id, ev.seq) {
+        let fresh = match (&ev.node_id, ev.seq) {
             (Some(n), Some(s)) => self.last.get(n).is_none_or(|l| s > *l),
             _ => true,
-        }
+        };
+        fresh && self.may_get(&ev.topic)
     }
 
     fn note(&mut self, ev: &HubEvent) {
@@ -203,17 +266,36 @@ impl Conn {
             ClientMessage::Auth { token } => match self.st.auth.authenticate(Some(&token)) {
                 Ok(p) => {
                     self.who = p;
+                    self.allowed.clear();
                     vec![json!({"type": "authenticated"}).to_string().into()]
                 }
                 Err(_) => vec![error_msg("unauthorized", "invalid token").into()],
             },
             ClientMessage::Unsubscribe { topics } => {
-                self.topics.retain(|t| !topics.contains(t));
+                for t in &topics {
+                    self.topics.remove(t);
+                }
+                self.all = self.topics.iter().any(|t| t == "*" || t.is_empty());
                 vec![json!({"type": "unsubscribed", "topics": topics})
                     .to_string()
                     .into()]
             }
             ClientMessage::Subscribe { topics, since } => {
+                let added = topics.iter().filter(|t| !self.topics.contains(*t)).count();
+                if self.topics.len() + added > MAX_TOPICS {
+                    return vec![error_msg(
+                        "bad_request",
+                        &format!("at most {MAX_TOPICS} topics per connection"),
+                    )
+                    .into()];
+                }
+                if since.len() > MAX_SINCE {
+                    return vec![error_msg(
+                        "bad_request",
+                        &format!("at most {MAX_SINCE} nodes in since"),
+                    )
+                    .into()];
+                }
                 for t in &topics {
                     let collection = if t == "*" || t.is_empty() {
                         "*"
@@ -237,12 +319,10 @@ impl Conn {
                     vec![json!({"type": "subscribed", "topics": &topics})
                         .to_string()
                         .into()];
-                let new_topics = topics.clone();
-                for t in topics {
-                    if !self.topics.contains(&t) {
-                        self.topics.push(t);
-                    }
-                }
+                let new_all = topics.iter().any(|t| t == "*" || t.is_empty());
+                let new_topics: HashSet<String> = topics.into_iter().collect();
+                self.all |= new_all;
+                self.topics.extend(new_topics.iter().cloned());
                 if since.is_empty() {
                     return out;
                 }
@@ -265,10 +345,9 @@ impl Conn {
                 }
                 for ev in snapshot {
                     let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
-                    if from_resumed
-                        && new_topics.iter().any(|t| topic_matches(t, &ev.topic))
-                        && self.wants(&ev)
-                    {
+                    let covered =
+                        new_all || covering_prefixes(&ev.topic).any(|p| new_topics.contains(p));
+                    if from_resumed && covered && self.wants(&ev) {
                         self.note(&ev);
                         out.push(ev.text.clone());
                     }
@@ -287,17 +366,44 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
     let mut rx = st.hub.tx.subscribe();
     let shutdown = st.node.shutdown_token();
     let (mut sink, mut stream) = socket.split();
+    let expires = expiry(&who);
     let mut conn = Conn {
         st,
         who,
-        topics: Vec::new(),
+        topics: HashSet::new(),
+        all: false,
         last: HashMap::new(),
+        allowed: HashMap::new(),
     };
+    // Far away when the credentials do not expire; moved by every `auth`.
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let expired = tokio::time::sleep_until(expires.unwrap_or(far));
+    tokio::pin!(expired);
     loop {
         let outgoing: Vec<Utf8Bytes> = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = expired.as_mut() => {
+                let bye = error_msg("unauthorized", "token expired; reconnect with a fresh one");
+                let close = Message::Close(Some(CloseFrame {
+                    code: CLOSE_UNAUTHORIZED,
+                    reason: Utf8Bytes::from_static("token expired"),
+                }));
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    sink.send(Message::Text(bye.into())).await?;
+                    sink.send(close).await
+                })
+                .await;
+                break;
+            }
             msg = stream.next() => match msg {
-                Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()),
+                Some(Ok(Message::Text(t))) => {
+                    let before = conn.who.expires_at();
+                    let out = conn.on_text(t.as_str());
+                    if conn.who.expires_at() != before {
+                        expired.as_mut().reset(expiry(&conn.who).unwrap_or(far));
+                    }
+                    out
+                }
                 Some(Ok(Message::Binary(_))) => vec![error_msg("bad_request", "binary frames are not supported; send JSON text").into()],
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,

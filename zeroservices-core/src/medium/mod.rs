@@ -165,4 +165,10 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
 
     /// Sets the topic prefixes this node wants from its peers (empty string = everything).
     fn set_subscriptions(&self, prefixes: Vec<String>);
+
+    /// At shutdown: sends every event published so far to the subscribers connected now, taking
+    /// at most about `limit`; publishing after it may fail. The default has nothing queued.
+    async fn flush(&self, limit: Duration) {
+        let _ = limit;
+    }
 }

@@ -99,7 +99,7 @@ pub(super) fn check_endpoint(ep: &str) -> Result<()> {
 pub struct ZmqMedium {
     endpoints: Endpoints,
     cfg: ZmqConfig,
-    pub_tx: mpsc::Sender<(Arc<str>, Bytes)>,
+    pub_tx: mpsc::Sender<pubsub::PubMsg>,
     /// Set once a subscription reached the XPUB; until then publishing has no one to reach
     /// and skips the publisher task entirely.
     subscribed: Arc<AtomicBool>,
@@ -133,7 +133,8 @@ impl ZmqMedium {
             IpAddr::V4(ip) => ip.to_string(),
         };
         let (router, rep) = router::bind(&format!("tcp://{host}:{}", cfg.router_port))?;
-        let (xpub, pep) = pubsub::bind(&format!("tcp://{host}:{}", cfg.pub_port))?;
+        let pub_ctx = zmq::Context::new();
+        let (xpub, pep) = pubsub::bind(&pub_ctx, &format!("tcp://{host}:{}", cfg.pub_port))?;
         let shown = cfg.advertise.clone().unwrap_or(host);
         let endpoints = Endpoints {
             request: format!("tcp://{shown}:{}", tcp_port(&rep)?),
@@ -148,6 +149,7 @@ impl ZmqMedium {
         let tasks = [
             TaskGuard::spawn(router::run(router, inbox_tx.clone(), key.clone())),
             TaskGuard::spawn(pubsub::publisher(
+                pub_ctx,
                 pep.clone(),
                 xpub,
                 pub_rx,
@@ -265,9 +267,33 @@ impl Medium for ZmqMedium {
             return Ok(()); // nobody has subscribed: XPUB would drop it
         }
         self.pub_tx
-            .send((Arc::from(topic), payload))
+            .send(pubsub::PubMsg::Event(Arc::from(topic), payload))
             .await
             .map_err(|_| Error::Shutdown)
+    }
+
+    async fn flush(&self, limit: Duration) {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return; // nothing was ever queued
+        }
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let flush = async {
+            let asked = self.pub_tx.send(pubsub::PubMsg::Flush {
+                linger: limit,
+                done,
+            });
+            if asked.await.is_ok() {
+                let _ = finished.await;
+            }
+        };
+        // The queue ahead of the flush is sent too; a subscriber that is stuck costs at most
+        // the STALL per event, so bound the whole wait as well.
+        if tokio::time::timeout(limit + Duration::from_secs(1), flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!("events still queued at shutdown were dropped");
+        }
     }
 
     fn set_subscriptions(&self, prefixes: Vec<String>) {

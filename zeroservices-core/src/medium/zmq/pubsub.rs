@@ -15,6 +15,11 @@
 //! flooder starts over. Nodes themselves subscribe to the empty prefix only and match topics in
 //! the SUB task (`apply_prefixes`), so a cluster never comes near the cap by itself.
 //!
+//! The XPUB has a libzmq context of its own, so that at shutdown ([`PubMsg::Flush`]) closing it
+//! with a linger and ending that context waits exactly until the queued events reached the
+//! connected subscribers (or the linger ran out), without touching the sockets of the rest of
+//! the process.
+//!
 //! A subscriber that keeps up loses nothing: the XPUB runs with `ZMQ_XPUB_NODROP`, so when a
 //! subscriber's queue is full the publisher waits for it (and `Medium::publish` waits in turn:
 //! back-pressure up to the writer). It waits at most [`STALL`]; a subscriber still full then
@@ -36,6 +41,7 @@ use crate::error::Result;
 use crate::medium::envelope::{self, Key};
 use crate::medium::Incoming;
 use crate::protocol::topic_matches;
+use tokio::sync::oneshot;
 
 /// Events (or subscriptions) handled in one go.
 const BATCH: usize = 512;
@@ -51,9 +57,21 @@ pub(super) const MAX_PREFIX_BYTES: usize = 64 * 1024;
 /// Subscriptions libzmq queues per connection before it stops reading that connection.
 const SUBSCRIPTION_HWM: i32 = 16;
 
-/// Binds the XPUB socket.
-pub(super) fn bind(endpoint: &str) -> Result<(AsyncSocket, String)> {
-    let sock = context().socket(zmq::XPUB)?;
+/// What the medium sends the publisher task.
+#[derive(Debug)]
+pub(super) enum PubMsg {
+    /// An event: topic and payload.
+    Event(Arc<str>, Bytes),
+    /// Send what is queued, close the XPUB, answer, and stop (shutdown). At most `linger`.
+    Flush {
+        linger: Duration,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Binds an XPUB socket in `ctx` (the publisher's own context, see the module docs).
+pub(super) fn bind(ctx: &zmq::Context, endpoint: &str) -> Result<(AsyncSocket, String)> {
+    let sock = ctx.socket(zmq::XPUB)?;
     harden(&sock)?;
     // Only subscriptions arrive on an XPUB: nothing longer than one is read, and few at a time.
     sock.set_maxmsgsize(MAX_PREFIX)?;
@@ -68,6 +86,7 @@ pub(super) fn bind(endpoint: &str) -> Result<(AsyncSocket, String)> {
 
 /// The XPUB and its flow-control state.
 struct Xpub {
+    ctx: zmq::Context,
     endpoint: String,
     sock: AsyncSocket,
     /// The distinct prefixes subscribed now, as libzmq reports them (first subscription to a
@@ -124,7 +143,8 @@ impl Xpub {
         self.prefixes.clear();
         self.prefix_bytes = 0;
         self.lossy_until = None;
-        let placeholder = match context()
+        let placeholder = match self
+            .ctx
             .socket(zmq::XPUB)
             .map_err(Into::into)
             .and_then(AsyncSocket::new)
@@ -138,7 +158,7 @@ impl Xpub {
         // The old socket is closed here, before binding its endpoint again.
         drop(std::mem::replace(&mut self.sock, placeholder));
         for _ in 0..100 {
-            match bind(&self.endpoint) {
+            match bind(&self.ctx, &self.endpoint) {
                 Ok((sock, _)) => {
                     self.sock = sock;
                     return true;
@@ -196,15 +216,17 @@ impl Xpub {
     }
 }
 
-/// Publishes what arrives on `rx` until the medium drops its sender.
+/// Publishes what arrives on `rx` until the medium drops its sender or asks for a flush.
 pub(super) async fn publisher(
+    ctx: zmq::Context,
     endpoint: String,
     sock: AsyncSocket,
-    mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
+    mut rx: mpsc::Receiver<PubMsg>,
     subscribed: Arc<AtomicBool>,
     key: Key,
 ) {
     let mut xpub = Xpub {
+        ctx,
         endpoint,
         sock,
         prefixes: std::collections::HashSet::new(),
@@ -216,11 +238,19 @@ pub(super) async fn publisher(
     loop {
         tokio::select! {
             m = rx.recv() => {
-                let Some((topic, payload)) = m else { return };
-                xpub.send(&topic, payload).await;
-                for _ in 1..BATCH {
+                let mut next = m;
+                for _ in 0..BATCH {
+                    match next.take() {
+                        None => return,
+                        Some(PubMsg::Event(topic, payload)) => xpub.send(&topic, payload).await,
+                        Some(PubMsg::Flush { linger, done }) => {
+                            xpub.close(linger).await;
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
                     match rx.try_recv() {
-                        Ok((topic, payload)) => xpub.send(&topic, payload).await,
+                        Ok(m) => next = Some(m),
                         Err(_) => break,
                     }
                 }
@@ -231,6 +261,26 @@ pub(super) async fn publisher(
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Xpub {
+    /// Closes the XPUB with a linger of `linger` and ends its context, which waits until the
+    /// queued events are sent or the linger ran out (on a blocking thread).
+    async fn close(self, linger: Duration) {
+        let Xpub { ctx, sock, .. } = self;
+        let sock = sock.into_socket();
+        let ms = i32::try_from(linger.as_millis()).unwrap_or(i32::MAX);
+        if let Err(e) = sock.set_linger(ms) {
+            tracing::warn!(error = %e, "publisher: cannot set the linger; events may be lost");
+        }
+        let closing = tokio::task::spawn_blocking(move || {
+            drop(sock);
+            drop(ctx); // zmq_ctx_term: returns when the socket's queue is sent or dropped
+        });
+        if closing.await.is_err() {
+            tracing::warn!("publisher: closing the socket failed");
         }
     }
 }

@@ -110,6 +110,14 @@ impl AsyncSocket {
         Ok(AsyncSocket { signal, sock })
     }
 
+    /// Ends the registration with the reactor and hands back the socket (to close it
+    /// somewhere that may block, such as after a linger).
+    pub(super) fn into_socket(self) -> zmq::Socket {
+        let AsyncSocket { signal, sock } = self;
+        drop(signal);
+        sock
+    }
+
     /// The socket, for options, bind, connect and subscriptions.
     pub(super) fn get(&self) -> &zmq::Socket {
         &self.sock
