@@ -233,3 +233,76 @@ print("ATTACKER replies=%d" % replies, flush=True)
         "only keyed members (the sniffer has the key)"
     );
 }
+
+/// With a key, the publish port admits only subscribers holding it: a plain SUB (no
+/// credentials) and one with a made-up PLAIN password receive nothing, while `sniff` with the
+/// key receives the same events.
+#[test]
+fn a_subscriber_without_the_key_receives_no_event() {
+    let (router, publish, http) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let key = key_file(KEY);
+    let mut c = std::process::Command::new(bin());
+    c.args([
+        "serve",
+        "--name",
+        "keyed",
+        "--collection",
+        "power",
+        "--store",
+        "memory",
+        "--discovery",
+        "none",
+        "--bind",
+        "127.0.0.1",
+        "--router-port",
+        &router.to_string(),
+        "--pub-port",
+        &publish.to_string(),
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--cluster-key-file",
+        &key,
+    ]);
+    let _node = spawn_ready("keyed", c);
+    let ctx = zmq::Context::new();
+    let sub = |password: Option<&str>| {
+        let s = ctx.socket(zmq::SUB).expect("sub");
+        if let Some(p) = password {
+            s.set_plain_username(Some("zeroservices")).expect("user");
+            s.set_plain_password(Some(p)).expect("password");
+        }
+        s.set_rcvtimeo(100).expect("timeout");
+        s.connect(&format!("tcp://127.0.0.1:{publish}"))
+            .expect("connect");
+        s.set_subscribe(b"").expect("subscribe");
+        s
+    };
+    let plain = sub(None);
+    let guessing = sub(Some("0123456789abcdef0123456789abcdef"));
+    let mut w = std::process::Command::new(bin());
+    w.args(["sniff", "--json", "--topic", "power"]);
+    w.args(["--discovery", &format!("static:127.0.0.1:{router}")]);
+    w.args(["--heartbeat-ms", "200", "--cluster-key-file", &key]);
+    let sniffer = spawn("sniffer", w);
+    let base = format!("http://127.0.0.1:{http}");
+    common::eventually(
+        "the keyed sniffer to receive",
+        Duration::from_secs(15),
+        || {
+            let _ = ureq::post(&format!("{base}/power")).send_string(r#"{"n": 1}"#);
+            sniffer.lines.recv_timeout(Duration::from_millis(200)).ok()
+        },
+    );
+    for i in 0..20 {
+        let _ = ureq::post(&format!("{base}/power")).send_string(&format!(r#"{{"n": {i}}}"#));
+        for (name, s) in [("plain", &plain), ("guessing", &guessing)] {
+            if let Ok(m) = s.recv_multipart(0) {
+                panic!("a {name} subscriber without the key received {m:?}");
+            }
+        }
+    }
+}

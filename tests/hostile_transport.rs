@@ -195,20 +195,28 @@ fn a_huge_frame_header_closes_the_connection_not_the_node_with_a_cluster_key() {
     let key = dir.join("cluster.key");
     std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("key");
     let mut t = start(Some(&key));
-    for port in [t.router, t.publish] {
-        let mut s = zmtp::handshake(port, Some("DEALER"));
-        let _ = s.write_all(&zmtp::huge_frame_header());
-        assert!(
-            zmtp::closed_within(&mut s, Duration::from_secs(5)),
-            "port {port}: not closed"
-        );
-        let mut s = zmtp::handshake(port, None);
-        let _ = s.write_all(&zmtp::huge_frame_header());
-        assert!(
-            zmtp::closed_within(&mut s, Duration::from_secs(5)),
-            "port {port}: not closed"
-        );
-    }
+    // The keyed publisher admits PLAIN subscribers holding the key only: a NULL greeting is
+    // refused at once, huge header or not.
+    let mut s = TcpStream::connect(("127.0.0.1", t.publish)).expect("connect");
+    let _ = s.write_all(&zmtp::greeting());
+    let _ = s.write_all(&zmtp::huge_frame_header());
+    assert!(
+        zmtp::closed_within(&mut s, Duration::from_secs(5)),
+        "keyed publish port: a NULL client was not closed"
+    );
+    let port = t.router;
+    let mut s = zmtp::handshake(port, Some("DEALER"));
+    let _ = s.write_all(&zmtp::huge_frame_header());
+    assert!(
+        zmtp::closed_within(&mut s, Duration::from_secs(5)),
+        "port {port}: not closed"
+    );
+    let mut s = zmtp::handshake(port, None);
+    let _ = s.write_all(&zmtp::huge_frame_header());
+    assert!(
+        zmtp::closed_within(&mut s, Duration::from_secs(5)),
+        "port {port}: not closed"
+    );
     assert!(t.alive(), "the keyed node died");
     assert!(t.http_ok(), "HTTP no longer answers");
     let _ = std::fs::remove_dir_all(&dir);

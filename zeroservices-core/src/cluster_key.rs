@@ -28,6 +28,9 @@ use crate::error::{Error, Result};
 
 /// Largest clock difference (and replay memory) accepted.
 pub(crate) const WINDOW: Duration = Duration::from_secs(30);
+/// What the subscriber password authenticates (no message has this shape: messages are
+/// length-prefixed parts followed by a timestamp and a nonce).
+const SUBSCRIBER_LABEL: &[u8] = b"zeroservices subscriber v1";
 /// Nonces remembered at most (older ones are forgotten first).
 const MAX_NONCES: usize = 1 << 20;
 
@@ -92,6 +95,28 @@ impl ClusterKey {
         m.update(&ts.to_be_bytes());
         m.update(nonce);
         m.finalize().into_bytes().into()
+    }
+
+    fn subscriber_mac(&self) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        m.update(SUBSCRIBER_LABEL);
+        m
+    }
+
+    /// The password a subscriber presents to a keyed publisher (ZeroMQ PLAIN, see
+    /// docs/security.md): the hex HMAC of a fixed label, the same for every node of the cluster.
+    pub(crate) fn subscriber_password(&self) -> String {
+        hex(&self.subscriber_mac().finalize().into_bytes())
+    }
+
+    /// Whether `password` is [`ClusterKey::subscriber_password`] (compared in constant time).
+    pub(crate) fn check_subscriber_password(&self, password: &[u8]) -> bool {
+        let Some(mac) = std::str::from_utf8(password).ok().and_then(unhex::<32>) else {
+            return false;
+        };
+        self.subscriber_mac().verify_slice(&mac).is_ok()
     }
 
     /// The authenticator of a message made of `parts`.

@@ -19,6 +19,7 @@ mod dealer;
 mod pubsub;
 mod router;
 mod socket;
+mod zap;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -134,7 +135,16 @@ impl ZmqMedium {
         };
         let (router, rep) = router::bind(&format!("tcp://{host}:{}", cfg.router_port))?;
         let pub_ctx = zmq::Context::new();
-        let (xpub, pep) = pubsub::bind(&pub_ctx, &format!("tcp://{host}:{}", cfg.pub_port))?;
+        // The ZAP handler first: no subscriber may connect before it can be checked.
+        let zap = match &cfg.cluster_key {
+            Some(k) => Some(zap::ZapHandler::start(&pub_ctx, k.clone())?),
+            None => None,
+        };
+        let (xpub, pep) = pubsub::bind(
+            &pub_ctx,
+            &format!("tcp://{host}:{}", cfg.pub_port),
+            zap.is_some(),
+        )?;
         let shown = cfg.advertise.clone().unwrap_or(host);
         let endpoints = Endpoints {
             request: format!("tcp://{shown}:{}", tcp_port(&rep)?),
@@ -150,6 +160,7 @@ impl ZmqMedium {
             TaskGuard::spawn(router::run(router, inbox_tx.clone(), key.clone())),
             TaskGuard::spawn(pubsub::publisher(
                 pub_ctx,
+                zap,
                 pep.clone(),
                 xpub,
                 pub_rx,

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::socket::{context, harden, set_int_option, AsyncSocket};
+use crate::cluster_key::ClusterKey;
 use crate::error::Result;
 use crate::medium::envelope::{self, Key};
 use crate::medium::Incoming;
@@ -69,10 +70,19 @@ pub(super) enum PubMsg {
     },
 }
 
-/// Binds an XPUB socket in `ctx` (the publisher's own context, see the module docs).
-pub(super) fn bind(ctx: &zmq::Context, endpoint: &str) -> Result<(AsyncSocket, String)> {
+/// Binds an XPUB socket in `ctx` (the publisher's own context, see the module docs). `keyed`:
+/// subscribers must pass the ZAP handler of `ctx` (see `zap`).
+pub(super) fn bind(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    keyed: bool,
+) -> Result<(AsyncSocket, String)> {
     let sock = ctx.socket(zmq::XPUB)?;
     harden(&sock)?;
+    if keyed {
+        sock.set_plain_server(true)?;
+        sock.set_zap_domain(super::zap::DOMAIN)?;
+    }
     // Only subscriptions arrive on an XPUB: nothing longer than one is read, and few at a time.
     sock.set_maxmsgsize(MAX_PREFIX)?;
     sock.set_rcvhwm(SUBSCRIPTION_HWM)?;
@@ -87,6 +97,8 @@ pub(super) fn bind(ctx: &zmq::Context, endpoint: &str) -> Result<(AsyncSocket, S
 /// The XPUB and its flow-control state.
 struct Xpub {
     ctx: zmq::Context,
+    /// Admits keyed subscribers only (with a cluster key).
+    zap: Option<super::zap::ZapHandler>,
     endpoint: String,
     sock: AsyncSocket,
     /// The distinct prefixes subscribed now, as libzmq reports them (first subscription to a
@@ -158,7 +170,7 @@ impl Xpub {
         // The old socket is closed here, before binding its endpoint again.
         drop(std::mem::replace(&mut self.sock, placeholder));
         for _ in 0..100 {
-            match bind(&self.ctx, &self.endpoint) {
+            match bind(&self.ctx, &self.endpoint, self.zap.is_some()) {
                 Ok((sock, _)) => {
                     self.sock = sock;
                     return true;
@@ -219,6 +231,7 @@ impl Xpub {
 /// Publishes what arrives on `rx` until the medium drops its sender or asks for a flush.
 pub(super) async fn publisher(
     ctx: zmq::Context,
+    zap: Option<super::zap::ZapHandler>,
     endpoint: String,
     sock: AsyncSocket,
     mut rx: mpsc::Receiver<PubMsg>,
@@ -227,6 +240,7 @@ pub(super) async fn publisher(
 ) {
     let mut xpub = Xpub {
         ctx,
+        zap,
         endpoint,
         sock,
         prefixes: std::collections::HashSet::new(),
@@ -238,19 +252,24 @@ pub(super) async fn publisher(
     loop {
         tokio::select! {
             m = rx.recv() => {
-                let mut next = m;
-                for _ in 0..BATCH {
-                    match next.take() {
-                        None => return,
-                        Some(PubMsg::Event(topic, payload)) => xpub.send(&topic, payload).await,
-                        Some(PubMsg::Flush { linger, done }) => {
+                let Some(mut msg) = m else { return };
+                let mut sent = 0;
+                loop {
+                    match msg {
+                        PubMsg::Event(topic, payload) => xpub.send(&topic, payload).await,
+                        PubMsg::Flush { linger, done } => {
                             xpub.close(linger).await;
                             let _ = done.send(());
                             return;
                         }
                     }
+                    sent += 1;
+                    // A batch, then the select again (subscriptions get their turn).
+                    if sent >= BATCH {
+                        break;
+                    }
                     match rx.try_recv() {
-                        Ok(m) => next = Some(m),
+                        Ok(m) => msg = m,
                         Err(_) => break,
                     }
                 }
@@ -269,7 +288,7 @@ impl Xpub {
     /// Closes the XPUB with a linger of `linger` and ends its context, which waits until the
     /// queued events are sent or the linger ran out (on a blocking thread).
     async fn close(self, linger: Duration) {
-        let Xpub { ctx, sock, .. } = self;
+        let Xpub { ctx, zap, sock, .. } = self;
         let sock = sock.into_socket();
         let ms = i32::try_from(linger.as_millis()).unwrap_or(i32::MAX);
         if let Err(e) = sock.set_linger(ms) {
@@ -277,6 +296,7 @@ impl Xpub {
         }
         let closing = tokio::task::spawn_blocking(move || {
             drop(sock);
+            drop(zap); // its thread closes the last other socket of the context
             drop(ctx); // zmq_ctx_term: returns when the socket's queue is sent or dropped
         });
         if closing.await.is_err() {
@@ -303,7 +323,7 @@ pub(super) async fn subscriber(
     inbox: mpsc::Sender<Incoming>,
     key: Key,
 ) {
-    let mut sub = match open_sub(ipv6) {
+    let mut sub = match open_sub(ipv6, key.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "subscriber: cannot open a SUB socket; no events will arrive");
@@ -365,10 +385,15 @@ pub(super) async fn subscriber(
 
 /// The SUB socket; IPv6 endpoints only when the node itself is on IPv6 (an IPv6 socket to an
 /// IPv4 peer needs IPv4-mapped addresses, which a host may not route).
-fn open_sub(ipv6: bool) -> Result<AsyncSocket> {
+fn open_sub(ipv6: bool, key: Option<&ClusterKey>) -> Result<AsyncSocket> {
     let sock = context().socket(zmq::SUB)?;
     harden(&sock)?;
     sock.set_ipv6(ipv6)?;
+    if let Some(key) = key {
+        // Keyed publishers admit only subscribers holding the key (see `zap`).
+        sock.set_plain_username(Some(super::zap::USER))?;
+        sock.set_plain_password(Some(&key.subscriber_password()))?;
+    }
     AsyncSocket::new(sock)
 }
 
