@@ -123,11 +123,23 @@ impl Directory {
             }
             return Upsert::Refreshed;
         }
-        let old_id = inner
+        let same_endpoint = inner
             .peers
             .values()
-            .find(|p| p.announcement.endpoints.request == a.endpoints.request)
-            .map(|p| p.announcement.node_id.clone());
+            .find(|p| p.announcement.endpoints.request == a.endpoints.request);
+        // A node restarted at the same endpoint replaces its old entry, unless that one is
+        // verifiably alive (answered a ping, seen within its heartbeat, connection up): then
+        // the newcomer is a stranger claiming a live peer's endpoint. A real restart gets in
+        // once the old entry goes quiet (a heartbeat) or its connection breaks.
+        if same_endpoint.is_some_and(|p| {
+            p.rtt.is_some()
+                && !p.down
+                && now.duration_since(p.last_seen)
+                    <= Duration::from_millis(p.announcement.heartbeat_ms)
+        }) {
+            return Upsert::Refused;
+        }
+        let old_id = same_endpoint.map(|p| p.announcement.node_id.clone());
         let window = match inner.joins {
             Some((start, n)) if now.duration_since(start) < Duration::from_secs(1) => (start, n),
             _ => (now, 0),
@@ -193,10 +205,13 @@ impl Directory {
             .collect()
     }
 
-    /// Records a measured round-trip time.
+    /// Records a measured round-trip time. A peer that answered a ping is alive: it counts as
+    /// seen now, so a flood that crowds its announcements out of the discovery socket does not
+    /// expire it.
     pub fn set_rtt(&self, node_id: &str, rtt: Duration) {
         if let Some(p) = self.lock().peers.get_mut(node_id) {
             p.rtt = Some(rtt);
+            p.last_seen = Instant::now();
         }
     }
 
@@ -317,6 +332,39 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(d.providers("power"), vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn a_live_verified_peer_is_not_replaced_by_a_stranger_at_its_endpoint() {
+        let d = Directory::new();
+        d.upsert(ann("real", "tcp://h:1", &["power"]), true);
+        d.set_rtt("real", Duration::from_millis(1));
+        assert!(matches!(
+            d.upsert(ann("forged", "tcp://h:1", &["power"]), true),
+            Upsert::Refused
+        ));
+        assert_eq!(d.providers("power"), vec!["real".to_string()]);
+        // Its connection broke (a restart): the new node at that endpoint takes over.
+        d.mark_down("real");
+        assert!(matches!(
+            d.upsert(ann("restarted", "tcp://h:1", &["power"]), true),
+            Upsert::Joined {
+                replaced: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(d.providers("power"), vec!["restarted".to_string()]);
+    }
+
+    #[test]
+    fn a_peer_answering_pings_does_not_expire() {
+        let d = Directory::new();
+        d.upsert(ann("a", "tcp://h:1", &["power"]), true);
+        std::thread::sleep(Duration::from_millis(40));
+        d.set_rtt("a", Duration::from_millis(1));
+        assert!(d.expire(3).is_empty(), "expired despite answering a ping");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(d.expire(3).len(), 1, "silent since its ping");
     }
 
     #[test]
