@@ -1,0 +1,238 @@
+//! [`NodeBuilder`]: what a node is made of (medium, discovery, collections, service hooks),
+//! and starting it: the tasks every node runs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster_key::ClusterKey;
+use crate::directory::Directory;
+use crate::discovery::{Discovery, DiscoveryContext, NoDiscovery};
+use crate::error::Result;
+use crate::medium::{Inbox, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
+use crate::protocol::{AnnounceKind, Announcement, NodeType, PROTOCOL_VERSION};
+use crate::resources::CollectionSpec;
+
+use super::events::event_publisher;
+use super::inbound::dispatcher;
+use super::membership::{heard_loop, housekeeping, run_discovery};
+use super::{
+    NoService, Node, NodeInner, Service, ShutdownGuard, DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT,
+    EVENT_QUEUE, SUBSCRIPTION_CAPACITY,
+};
+
+pub(super) enum MediumChoice {
+    Zmq(ZmqConfig),
+    Memory(MemoryNetwork),
+    Custom(Arc<dyn Medium>, Inbox),
+}
+
+/// Configures and starts a [`Node`].
+pub struct NodeBuilder {
+    name: String,
+    node_type: NodeType,
+    heartbeat: Duration,
+    timeout: Duration,
+    medium: MediumChoice,
+    discovery: Box<dyn Discovery>,
+    service: Arc<dyn Service>,
+    collections: Vec<CollectionSpec>,
+    cluster_key: Option<Arc<ClusterKey>>,
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field("node_type", &self.node_type)
+            .finish()
+    }
+}
+
+impl NodeBuilder {
+    /// Sets the role (default `service`).
+    pub fn node_type(mut self, t: NodeType) -> Self {
+        self.node_type = t;
+        self
+    }
+    /// Announce period (default 1 s); peers silent for 3 of theirs are gone.
+    pub fn heartbeat(mut self, d: Duration) -> Self {
+        self.heartbeat = d;
+        self
+    }
+    /// Request timeout (default 5 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+    /// ZeroMQ medium (the default, on all interfaces with random ports).
+    pub fn zmq(mut self, cfg: ZmqConfig) -> Self {
+        self.medium = MediumChoice::Zmq(cfg);
+        self
+    }
+    /// In-process medium on `net`.
+    pub fn memory(mut self, net: &MemoryNetwork) -> Self {
+        self.medium = MediumChoice::Memory(net.clone());
+        self
+    }
+    /// Any medium already bound, with its inbox.
+    pub fn medium(mut self, medium: Arc<dyn Medium>, inbox: Inbox) -> Self {
+        self.medium = MediumChoice::Custom(medium, inbox);
+        self
+    }
+    /// Discovery (default: none).
+    pub fn discovery(mut self, d: impl Discovery) -> Self {
+        self.discovery = Box::new(d);
+        self
+    }
+    /// Discovery, already boxed.
+    pub fn boxed_discovery(mut self, d: Box<dyn Discovery>) -> Self {
+        self.discovery = d;
+        self
+    }
+    /// Authenticates every datagram and frame with a shared key; peers without it are ignored.
+    pub fn cluster_key(mut self, key: Arc<ClusterKey>) -> Self {
+        self.cluster_key = Some(key);
+        self
+    }
+    /// Service hooks.
+    pub fn service(mut self, s: impl Service) -> Self {
+        self.service = Arc::new(s);
+        self
+    }
+    /// Hosts a collection.
+    pub fn collection(mut self, spec: CollectionSpec) -> Self {
+        self.collections.push(spec);
+        self
+    }
+
+    /// Binds the medium, starts discovery and every background task.
+    pub async fn start(self) -> Result<Node> {
+        let (medium, inbox): (Arc<dyn Medium>, Inbox) = match self.medium {
+            MediumChoice::Zmq(mut cfg) => {
+                if self.cluster_key.is_some() {
+                    cfg.cluster_key = self.cluster_key.clone();
+                }
+                let (m, i) = ZmqMedium::bind(cfg).await?;
+                (Arc::new(m), i)
+            }
+            MediumChoice::Memory(net) => {
+                let (m, i) = MemoryMedium::attach_with_key(&net, self.cluster_key.clone());
+                (Arc::new(m), i)
+            }
+            MediumChoice::Custom(m, i) => (m, i),
+        };
+        let mut hosted = HashMap::new();
+        for spec in self.collections {
+            let h = spec.into_hosted()?;
+            hosted.insert(h.name.clone(), Arc::new(h));
+        }
+        let node_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut names: Vec<String> = hosted.keys().cloned().collect();
+        names.sort();
+        let me = Announcement {
+            version: PROTOCOL_VERSION,
+            kind: AnnounceKind::Announce,
+            node_id: node_id.clone(),
+            name: self.name.clone(),
+            node_type: self.node_type,
+            collections: names,
+            endpoints: medium.endpoints(),
+            heartbeat_ms: u64::try_from(self.heartbeat.as_millis())
+                .unwrap_or(1000)
+                .max(1),
+        };
+        let (me_tx, me_rx) = watch::channel(me);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (heard_tx, heard_rx) = mpsc::channel(1024);
+        let shutdown = CancellationToken::new();
+        let stopping = shutdown.child_token();
+        let inner = Arc::new(NodeInner {
+            name: self.name,
+            node_id,
+            node_type: self.node_type,
+            heartbeat: self.heartbeat,
+            timeout: self.timeout,
+            medium,
+            directory: Directory::new(),
+            me: me_tx,
+            service: self.service.clone(),
+            hosted: RwLock::new(hosted),
+            subs: Mutex::new(Vec::new()),
+            next_sub: AtomicU64::new(1),
+            seq: AtomicU64::new(0),
+            events_tx,
+            peer_events: broadcast::channel(256).0,
+            shutdown,
+            stopping,
+            tracker: TaskTracker::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let node = Node {
+            inner: inner.clone(),
+            _guard: None,
+        };
+        let ctx = DiscoveryContext {
+            me: me_rx,
+            heard: heard_tx,
+            heartbeat: self.heartbeat,
+            shutdown: inner.shutdown.clone(),
+            directory: inner.directory.clone(),
+            cluster_key: self.cluster_key.clone(),
+        };
+        // Service subscription first, so `on_event` sees events from the first peer on.
+        let service_sub = {
+            let prefixes = self.service.subscriptions();
+            (!prefixes.is_empty()).then(|| node.subscribe_many(prefixes, SUBSCRIPTION_CAPACITY))
+        };
+        let handles = vec![
+            tokio::spawn(dispatcher(node.clone(), inbox)),
+            tokio::spawn(event_publisher(node.clone(), events_rx)),
+            tokio::spawn(heard_loop(node.clone(), heard_rx)),
+            tokio::spawn(housekeeping(node.clone())),
+            tokio::spawn(run_discovery(self.discovery, ctx)),
+        ];
+        let mut all = handles;
+        if let Some(mut sub) = service_sub {
+            let n = node.clone();
+            all.push(tokio::spawn(async move {
+                while let Some(ev) = sub.recv().await {
+                    match ev.json() {
+                        Ok(v) => n.inner.service.on_event(&n, &ev.topic, v).await,
+                        Err(e) => tracing::warn!(topic = %ev.topic, error = %e, "event with invalid JSON dropped"),
+                    }
+                }
+            }));
+        }
+        *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = all;
+        let guard = Arc::new(ShutdownGuard(inner.shutdown.clone()));
+        tracing::info!(name = %inner.name, node_id = %inner.node_id, endpoints = ?inner.medium.endpoints(), "node started");
+        Ok(Node {
+            inner,
+            _guard: Some(guard),
+        })
+    }
+}
+
+impl Node {
+    /// Starts configuring a node named `name`.
+    pub fn builder(name: &str) -> NodeBuilder {
+        NodeBuilder {
+            name: name.to_owned(),
+            node_type: NodeType::Service,
+            heartbeat: DEFAULT_HEARTBEAT,
+            timeout: DEFAULT_TIMEOUT,
+            medium: MediumChoice::Zmq(ZmqConfig::default()),
+            discovery: Box::new(NoDiscovery),
+            service: Arc::new(NoService),
+            collections: Vec::new(),
+            cluster_key: None,
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Inbound: requests from peers, dispatched to the resource layer or the service's
+//! `on_message` (refused while the node stops), and events from peers delivered locally.
+
+use serde_json::{json, Value};
+
+use super::Node;
+use crate::discovery::Heard;
+use crate::error::{Error, Result};
+use crate::medium::{InboundRequest, Inbox, Incoming, MessageKind};
+use crate::protocol::{encode_json_reply, encode_reply, Announcement};
+use crate::resources::{Output, ResourceRequest};
+
+impl Node {
+    pub(super) async fn handle_request(&self, req: InboundRequest) {
+        let result = self.answer(req.kind, &req.body).await;
+        if let Err(e) = &result {
+            tracing::debug!(kind = req.kind.as_str(), error = %e, "request failed");
+        }
+        if let Some(r) = req.reply {
+            r.send(match result {
+                // Already JSON: wrapped as it is, not parsed and serialized again.
+                Ok(Output::Json(data)) => encode_json_reply(&data),
+                Ok(Output::Value(v)) => encode_reply(&Ok(v)),
+                Err(e) => encode_reply(&Err(e)),
+            });
+        }
+    }
+
+    pub(super) async fn answer(&self, kind: MessageKind, body: &[u8]) -> Result<Output> {
+        match kind {
+            MessageKind::Request | MessageKind::Notify => {
+                let v: Value = serde_json::from_slice(body)?;
+                self.inner
+                    .service
+                    .on_message(self, v)
+                    .await
+                    .map(Output::Value)
+            }
+            MessageKind::Resource => {
+                let req: ResourceRequest = serde_json::from_slice(body)
+                    .map_err(|e| Error::BadRequest(format!("invalid resource request: {e}")))?;
+                match self.hosted(&req.collection) {
+                    Some(h) => h.execute(self, req).await,
+                    None => Err(Error::Unavailable(format!(
+                        "{} is not served here",
+                        req.collection
+                    ))),
+                }
+            }
+            MessageKind::Announce => {
+                let a = Announcement::decode(body)?;
+                self.handle_heard(Heard {
+                    announcement: a,
+                    source: None,
+                    direct: true,
+                })
+                .await;
+                let peers: Vec<Announcement> = self
+                    .inner
+                    .directory
+                    .peers()
+                    .into_iter()
+                    .map(|p| p.announcement)
+                    .collect();
+                Ok(Output::Value(
+                    json!({"node": self.announcement(), "peers": peers}),
+                ))
+            }
+        }
+    }
+}
+
+pub(super) async fn dispatcher(node: Node, mut inbox: Inbox) {
+    loop {
+        let incoming = tokio::select! {
+            _ = node.inner.shutdown.cancelled() => return,
+            i = inbox.recv() => i,
+        };
+        match incoming {
+            None => return,
+            Some(Incoming::Request(req)) if node.inner.stopping.is_cancelled() => {
+                // The caller learns at once (a read is retried on another provider).
+                if let Some(r) = req.reply {
+                    r.send(encode_reply(&Err(Error::Shutdown)));
+                }
+            }
+            Some(Incoming::Request(req)) => {
+                let n = node.clone();
+                node.inner
+                    .tracker
+                    .spawn(async move { n.handle_request(req).await });
+            }
+            Some(Incoming::Event(ev)) => node.inner.deliver_local(&ev),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Membership: announcements heard, peers joining and leaving, heartbeat expiry and pings,
+//! and the discovery task.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Node, PeerEvent, MISSED_HEARTBEATS};
+use crate::directory::{resolve_endpoint, Upsert};
+use crate::discovery::{Discovery, DiscoveryContext, Heard};
+use crate::protocol::{AnnounceKind, Announcement};
+
+impl Node {
+    /// Adds a peer by hand (as if announced).
+    pub async fn add_peer(&self, a: Announcement) {
+        self.handle_heard(Heard {
+            announcement: a,
+            source: None,
+            direct: true,
+        })
+        .await;
+    }
+
+    pub(super) async fn handle_heard(&self, h: Heard) {
+        let mut a = h.announcement;
+        if a.node_id == self.inner.node_id {
+            return;
+        }
+        a.endpoints.request = resolve_endpoint(&a.endpoints.request, h.source);
+        a.endpoints.publish = resolve_endpoint(&a.endpoints.publish, h.source);
+        if a.kind == AnnounceKind::Bye {
+            if let Some(p) = self.inner.directory.remove(&a.node_id) {
+                self.peer_left(p.announcement).await;
+            }
+            return;
+        }
+        match self.inner.directory.upsert(a.clone(), h.direct) {
+            Upsert::Joined { replaced, evicted } => {
+                for old in replaced.into_iter().chain(evicted.map(|b| *b)) {
+                    self.peer_left(old.announcement).await;
+                }
+                if let Err(e) = self
+                    .inner
+                    .medium
+                    .connect_peer(&a.node_id, &a.endpoints)
+                    .await
+                {
+                    tracing::warn!(peer = %a.node_id, error = %e, "cannot connect to peer");
+                }
+                tracing::info!(peer = %a.name, node_id = %a.node_id, "peer joined");
+                let _ = self.inner.peer_events.send(PeerEvent::Joined(a.clone()));
+                // Measure the round-trip time at once, so /health and `nodes` show it.
+                let (n, id, limit) = (
+                    self.clone(),
+                    a.node_id.clone(),
+                    self.inner.heartbeat.max(Duration::from_millis(100)),
+                );
+                self.inner.tracker.spawn(async move {
+                    if let Ok(Ok(rtt)) = tokio::time::timeout(limit, n.ping(&id)).await {
+                        n.inner.directory.set_rtt(&id, rtt);
+                    }
+                });
+                let n = self.clone();
+                self.inner
+                    .tracker
+                    .spawn(async move { n.inner.service.on_peer_join(&n, &a).await });
+            }
+            Upsert::Refused => {
+                tracing::debug!(peer = %a.node_id, "peer table full of verified peers; announcement ignored");
+            }
+            Upsert::Updated | Upsert::Refreshed | Upsert::Ignored => {}
+        }
+    }
+
+    pub(super) async fn peer_left(&self, a: Announcement) {
+        self.inner.medium.disconnect_peer(&a.node_id).await;
+        tracing::info!(peer = %a.name, node_id = %a.node_id, "peer left");
+        let _ = self.inner.peer_events.send(PeerEvent::Left(a.clone()));
+        let n = self.clone();
+        self.inner
+            .tracker
+            .spawn(async move { n.inner.service.on_peer_leave(&n, &a).await });
+    }
+}
+
+pub(super) async fn heard_loop(node: Node, mut rx: mpsc::Receiver<Heard>) {
+    loop {
+        tokio::select! {
+            _ = node.inner.shutdown.cancelled() => return,
+            h = rx.recv() => match h {
+                Some(h) => node.handle_heard(h).await,
+                None => return,
+            },
+        }
+    }
+}
+
+pub(super) async fn housekeeping(node: Node) {
+    // Expiry is checked 4 times per heartbeat so a dead peer is noticed soon after its third
+    // missed heartbeat; pings go out once per heartbeat.
+    let mut tick = tokio::time::interval(node.inner.heartbeat / 4);
+    let mut round: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = node.inner.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        round += 1;
+        for gone in node.inner.directory.expire(MISSED_HEARTBEATS) {
+            tracing::info!(peer = %gone.announcement.name, "peer silent for {MISSED_HEARTBEATS} heartbeats");
+            node.peer_left(gone.announcement).await;
+        }
+        if round % 4 != 1 {
+            continue;
+        }
+        for p in node.inner.directory.peers() {
+            let n = node.clone();
+            let id = p.announcement.node_id;
+            let limit = node.inner.heartbeat;
+            node.inner.tracker.spawn(async move {
+                if let Ok(Ok(rtt)) = tokio::time::timeout(limit, n.ping(&id)).await {
+                    n.inner.directory.set_rtt(&id, rtt);
+                }
+            });
+        }
+    }
+}
+
+pub(super) async fn run_discovery(d: Box<dyn Discovery>, ctx: DiscoveryContext) {
+    if let Err(e) = d.run(ctx).await {
+        tracing::error!(error = %e, "discovery stopped");
+    }
+}

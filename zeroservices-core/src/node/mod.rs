@@ -1,0 +1,284 @@
+//! The node: one process's membership in the cluster. It owns a medium, runs a discovery,
+//! keeps the directory, hosts collections, routes resource requests, publishes and delivers
+//! events, and calls the [`Service`] hooks.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use zeroservices_core::{CollectionSpec, MemoryCollection, MulticastDiscovery, Node, ZmqConfig};
+//!
+//! # async fn demo() -> zeroservices_core::Result<()> {
+//! let node = Node::builder("power-service")
+//!     .zmq(ZmqConfig::default())
+//!     .discovery(MulticastDiscovery::default())
+//!     .collection(CollectionSpec::new("power", Arc::new(MemoryCollection::new())))
+//!     .start()
+//!     .await?;
+//! node.collection("power").create(None, json!({"value": 3})).await?;
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod builder;
+mod events;
+mod inbound;
+mod membership;
+mod routing;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::directory::Directory;
+use crate::error::{Error, Result};
+use crate::medium::Medium;
+use crate::protocol::{Announcement, NodeType};
+use crate::resources::{CollectionClient, CollectionSpec, Hosted};
+
+pub use self::builder::NodeBuilder;
+use self::events::SubEntry;
+pub use self::events::{Subscription, Tap, TapFn};
+
+/// Default request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default heartbeat.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// A peer silent for this many of its heartbeats is gone.
+pub const MISSED_HEARTBEATS: u32 = 3;
+/// Default capacity of a subscription's queue.
+pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
+
+/// The hooks of a service. Every method has a default, so implement only what you need.
+#[async_trait]
+pub trait Service: Send + Sync + 'static {
+    /// A unicast message (`kind: request` expects the returned value as reply; for
+    /// `kind: notify` the value is discarded).
+    async fn on_message(&self, node: &Node, message: Value) -> Result<Value> {
+        let _ = (node, message);
+        Err(Error::NotFound("this node does not handle messages".into()))
+    }
+    /// An event under one of [`Service::subscriptions`].
+    async fn on_event(&self, node: &Node, topic: &str, data: Value) {
+        let _ = (node, topic, data);
+    }
+    /// A peer appeared.
+    async fn on_peer_join(&self, node: &Node, peer: &Announcement) {
+        let _ = (node, peer);
+    }
+    /// A peer said bye or stopped answering.
+    async fn on_peer_leave(&self, node: &Node, peer: &Announcement) {
+        let _ = (node, peer);
+    }
+    /// Topic prefixes delivered to [`Service::on_event`].
+    fn subscriptions(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+#[derive(Debug)]
+struct NoService;
+impl Service for NoService {}
+
+/// A peer appearing or leaving, as seen by [`Node::peer_events`].
+#[derive(Debug, Clone)]
+pub enum PeerEvent {
+    /// New peer.
+    Joined(Announcement),
+    /// Peer gone (bye, expiry or replaced by a restart).
+    Left(Announcement),
+}
+
+/// Events waiting to be sequenced and published.
+const EVENT_QUEUE: usize = 16_384;
+/// Longest time shutdown gives the medium to send the last events to connected subscribers.
+const EVENT_FLUSH: Duration = Duration::from_secs(2);
+
+/// A handle on a running node. Cheap to clone; the node stops when the last handle returned
+/// by [`NodeBuilder::start`] (and its clones) is dropped, or at [`Node::shutdown`].
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+    /// Present in user handles: the last one dropped cancels the node. Handles used by the
+    /// node's own tasks have none, so they do not keep the node alive.
+    _guard: Option<Arc<ShutdownGuard>>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.name)
+            .field("node_id", &self.inner.node_id)
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+struct ShutdownGuard(CancellationToken);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+struct NodeInner {
+    name: String,
+    node_id: String,
+    node_type: NodeType,
+    heartbeat: Duration,
+    timeout: Duration,
+    medium: Arc<dyn Medium>,
+    directory: Directory,
+    me: watch::Sender<Announcement>,
+    service: Arc<dyn Service>,
+    // std RwLock: read on every resource request, written when a collection is registered.
+    hosted: RwLock<HashMap<String, Arc<Hosted>>>,
+    // std Mutex: event fan-out does try_send under it; never held across an await.
+    subs: Mutex<Vec<SubEntry>>,
+    next_sub: AtomicU64,
+    seq: AtomicU64,
+    /// Changes waiting to be sequenced; drained by the event publisher task.
+    events_tx: mpsc::Sender<(String, Vec<u8>)>,
+    peer_events: broadcast::Sender<PeerEvent>,
+    shutdown: CancellationToken,
+    /// Cancelled first at [`Node::shutdown`] (and with `shutdown`): requests from peers are
+    /// answered `shutdown` instead of run, while the ones running finish.
+    stopping: CancellationToken,
+    /// Tracks per-request and hook tasks, so shutdown can let them finish.
+    tracker: TaskTracker,
+    /// The node's long-lived tasks; joined at shutdown.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Node {
+    /// Unique id of this process's node.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Human name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Role.
+    pub fn node_type(&self) -> NodeType {
+        self.inner.node_type
+    }
+
+    /// The default request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// What this node announces.
+    pub fn announcement(&self) -> Announcement {
+        self.inner.me.borrow().clone()
+    }
+
+    /// The directory of peers.
+    pub fn directory(&self) -> &Directory {
+        &self.inner.directory
+    }
+
+    /// Peers joining and leaving, from now on.
+    pub fn peer_events(&self) -> broadcast::Receiver<PeerEvent> {
+        self.inner.peer_events.subscribe()
+    }
+
+    /// Fires when the node shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Names of the collections hosted here.
+    pub fn local_collections(&self) -> Vec<String> {
+        self.inner.me.borrow().collections.clone()
+    }
+
+    /// Hosts another collection and announces it at once.
+    pub fn register_collection(&self, spec: CollectionSpec) -> Result<()> {
+        let h = Arc::new(spec.into_hosted()?);
+        let name = h.name.clone();
+        self.inner
+            .hosted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), h);
+        self.inner.me.send_modify(|me| {
+            if !me.collections.contains(&name) {
+                me.collections.push(name);
+                me.collections.sort();
+            }
+        });
+        Ok(())
+    }
+
+    fn hosted(&self, collection: &str) -> Option<Arc<Hosted>> {
+        self.inner
+            .hosted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(collection)
+            .cloned()
+    }
+
+    /// Typed calls on a collection of the cluster.
+    pub fn collection(&self, name: &str) -> CollectionClient {
+        CollectionClient::new(self.clone(), name)
+    }
+
+    /// Stops the node in order: requests from peers are refused (`shutdown`) while the ones
+    /// running finish (at most the request timeout); then the tasks stop (discovery says bye)
+    /// after the event publisher sent every queued change; the medium sends the last events
+    /// (at most 2 s) and the hosted stores are flushed. Call it after the HTTP server stopped,
+    /// so every acknowledged write has queued its event.
+    pub async fn shutdown(&self) {
+        // 1. No new work from peers; what runs finishes and queues its events.
+        self.inner.stopping.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(self.inner.timeout, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests still running at shutdown");
+        }
+        // 2. The tasks stop; the event publisher first sequences and publishes what is queued.
+        self.inner.shutdown.cancel();
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            // Discovery sends its bye before returning; the rest return on cancel.
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a node task did not stop within 2 s");
+            }
+        }
+        // 3. Every acknowledged change's event leaves the node before it stops.
+        self.inner.medium.flush(EVENT_FLUSH).await;
+        let hosted: Vec<Arc<Hosted>> = self
+            .inner
+            .hosted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for h in hosted {
+            if let Err(e) = h.store.flush().await {
+                tracing::error!(collection = %h.name, error = %e, "flush at shutdown failed");
+            }
+        }
+    }
+}
