@@ -280,82 +280,100 @@ impl Conn {
                     .to_string()
                     .into()]
             }
-            ClientMessage::Subscribe { topics, since } => {
-                let added = topics.iter().filter(|t| !self.topics.contains(*t)).count();
-                if self.topics.len() + added > MAX_TOPICS {
-                    return vec![error_msg(
-                        "bad_request",
-                        &format!("at most {MAX_TOPICS} topics per connection"),
-                    )
-                    .into()];
-                }
-                if since.len() > MAX_SINCE {
-                    return vec![error_msg(
-                        "bad_request",
-                        &format!("at most {MAX_SINCE} nodes in since"),
-                    )
-                    .into()];
-                }
-                for t in &topics {
-                    let collection = if t == "*" || t.is_empty() {
-                        "*"
-                    } else {
-                        t.split('.').next().unwrap_or("*")
-                    };
-                    if let Err(e) = self.st.auth.authorize(&self.who, collection, "subscribe") {
-                        let code = if e.status().as_u16() == 401 {
-                            "unauthorized"
-                        } else {
-                            "forbidden"
-                        };
-                        return vec![error_msg(
-                            code,
-                            &format!("not allowed to subscribe to {t:?}"),
-                        )
-                        .into()];
-                    }
-                }
-                let mut out: Vec<Utf8Bytes> =
-                    vec![json!({"type": "subscribed", "topics": &topics})
-                        .to_string()
-                        .into()];
-                let new_all = topics.iter().any(|t| t == "*" || t.is_empty());
-                let new_topics: HashSet<String> = topics.into_iter().collect();
-                self.all |= new_all;
-                self.topics.extend(new_topics.iter().cloned());
-                if since.is_empty() {
-                    return out;
-                }
-                let (snapshot, evicted) = {
-                    let r = self.st.hub.replay.lock().unwrap_or_else(|p| p.into_inner());
-                    (
-                        r.events.iter().cloned().collect::<Vec<_>>(),
-                        r.evicted.clone(),
-                    )
+            ClientMessage::Subscribe { topics, since } => self.subscribe(topics, since),
+        }
+    }
+
+    /// `subscribe`: checks the bounds and grants, adds the topics, and replays what the client
+    /// missed of the nodes in `since`.
+    fn subscribe(&mut self, topics: Vec<String>, since: HashMap<String, u64>) -> Vec<Utf8Bytes> {
+        let added = topics.iter().filter(|t| !self.topics.contains(*t)).count();
+        if self.topics.len() + added > MAX_TOPICS {
+            let m = format!("at most {MAX_TOPICS} topics per connection");
+            return vec![error_msg("bad_request", &m).into()];
+        }
+        if since.len() > MAX_SINCE {
+            let m = format!("at most {MAX_SINCE} nodes in since");
+            return vec![error_msg("bad_request", &m).into()];
+        }
+        for t in &topics {
+            let collection = if t == "*" || t.is_empty() {
+                "*"
+            } else {
+                collection_of(t)
+            };
+            if let Err(e) = self.st.auth.authorize(&self.who, collection, "subscribe") {
+                let code = if e.status().as_u16() == 401 {
+                    "unauthorized"
+                } else {
+                    "forbidden"
                 };
-                for (node_id, seq) in &since {
-                    if evicted.get(node_id).is_some_and(|e| e > seq) {
-                        out.push(
-                            json!({"type": "resync", "node_id": node_id, "reason": "gap"})
-                                .to_string()
-                                .into(),
-                        );
-                    }
-                    self.last.insert(node_id.clone(), *seq);
-                }
-                for ev in snapshot {
-                    let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
-                    let covered =
-                        new_all || covering_prefixes(&ev.topic).any(|p| new_topics.contains(p));
-                    if from_resumed && covered && self.wants(&ev) {
-                        self.note(&ev);
-                        out.push(ev.text.clone());
-                    }
-                }
-                out
+                let m = format!("not allowed to subscribe to {t:?}");
+                return vec![error_msg(code, &m).into()];
+            }
+        }
+        let mut out: Vec<Utf8Bytes> = vec![json!({"type": "subscribed", "topics": &topics})
+            .to_string()
+            .into()];
+        let new_all = topics.iter().any(|t| t == "*" || t.is_empty());
+        let new_topics: HashSet<String> = topics.into_iter().collect();
+        self.all |= new_all;
+        self.topics.extend(new_topics.iter().cloned());
+        if !since.is_empty() {
+            self.replay(&since, new_all, &new_topics, &mut out);
+        }
+        out
+    }
+
+    /// Appends the buffered events of the `since` nodes newer than their `seq` (under the new
+    /// topics), or a `resync` for a node whose missed events were already evicted.
+    fn replay(
+        &mut self,
+        since: &HashMap<String, u64>,
+        all: bool,
+        topics: &HashSet<String>,
+        out: &mut Vec<Utf8Bytes>,
+    ) {
+        let (snapshot, evicted) = {
+            let r = self.st.hub.replay.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                r.events.iter().cloned().collect::<Vec<_>>(),
+                r.evicted.clone(),
+            )
+        };
+        for (node_id, seq) in since {
+            if evicted.get(node_id).is_some_and(|e| e > seq) {
+                out.push(
+                    json!({"type": "resync", "node_id": node_id, "reason": "gap"})
+                        .to_string()
+                        .into(),
+                );
+            }
+            self.last.insert(node_id.clone(), *seq);
+        }
+        for ev in snapshot {
+            let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
+            let covered = all || covering_prefixes(&ev.topic).any(|p| topics.contains(p));
+            if from_resumed && covered && self.wants(&ev) {
+                self.note(&ev);
+                out.push(ev.text.clone());
             }
         }
     }
+}
+
+/// Tells the client its token expired and closes with [`CLOSE_UNAUTHORIZED`].
+async fn close_expired(sink: &mut futures::stream::SplitSink<WebSocket, Message>) {
+    let bye = error_msg("unauthorized", "token expired; reconnect with a fresh one");
+    let close = Message::Close(Some(CloseFrame {
+        code: CLOSE_UNAUTHORIZED,
+        reason: Utf8Bytes::from_static("token expired"),
+    }));
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        sink.send(Message::Text(bye.into())).await?;
+        sink.send(close).await
+    })
+    .await;
 }
 
 async fn connection(st: AppState, who: Principal, socket: WebSocket) {
@@ -383,16 +401,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
         let outgoing: Vec<Utf8Bytes> = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = expired.as_mut() => {
-                let bye = error_msg("unauthorized", "token expired; reconnect with a fresh one");
-                let close = Message::Close(Some(CloseFrame {
-                    code: CLOSE_UNAUTHORIZED,
-                    reason: Utf8Bytes::from_static("token expired"),
-                }));
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-                    sink.send(Message::Text(bye.into())).await?;
-                    sink.send(close).await
-                })
-                .await;
+                close_expired(&mut sink).await;
                 break;
             }
             msg = stream.next() => match msg {

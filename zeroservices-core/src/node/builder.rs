@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster_key::ClusterKey;
 use crate::directory::Directory;
-use crate::discovery::{Discovery, DiscoveryContext, NoDiscovery};
+use crate::discovery::{Discovery, DiscoveryContext, Heard, NoDiscovery};
 use crate::error::Result;
 use crate::medium::{Inbox, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
 use crate::protocol::{AnnounceKind, Announcement, NodeType, PROTOCOL_VERSION};
@@ -113,23 +114,10 @@ impl NodeBuilder {
     }
 
     /// Binds the medium, starts discovery and every background task.
-    pub async fn start(self) -> Result<Node> {
-        let (medium, inbox): (Arc<dyn Medium>, Inbox) = match self.medium {
-            MediumChoice::Zmq(mut cfg) => {
-                if self.cluster_key.is_some() {
-                    cfg.cluster_key = self.cluster_key.clone();
-                }
-                let (m, i) = ZmqMedium::bind(cfg).await?;
-                (Arc::new(m), i)
-            }
-            MediumChoice::Memory(net) => {
-                let (m, i) = MemoryMedium::attach_with_key(&net, self.cluster_key.clone());
-                (Arc::new(m), i)
-            }
-            MediumChoice::Custom(m, i) => (m, i),
-        };
+    pub async fn start(mut self) -> Result<Node> {
+        let (medium, inbox) = self.bind_medium().await?;
         let mut hosted = HashMap::new();
-        for spec in self.collections {
+        for spec in std::mem::take(&mut self.collections) {
             let h = spec.into_hosted()?;
             hosted.insert(h.name.clone(), Arc::new(h));
         }
@@ -154,7 +142,7 @@ impl NodeBuilder {
         let shutdown = CancellationToken::new();
         let stopping = shutdown.child_token();
         let inner = Arc::new(NodeInner {
-            name: self.name,
+            name: self.name.clone(),
             node_id,
             node_type: self.node_type,
             heartbeat: self.heartbeat,
@@ -174,10 +162,6 @@ impl NodeBuilder {
             tracker: TaskTracker::new(),
             tasks: Mutex::new(Vec::new()),
         });
-        let node = Node {
-            inner: inner.clone(),
-            _guard: None,
-        };
         let ctx = DiscoveryContext {
             me: me_rx,
             heard: heard_tx,
@@ -186,31 +170,8 @@ impl NodeBuilder {
             directory: inner.directory.clone(),
             cluster_key: self.cluster_key.clone(),
         };
-        // Service subscription first, so `on_event` sees events from the first peer on.
-        let service_sub = {
-            let prefixes = self.service.subscriptions();
-            (!prefixes.is_empty()).then(|| node.subscribe_many(prefixes, SUBSCRIPTION_CAPACITY))
-        };
-        let handles = vec![
-            tokio::spawn(dispatcher(node.clone(), inbox)),
-            tokio::spawn(event_publisher(node.clone(), events_rx)),
-            tokio::spawn(heard_loop(node.clone(), heard_rx)),
-            tokio::spawn(housekeeping(node.clone())),
-            tokio::spawn(run_discovery(self.discovery, ctx)),
-        ];
-        let mut all = handles;
-        if let Some(mut sub) = service_sub {
-            let n = node.clone();
-            all.push(tokio::spawn(async move {
-                while let Some(ev) = sub.recv().await {
-                    match ev.json() {
-                        Ok(v) => n.inner.service.on_event(&n, &ev.topic, v).await,
-                        Err(e) => tracing::warn!(topic = %ev.topic, error = %e, "event with invalid JSON dropped"),
-                    }
-                }
-            }));
-        }
-        *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = all;
+        let tasks = spawn_tasks(&inner, self.discovery, ctx, inbox, events_rx, heard_rx);
+        *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         let guard = Arc::new(ShutdownGuard(inner.shutdown.clone()));
         tracing::info!(name = %inner.name, node_id = %inner.node_id, endpoints = ?inner.medium.endpoints(), "node started");
         Ok(Node {
@@ -218,6 +179,64 @@ impl NodeBuilder {
             _guard: Some(guard),
         })
     }
+
+    /// The medium chosen, bound (with the cluster key, if any).
+    async fn bind_medium(&mut self) -> Result<(Arc<dyn Medium>, Inbox)> {
+        let choice = std::mem::replace(&mut self.medium, MediumChoice::Zmq(ZmqConfig::default()));
+        Ok(match choice {
+            MediumChoice::Zmq(mut cfg) => {
+                if self.cluster_key.is_some() {
+                    cfg.cluster_key = self.cluster_key.clone();
+                }
+                let (m, i) = ZmqMedium::bind(cfg).await?;
+                (Arc::new(m), i)
+            }
+            MediumChoice::Memory(net) => {
+                let (m, i) = MemoryMedium::attach_with_key(&net, self.cluster_key.clone());
+                (Arc::new(m), i)
+            }
+            MediumChoice::Custom(m, i) => (m, i),
+        })
+    }
+}
+
+/// The node's long-lived tasks: inbound dispatch, event publishing, membership, discovery, and
+/// the service's event hook (its subscription made first, so `on_event` sees events from the
+/// first peer on).
+fn spawn_tasks(
+    inner: &Arc<NodeInner>,
+    discovery: Box<dyn Discovery>,
+    ctx: DiscoveryContext,
+    inbox: Inbox,
+    events_rx: mpsc::Receiver<(String, Vec<u8>)>,
+    heard_rx: mpsc::Receiver<Heard>,
+) -> Vec<JoinHandle<()>> {
+    let node = Node {
+        inner: inner.clone(),
+        _guard: None,
+    };
+    let service_sub = {
+        let prefixes = node.inner.service.subscriptions();
+        (!prefixes.is_empty()).then(|| node.subscribe_many(prefixes, SUBSCRIPTION_CAPACITY))
+    };
+    let mut tasks = vec![
+        tokio::spawn(dispatcher(node.clone(), inbox)),
+        tokio::spawn(event_publisher(node.clone(), events_rx)),
+        tokio::spawn(heard_loop(node.clone(), heard_rx)),
+        tokio::spawn(housekeeping(node.clone())),
+        tokio::spawn(run_discovery(discovery, ctx)),
+    ];
+    if let Some(mut sub) = service_sub {
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = sub.recv().await {
+                match ev.json() {
+                    Ok(v) => node.inner.service.on_event(&node, &ev.topic, v).await,
+                    Err(e) => tracing::warn!(topic = %ev.topic, error = %e, "event with invalid JSON dropped"),
+                }
+            }
+        }));
+    }
+    tasks
 }
 
 impl Node {

@@ -183,29 +183,7 @@ fn parse_conds(v: &Value, depth: usize) -> Result<Vec<Cond>> {
                 arg.as_bool()
                     .ok_or_else(|| bad("$exists takes a boolean"))?,
             ),
-            "$regex" => {
-                let pattern = arg.as_str().ok_or_else(|| bad("$regex takes a string"))?;
-                let mut b = RegexBuilder::new(pattern);
-                b.size_limit(1 << 20);
-                for flag in options.unwrap_or("").chars() {
-                    match flag {
-                        'i' => {
-                            b.case_insensitive(true);
-                        }
-                        'm' => {
-                            b.multi_line(true);
-                        }
-                        's' => {
-                            b.dot_matches_new_line(true);
-                        }
-                        'x' => {
-                            b.ignore_whitespace(true);
-                        }
-                        f => return Err(bad(format!("unknown $regex option {f:?}"))),
-                    }
-                }
-                Cond::Regex(b.build().map_err(|e| bad(format!("invalid $regex: {e}")))?)
-            }
+            "$regex" => regex(arg, options)?,
             "$options" => {
                 if !obj.contains_key("$regex") {
                     return Err(bad("$options needs $regex"));
@@ -223,6 +201,26 @@ fn parse_conds(v: &Value, depth: usize) -> Result<Vec<Cond>> {
         conds.push(c);
     }
     Ok(conds)
+}
+
+/// A `$regex` condition with its `$options` flags (`i`, `m`, `s`, `x`), compiled with a size
+/// limit.
+fn regex(arg: &Value, options: Option<&str>) -> Result<Cond> {
+    let pattern = arg.as_str().ok_or_else(|| bad("$regex takes a string"))?;
+    let mut b = RegexBuilder::new(pattern);
+    b.size_limit(1 << 20);
+    for flag in options.unwrap_or("").chars() {
+        match flag {
+            'i' => b.case_insensitive(true),
+            'm' => b.multi_line(true),
+            's' => b.dot_matches_new_line(true),
+            'x' => b.ignore_whitespace(true),
+            f => return Err(bad(format!("unknown $regex option {f:?}"))),
+        };
+    }
+    Ok(Cond::Regex(
+        b.build().map_err(|e| bad(format!("invalid $regex: {e}")))?,
+    ))
 }
 
 fn eval(node: &Node, data: &Value) -> bool {

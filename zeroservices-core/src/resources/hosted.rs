@@ -288,19 +288,7 @@ impl Hosted {
                 }
                 to_value(&self.store.list(&q).await?).map(Output::Value)
             }
-            "create" => {
-                let (id, data) = create_args(args)?;
-                if let Some(s) = &self.schema {
-                    s.validate(&data)?;
-                }
-                // Serialized once, before the store takes the data: the event and the answer
-                // are both built from these bytes.
-                let data_json = to_json(&data)?;
-                let id = self.store.insert(id, data).await?;
-                node.publish_change(&self.name, "create", &id, Some(&data_json), None)
-                    .await;
-                Ok(Output::Json(resource_json(&id, &data_json)?))
-            }
+            "create" => self.create(node, args).await,
             "get" => Ok(Output::Value(resource_value(
                 self.store.get(need_id(&action, &resource_id)?).await?,
             ))),
@@ -320,18 +308,7 @@ impl Hosted {
             }
             "add_link" => {
                 let id = need_id(&action, &resource_id)?;
-                let a: LinkArgs = serde_json::from_value(args)
-                    .map_err(|e| Error::BadRequest(format!("invalid add_link arguments: {e}")))?;
-                for part in [&a.relation, &a.target.0] {
-                    crate::query::check_path(part)?;
-                }
-                // Like the original: every link under its relation, and the latest link per
-                // target collection.
-                let update = Update::parse(&json!({
-                    "$push": {format!("_links.{}", a.relation): {"target_id": [a.target.0, a.target.1], "title": a.title}},
-                    "$set": {format!("_links.latest.{}", a.target.0): a.target.1},
-                }))?;
-                self.patch(node, id, &update).await
+                self.add_link(node, id, args).await
             }
             name => {
                 let f = self.actions.get(name).ok_or_else(|| {
@@ -351,6 +328,35 @@ impl Hosted {
                 .map(Output::Value)
             }
         }
+    }
+
+    async fn create(&self, node: &Node, args: Value) -> Result<Output> {
+        let (id, data) = create_args(args)?;
+        if let Some(s) = &self.schema {
+            s.validate(&data)?;
+        }
+        // Serialized once, before the store takes the data: the event and the answer are both
+        // built from these bytes.
+        let data_json = to_json(&data)?;
+        let id = self.store.insert(id, data).await?;
+        node.publish_change(&self.name, "create", &id, Some(&data_json), None)
+            .await;
+        Ok(Output::Json(resource_json(&id, &data_json)?))
+    }
+
+    async fn add_link(&self, node: &Node, id: &str, args: Value) -> Result<Output> {
+        let a: LinkArgs = serde_json::from_value(args)
+            .map_err(|e| Error::BadRequest(format!("invalid add_link arguments: {e}")))?;
+        for part in [&a.relation, &a.target.0] {
+            crate::query::check_path(part)?;
+        }
+        // Like the original: every link under its relation, and the latest link per target
+        // collection.
+        let update = Update::parse(&json!({
+            "$push": {format!("_links.{}", a.relation): {"target_id": [a.target.0, a.target.1], "title": a.title}},
+            "$set": {format!("_links.latest.{}", a.target.0): a.target.1},
+        }))?;
+        self.patch(node, id, &update).await
     }
 
     async fn patch(&self, node: &Node, id: &str, update: &Update) -> Result<Output> {

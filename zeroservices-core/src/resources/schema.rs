@@ -119,6 +119,45 @@ fn num(v: &Value) -> Option<f64> {
     v.as_f64()
 }
 
+/// `minimum`, `maximum` and their exclusive forms.
+fn check_number(o: &serde_json::Map<String, Value>, x: f64, err: &mut impl FnMut(String)) {
+    let bound = |k: &str| o.get(k).and_then(num);
+    if bound("minimum").is_some_and(|m| x < m) {
+        err(format!("must be >= {}", o["minimum"]));
+    }
+    if bound("maximum").is_some_and(|m| x > m) {
+        err(format!("must be <= {}", o["maximum"]));
+    }
+    if bound("exclusiveMinimum").is_some_and(|m| x <= m) {
+        err(format!("must be > {}", o["exclusiveMinimum"]));
+    }
+    if bound("exclusiveMaximum").is_some_and(|m| x >= m) {
+        err(format!("must be < {}", o["exclusiveMaximum"]));
+    }
+}
+
+/// `minLength`, `maxLength` (in characters) and `pattern`.
+fn check_string(o: &serde_json::Map<String, Value>, text: &str, err: &mut impl FnMut(String)) {
+    let n = text.chars().count() as u64;
+    if o.get("minLength")
+        .and_then(Value::as_u64)
+        .is_some_and(|m| n < m)
+    {
+        err(format!("shorter than {}", o["minLength"]));
+    }
+    if o.get("maxLength")
+        .and_then(Value::as_u64)
+        .is_some_and(|m| n > m)
+    {
+        err(format!("longer than {}", o["maxLength"]));
+    }
+    if let Some(p) = o.get("pattern").and_then(Value::as_str) {
+        if Regex::new(p).is_ok_and(|re| !re.is_match(text)) {
+            err(format!("does not match {p:?}"));
+        }
+    }
+}
+
 fn validate(s: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
     let Some(o) = s.as_object() else { return };
     let at = if path.is_empty() { "/" } else { path };
@@ -145,39 +184,10 @@ fn validate(s: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
         }
     }
     if let Some(x) = num(v) {
-        let bound = |k: &str| o.get(k).and_then(num);
-        if bound("minimum").is_some_and(|m| x < m) {
-            err(format!("must be >= {}", o["minimum"]));
-        }
-        if bound("maximum").is_some_and(|m| x > m) {
-            err(format!("must be <= {}", o["maximum"]));
-        }
-        if bound("exclusiveMinimum").is_some_and(|m| x <= m) {
-            err(format!("must be > {}", o["exclusiveMinimum"]));
-        }
-        if bound("exclusiveMaximum").is_some_and(|m| x >= m) {
-            err(format!("must be < {}", o["exclusiveMaximum"]));
-        }
+        check_number(o, x, &mut err);
     }
     if let Some(text) = v.as_str() {
-        let n = text.chars().count() as u64;
-        if o.get("minLength")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n < m)
-        {
-            err(format!("shorter than {}", o["minLength"]));
-        }
-        if o.get("maxLength")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n > m)
-        {
-            err(format!("longer than {}", o["maxLength"]));
-        }
-        if let Some(p) = o.get("pattern").and_then(Value::as_str) {
-            if Regex::new(p).is_ok_and(|re| !re.is_match(text)) {
-                err(format!("does not match {p:?}"));
-            }
-        }
+        check_string(o, text, &mut err);
     }
     if let Some(items) = v.as_array() {
         let n = items.len() as u64;
