@@ -58,9 +58,11 @@ async fn main() -> anyhow::Result<()> {
         "api" => NodeType::Api,
         _ => NodeType::Service,
     };
+    // `/ui/` is this example's page: no collection may take its name.
     let mut builder = args
         .cluster
-        .apply(Node::builder(&format!("power-{}", args.role)).node_type(node_type))?;
+        .apply(Node::builder(&format!("power-{}", args.role)).node_type(node_type))?
+        .reserve_names(&["ui"]);
     if serves {
         let store = args.store.open().await?;
         builder = builder.collection(CollectionSpec::new("power", store.collection("power")));

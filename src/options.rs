@@ -226,7 +226,9 @@ impl ClusterArgs {
 
     /// Applies sockets, discovery, heartbeat and the cluster key to a node builder. Fails
     /// (closed) on a bad key or a binding that protected mode refuses.
+    /// Also reserves the HTTP routes ([`crate::http::RESERVED_ROUTES`]) as collection names.
     pub fn apply(&self, b: NodeBuilder) -> anyhow::Result<NodeBuilder> {
+        let b = b.reserve_names(crate::http::RESERVED_ROUTES);
         let key = self.key()?;
         let bind = self.bind_address(key.is_some())?;
         if key.is_none() && !self.open_cluster {

@@ -219,3 +219,27 @@ fn group_commit_keeps_every_acknowledged_write_across_sigkill_under_load() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn serve_refuses_a_collection_named_like_an_http_route() {
+    for name in ["health", "realtime", "metrics", "openapi.json"] {
+        let out = Command::new(bin())
+            .args([
+                "serve",
+                "--no-http",
+                "--store",
+                "memory",
+                "--discovery",
+                "none",
+            ])
+            .args(["--collection", name])
+            .output()
+            .expect("run serve");
+        assert!(!out.status.success(), "{name} accepted");
+        let why = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            why.contains("reserved") || why.contains("invalid collection name"),
+            "{name}: {why}"
+        );
+    }
+}

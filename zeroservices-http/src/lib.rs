@@ -49,6 +49,10 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use zeroservices_core::Node;
 
+/// Routes of the HTTP node that no collection may take: pass them to
+/// `NodeBuilder::reserve_names` on every node of a cluster this crate serves (the CLI does).
+pub const RESERVED_ROUTES: &[&str] = &["realtime", "health", "metrics", "openapi.json"];
+
 /// HTTP node settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {

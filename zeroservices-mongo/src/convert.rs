@@ -5,6 +5,9 @@ use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use serde_json::Value;
 use zeroservices_core::{Error, Resource};
 
+/// Field holding a document's version, for compare-and-swap patches. Hidden from resources.
+pub(crate) const VERSION: &str = "_v";
+
 /// JSON object → BSON document (integers stay integers, floats stay doubles).
 pub(crate) fn to_document(v: &Value) -> Result<Document, Error> {
     match bson::to_bson(v).map_err(|e| Error::BadRequest(format!("cannot store value: {e}")))? {
@@ -28,7 +31,7 @@ pub(crate) fn to_resource(mut d: Document) -> Result<Resource, Error> {
         Some(other) => other.to_string(),
         None => return Err(Error::Storage("document without _id".into())),
     };
-    d.remove(crate::store::VERSION);
+    d.remove(VERSION);
     Ok(Resource {
         resource_id: id,
         resource_data: Bson::Document(d).into_relaxed_extjson(),

@@ -6,7 +6,10 @@
 //!
 //! # Layout
 //! - `store`: [`MongoStore`] (client + database) and [`MongoCollection`] (the `Collection` impl).
-//! - `convert`: JSON ↔ BSON, ids (string or ObjectId), and error mapping.
+//! - `recent`: the documents a collection remembers for one-round-trip patches.
+//! - `convert`: JSON ↔ BSON, ids (string or ObjectId), the version field, and error mapping.
+//!
+//! Arrows point down: `store` → `recent`, `convert` → `zeroservices_core`.
 //!
 //! Stored layout: the resource data's fields at the top level of the document; `_id` is the
 //! resource id — generated ids are ObjectIds (shown as 24 hex digits), client-chosen ids are
@@ -24,6 +27,7 @@
 //! ```
 
 mod convert;
+mod recent;
 mod store;
 
 pub use store::{MongoCollection, MongoStore};

@@ -44,6 +44,7 @@ pub struct NodeBuilder {
     discovery: Box<dyn Discovery>,
     service: Arc<dyn Service>,
     collections: Vec<CollectionSpec>,
+    reserved: Vec<String>,
     cluster_key: Option<Arc<ClusterKey>>,
 }
 
@@ -113,12 +114,26 @@ impl NodeBuilder {
         self
     }
 
+    /// Names no collection of this node may take, such as the routes of the HTTP layer that
+    /// serves the cluster (`zeroservices_http::RESERVED_ROUTES`), checked at start and by
+    /// [`Node::register_collection`]. Adds to what was reserved before.
+    ///
+    /// ```
+    /// # use zeroservices_core::Node;
+    /// let builder = Node::builder("svc").reserve_names(&["health", "ui"]);
+    /// # drop(builder);
+    /// ```
+    pub fn reserve_names(mut self, names: &[&str]) -> Self {
+        self.reserved.extend(names.iter().map(|n| (*n).to_owned()));
+        self
+    }
+
     /// Binds the medium, starts discovery and every background task.
     pub async fn start(mut self) -> Result<Node> {
         let (medium, inbox) = self.bind_medium().await?;
         let mut hosted = HashMap::new();
         for spec in std::mem::take(&mut self.collections) {
-            let h = spec.into_hosted()?;
+            let h = spec.into_hosted(&self.reserved)?;
             hosted.insert(h.name.clone(), Arc::new(h));
         }
         let node_id = uuid::Uuid::new_v4().simple().to_string();
@@ -151,6 +166,7 @@ impl NodeBuilder {
             directory: Directory::new(),
             me: me_tx,
             service: self.service.clone(),
+            reserved: std::mem::take(&mut self.reserved),
             hosted: RwLock::new(hosted),
             subs: Mutex::new(Vec::new()),
             next_sub: AtomicU64::new(1),
@@ -251,6 +267,7 @@ impl Node {
             discovery: Box::new(NoDiscovery),
             service: Arc::new(NoService),
             collections: Vec::new(),
+            reserved: Vec::new(),
             cluster_key: None,
         }
     }

@@ -140,6 +140,8 @@ struct NodeInner {
     directory: Directory,
     me: watch::Sender<Announcement>,
     service: Arc<dyn Service>,
+    /// Names no collection may take (see [`NodeBuilder::reserve_names`]).
+    reserved: Vec<String>,
     // std RwLock: read on every resource request, written when a collection is registered.
     hosted: RwLock<HashMap<String, Arc<Hosted>>>,
     // std Mutex: event fan-out does try_send under it; never held across an await.
@@ -207,7 +209,7 @@ impl Node {
 
     /// Hosts another collection and announces it at once.
     pub fn register_collection(&self, spec: CollectionSpec) -> Result<()> {
-        let h = Arc::new(spec.into_hosted()?);
+        let h = Arc::new(spec.into_hosted(&self.inner.reserved)?);
         let name = h.name.clone();
         self.inner
             .hosted

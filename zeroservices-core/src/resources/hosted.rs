@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{validate_id, Collection, Resource, ResourceRequest, Schema, RESERVED_NAMES};
+use super::{validate_id, Collection, Resource, ResourceRequest, Schema};
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::query::{ListQuery, Update};
@@ -102,8 +102,10 @@ impl CollectionSpec {
         self
     }
 
-    pub(crate) fn into_hosted(self) -> Result<Hosted> {
-        check_collection_name(&self.name)?;
+    /// The hosted form of the spec; `reserved`: names this node may not serve (routes of
+    /// the HTTP layer above, see [`crate::NodeBuilder::reserve_names`]).
+    pub(crate) fn into_hosted(self, reserved: &[String]) -> Result<Hosted> {
+        check_collection_name(&self.name, reserved)?;
         if let Some(a) = self.actions.keys().find(|a| STANDARD.contains(&a.as_str())) {
             return Err(Error::BadRequest(format!(
                 "custom action {a:?} shadows a standard action"
@@ -119,14 +121,14 @@ impl CollectionSpec {
 }
 
 /// Collection names: like ids, plus no dots (they separate event topic parts) and not reserved.
-pub(crate) fn check_collection_name(name: &str) -> Result<()> {
+pub(crate) fn check_collection_name(name: &str, reserved: &[String]) -> Result<()> {
     validate_id(name)?;
     if name.contains('.') || name.contains('*') || name.starts_with('_') {
         return Err(Error::BadRequest(format!(
             "invalid collection name {name:?}"
         )));
     }
-    if RESERVED_NAMES.contains(&name) {
+    if reserved.iter().any(|r| r == name) {
         return Err(Error::BadRequest(format!("{name:?} is reserved")));
     }
     Ok(())

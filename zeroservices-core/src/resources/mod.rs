@@ -21,9 +21,6 @@ pub use self::schema::Schema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Names that cannot be collections (they are HTTP routes of the API node).
-pub const RESERVED_NAMES: &[&str] = &["realtime", "health", "metrics", "openapi.json", "ui"];
-
 /// A resource action addressed to a collection, wherever it is served. Wire body of the
 /// `resource` message kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
