@@ -41,12 +41,12 @@ pub use discovery::{
 };
 pub use error::{Error, Result};
 pub use medium::{Event, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
-pub use node::{Node, NodeBuilder, PeerEvent, Service, Subscription, Tap, TapFn};
+pub use node::{
+    ActionContext, ActionFn, CollectionClient, CollectionSpec, Node, NodeBuilder, PeerEvent,
+    Service, Subscription, Tap, TapFn,
+};
 pub use protocol::{Announcement, NodeType};
 pub use query::ListQuery;
-pub use resources::{
-    ActionContext, Collection, CollectionClient, CollectionSpec, ListPage, Resource, ResourceEvent,
-    ResourceRequest,
-};
+pub use resources::{Collection, ListPage, Resource, ResourceEvent, ResourceRequest};
 pub use store::{EmbeddedStore, GroupCommit, MemoryCollection};
 pub use worker::Worker;

@@ -14,10 +14,11 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::medium::envelope::Key;
 use crate::medium::{Inbox, Incoming, Medium};
+use crate::node::CollectionSpec;
 use crate::node::Node;
 use crate::protocol::{decode_reply, encode_reply, kind};
 use crate::query::{ListQuery, Projection, Sort};
-use crate::resources::{Collection, CollectionSpec, ResourceEvent};
+use crate::resources::{Collection, ResourceEvent};
 use crate::MemoryNetwork;
 
 /// Makes a fresh, bound medium, sealing its messages with the cluster key given (if any).

@@ -53,6 +53,8 @@ pub struct DiscoveryContext {
     pub directory: Directory,
     /// When set, announcements are sealed with this key and unauthenticated ones dropped.
     pub cluster_key: Option<std::sync::Arc<crate::ClusterKey>>,
+    /// The node's medium (static discovery announces through it).
+    pub medium: std::sync::Arc<dyn crate::medium::Medium>,
 }
 
 /// A way of finding peers. Object-safe; the node runs it in a task it owns.

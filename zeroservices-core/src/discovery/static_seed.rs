@@ -1,12 +1,10 @@
-//! Static discovery: announce to seed request endpoints (and every peer learned from them) over
-//! ZeroMQ, for clouds and containers where multicast does not pass.
+//! Static discovery: announce to seed request endpoints (and every peer learned from them)
+//! through the node's medium, for clouds and containers where multicast does not pass.
 //!
 //! Each heartbeat the node sends an `announce` request to every seed and known peer; the reply
 //! carries the peer's own announcement and the peers it knows, so one seed is enough to learn
 //! the whole cluster.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +12,6 @@ use serde::Deserialize;
 
 use super::{Discovery, DiscoveryContext, Heard};
 use crate::error::Result;
-use crate::medium::DealerClient;
 use crate::protocol::{decode_reply, kind, AnnounceKind, Announcement};
 
 /// Discovery from seed endpoints such as `tcp://10.0.0.5:5555` (a seed node's request endpoint).
@@ -42,31 +39,26 @@ struct AnnounceReply {
 #[async_trait]
 impl Discovery for StaticDiscovery {
     async fn run(self: Box<Self>, ctx: DiscoveryContext) -> Result<()> {
-        let mut clients: HashMap<String, Arc<DealerClient>> = HashMap::new();
         let mut tick = tokio::time::interval(ctx.heartbeat);
         let timeout = ctx.heartbeat.max(Duration::from_millis(200));
+        let mut targets_now: Vec<String> = Vec::new();
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
             let me = ctx.me.borrow().clone();
-            let targets = targets(&self.seeds, &ctx, &me);
-            clients.retain(|ep, c| targets.contains(ep) && c.is_alive());
+            targets_now = targets(&self.seeds, &ctx, &me);
+            ctx.medium.forget_endpoints(&targets_now);
             let body = me.encode();
-            let calls = targets.iter().map(|ep| {
-                let c = clients
-                    .entry(ep.clone())
-                    .or_insert_with(|| {
-                        Arc::new(DealerClient::spawn(
-                            ep.clone(),
-                            timeout,
-                            ctx.cluster_key.clone(),
-                        ))
-                    })
-                    .clone();
-                let body = body.clone();
-                async move { (ep.clone(), c.request(kind::ANNOUNCE, body, timeout).await) }
+            let calls = targets_now.iter().map(|ep| {
+                let (medium, body) = (ctx.medium.clone(), body.clone());
+                async move {
+                    let reply = medium
+                        .request_endpoint(ep, kind::ANNOUNCE, body, timeout)
+                        .await;
+                    (ep.clone(), reply)
+                }
             });
             for (ep, res) in futures::future::join_all(calls).await {
                 let reply = res
@@ -102,10 +94,16 @@ impl Discovery for StaticDiscovery {
         let mut bye = ctx.me.borrow().clone();
         bye.kind = AnnounceKind::Bye;
         let body = bye.encode();
-        let calls = clients
-            .values()
-            .map(|c| c.request(kind::ANNOUNCE, body.clone(), Duration::from_millis(300)));
+        let calls = targets_now.iter().map(|ep| {
+            ctx.medium.request_endpoint(
+                ep,
+                kind::ANNOUNCE,
+                body.clone(),
+                Duration::from_millis(300),
+            )
+        });
         let _ = futures::future::join_all(calls).await;
+        ctx.medium.forget_endpoints(&[]);
         Ok(())
     }
 }

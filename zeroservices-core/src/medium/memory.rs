@@ -117,8 +117,22 @@ impl MemoryMedium {
         body: Bytes,
         one_way: bool,
     ) -> Result<Option<Bytes>> {
+        let endpoint = self.peer_endpoint(node_id)?;
+        self.exchange_at(&endpoint, node_id, kind, body, one_way)
+            .await
+    }
+
+    /// [`MemoryMedium::exchange`] with the medium at `endpoint`; `node_id` names it in errors.
+    async fn exchange_at(
+        &self,
+        endpoint: &str,
+        node_id: &str,
+        kind: &str,
+        body: Bytes,
+        one_way: bool,
+    ) -> Result<Option<Bytes>> {
         envelope::check_size(&body)?;
-        let (inbox, their_key) = self.inbox_of(&self.peer_endpoint(node_id)?, node_id)?;
+        let (inbox, their_key) = self.inbox_of(endpoint, node_id)?;
         let rid = Bytes::from_static(b"m");
         let kind = Bytes::copy_from_slice(kind.as_bytes());
         let frames = envelope::seal_request(self.key.as_deref(), rid, kind, body);
@@ -208,6 +222,29 @@ impl Medium for MemoryMedium {
             }
         }
     }
+
+    async fn request_endpoint(
+        &self,
+        endpoint: &str,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let exchange = async {
+            match self
+                .exchange_at(endpoint, endpoint, kind, body, false)
+                .await?
+            {
+                Some(b) => Ok(b),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
+    }
+
+    fn forget_endpoints(&self, _keep: &[String]) {}
 
     async fn request(
         &self,

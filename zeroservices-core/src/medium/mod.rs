@@ -14,7 +14,6 @@ mod zmq;
 
 pub use self::envelope::MessageKind;
 pub use self::memory::{MemoryMedium, MemoryNetwork};
-pub(crate) use self::zmq::DealerClient;
 pub use self::zmq::{ZmqConfig, ZmqMedium};
 
 use std::fmt;
@@ -156,6 +155,20 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes>;
+
+    /// Sends a request to a request endpoint that need not be a known peer (static discovery
+    /// asks its seeds this way) and waits for the reply body, at most `timeout`. The
+    /// connection is kept for the next call, until [`Medium::forget_endpoints`] drops it.
+    async fn request_endpoint(
+        &self,
+        endpoint: &str,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes>;
+
+    /// Closes the connections [`Medium::request_endpoint`] made, except to `keep`.
+    fn forget_endpoints(&self, keep: &[String]);
 
     /// Sends a one-way message.
     async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()>;

@@ -12,13 +12,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::CollectionSpec;
 use crate::cluster_key::ClusterKey;
 use crate::directory::Directory;
 use crate::discovery::{Discovery, DiscoveryContext, Heard, NoDiscovery};
 use crate::error::Result;
 use crate::medium::{Inbox, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
 use crate::protocol::{AnnounceKind, Announcement, NodeType, PROTOCOL_VERSION};
-use crate::resources::CollectionSpec;
 
 use super::events::event_publisher;
 use super::inbound::dispatcher;
@@ -185,6 +185,7 @@ impl NodeBuilder {
             shutdown: inner.shutdown.clone(),
             directory: inner.directory.clone(),
             cluster_key: self.cluster_key.clone(),
+            medium: inner.medium.clone(),
         };
         let tasks = spawn_tasks(&inner, self.discovery, ctx, inbox, events_rx, heard_rx);
         *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;

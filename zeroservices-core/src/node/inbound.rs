@@ -4,11 +4,12 @@
 use serde_json::{json, Value};
 
 use super::Node;
+use super::Output;
 use crate::discovery::Heard;
 use crate::error::{Error, Result};
 use crate::medium::{InboundRequest, Inbox, Incoming, MessageKind};
 use crate::protocol::{encode_json_reply, encode_reply, Announcement};
-use crate::resources::{Output, ResourceRequest};
+use crate::resources::ResourceRequest;
 
 impl Node {
     pub(super) async fn handle_request(&self, req: InboundRequest) {

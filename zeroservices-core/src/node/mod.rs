@@ -20,7 +20,9 @@
 //! ```
 
 mod builder;
+mod client;
 mod events;
+mod hosted;
 mod inbound;
 mod membership;
 mod routing;
@@ -38,11 +40,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::client::CollectionClient;
+pub use self::hosted::{ActionContext, ActionFn, CollectionSpec};
+pub(crate) use self::hosted::{Hosted, Output};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::medium::Medium;
 use crate::protocol::{Announcement, NodeType};
-use crate::resources::{CollectionClient, CollectionSpec, Hosted};
 
 pub use self::builder::NodeBuilder;
 use self::events::SubEntry;

@@ -7,9 +7,10 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::Node;
+use super::Output;
 use crate::error::{Error, Result};
 use crate::protocol::{decode_reply, kind, reply_data};
-use crate::resources::{Output, ResourceRequest};
+use crate::resources::ResourceRequest;
 
 pub(super) enum Answer {
     Here(Output),

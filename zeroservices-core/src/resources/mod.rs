@@ -1,25 +1,44 @@
-//! The resource layer: collections served by nodes, the request that reaches them from any
-//! node, the events every change publishes, and custom actions.
-//!
-//! A node hosts collections registered with [`CollectionSpec`]; [`Node::send`](crate::Node::send)
-//! runs a [`ResourceRequest`] locally or on a provider found through discovery;
-//! [`CollectionClient`] is the typed front of that call.
+//! The resource layer: the [`Collection`] trait every store implements, resources and pages,
+//! schemas, the request that reaches a collection from any node, and the event every change
+//! publishes. It knows nothing of nodes: the node layer hosts collections
+//! (`CollectionSpec`, custom actions) and routes requests to them.
 
-mod client;
 mod collection;
-mod hosted;
 mod schema;
 
-pub use self::client::CollectionClient;
 pub use self::collection::{
     generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource,
 };
-pub use self::hosted::{ActionContext, ActionFn, CollectionSpec, ResourceEvent, MAX_LIST_LIMIT};
-pub(crate) use self::hosted::{Hosted, Output};
 pub use self::schema::Schema;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Largest `limit` a list accepts.
+pub const MAX_LIST_LIMIT: u64 = 10_000;
+
+/// A change event, as published on `<collection>.<action>.<resource_id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceEvent {
+    /// Collection name.
+    pub collection: String,
+    /// `create`, `patch`, `delete` (add_link publishes `patch`).
+    pub action: String,
+    /// The changed resource.
+    pub resource_id: String,
+    /// Full data after the change (create and patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_data: Option<Value>,
+    /// The update document (patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Value>,
+    /// Node that applied the change.
+    pub node_id: String,
+    /// Per-node monotonic sequence number.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+}
 
 /// A resource action addressed to a collection, wherever it is served. Wire body of the
 /// `resource` message kind.

@@ -108,6 +108,9 @@ pub struct ZmqMedium {
     sub_tx: mpsc::Sender<SubCmd>,
     // std Mutex: map lookups and inserts only; never held across an await.
     peers: Mutex<HashMap<String, PeerConn>>,
+    /// Connections to endpoints asked directly (static discovery's seeds), by endpoint.
+    // std Mutex: map lookups and inserts only; never held across an await.
+    endpoints_asked: Mutex<HashMap<String, Arc<DealerClient>>>,
     /// Own the ROUTER, XPUB and SUB tasks; they end when the medium is dropped.
     _tasks: [TaskGuard; 3],
 }
@@ -183,6 +186,7 @@ impl ZmqMedium {
             prefixes,
             sub_tx,
             peers: Mutex::new(HashMap::new()),
+            endpoints_asked: Mutex::new(HashMap::new()),
             _tasks: tasks,
         };
         Ok((medium, inbox_rx))
@@ -266,6 +270,37 @@ impl Medium for ZmqMedium {
                 Error::PeerGone(_) => Error::PeerGone(node_id.to_owned()),
                 e => e,
             })
+    }
+
+    async fn request_endpoint(
+        &self,
+        endpoint: &str,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let dealer = {
+            let mut asked = self
+                .endpoints_asked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match asked.get(endpoint) {
+                Some(d) if d.is_alive() => d.clone(),
+                _ => {
+                    let d = self.dealer(endpoint);
+                    asked.insert(endpoint.to_owned(), d.clone());
+                    d
+                }
+            }
+        };
+        dealer.request(kind, body, timeout).await
+    }
+
+    fn forget_endpoints(&self, keep: &[String]) {
+        self.endpoints_asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|ep, _| keep.contains(ep));
     }
 
     async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {

@@ -9,13 +9,12 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{validate_id, Collection, Resource, ResourceRequest, Schema};
+use super::Node;
 use crate::error::{Error, Result};
-use crate::node::Node;
 use crate::query::{ListQuery, Update};
-
-/// Largest `limit` a list accepts.
-pub const MAX_LIST_LIMIT: u64 = 10_000;
+use crate::resources::{
+    validate_id, Collection, Resource, ResourceRequest, Schema, MAX_LIST_LIMIT,
+};
 
 /// What a custom action receives.
 #[derive(Debug, Clone)]
@@ -132,29 +131,6 @@ pub(crate) fn check_collection_name(name: &str, reserved: &[String]) -> Result<(
         return Err(Error::BadRequest(format!("{name:?} is reserved")));
     }
     Ok(())
-}
-
-/// A change event, as published on `<collection>.<action>.<resource_id>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResourceEvent {
-    /// Collection name.
-    pub collection: String,
-    /// `create`, `patch`, `delete` (add_link publishes `patch`).
-    pub action: String,
-    /// The changed resource.
-    pub resource_id: String,
-    /// Full data after the change (create and patch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_data: Option<Value>,
-    /// The update document (patch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch: Option<Value>,
-    /// Node that applied the change.
-    pub node_id: String,
-    /// Per-node monotonic sequence number.
-    pub seq: u64,
-    /// Milliseconds since the Unix epoch.
-    pub ts: u64,
 }
 
 /// A collection this node serves.

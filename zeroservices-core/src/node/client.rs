@@ -2,10 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::{ListPage, Resource, ResourceRequest};
+use super::Node;
 use crate::error::{Error, Result};
-use crate::node::Node;
 use crate::query::ListQuery;
+use crate::resources::{ListPage, Resource, ResourceRequest};
 
 /// A handle on a collection of the cluster, from [`Node::collection`].
 ///
