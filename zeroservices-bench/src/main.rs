@@ -18,6 +18,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod driver;
 mod mongo;
+mod report;
 mod soak;
 mod stats;
 mod w1;
