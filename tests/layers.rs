@@ -22,7 +22,6 @@ const CORE_LAYERS: &[&str] = &[
     "node",
     "worker",
     "fuzzing",
-    "testkit",
 ];
 
 /// The mongo backend's modules, lowest first.

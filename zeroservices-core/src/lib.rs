@@ -13,7 +13,6 @@
 //! - [`query`]: the filter/update/sort/projection language shared by every backend.
 //! - [`store`]: [`MemoryCollection`] and the embedded persistent [`EmbeddedStore`].
 //! - [`worker`]: rules that run a callback on matching resources.
-//! - [`testkit`]: the conformance suites every medium and backend must pass.
 //! - `cluster_key`: the optional shared [`ClusterKey`] authenticating every frame and datagram.
 //! - [`error`]: the [`Error`] type.
 
@@ -30,7 +29,6 @@ pub mod query;
 pub mod resources;
 pub mod store;
 mod task;
-pub mod testkit;
 pub mod worker;
 
 pub use cluster_key::ClusterKey;

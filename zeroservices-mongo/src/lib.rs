@@ -2,7 +2,7 @@
 //!
 //! [`MongoCollection`] stores a collection in MongoDB with the official driver, like the
 //! original's `MongoDBCollection("power", "db")`. It passes the shared backend conformance
-//! suite (`zeroservices_core::testkit::collection_conformance`).
+//! suite (`zeroservices-testkit`, one test per case).
 //!
 //! # Layout
 //! - `store`: [`MongoStore`] (client + database) and [`MongoCollection`] (the `Collection` impl).

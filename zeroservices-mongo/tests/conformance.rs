@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zeroservices_core::testkit::collection_conformance;
 use zeroservices_core::Collection;
 use zeroservices_mongo::MongoStore;
+use zeroservices_testkit::CollectionFactory;
 
 /// A MongoDB-compatible server for the test: nx-27017 killed on drop, or an external one.
 struct Server {
@@ -90,21 +90,29 @@ fn server(db: &str) -> Server {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mongo_collection_passes_the_backend_suite() {
-    let db = format!("zs_conformance_{}", std::process::id());
-    let srv = server(&db);
-    let store = MongoStore::connect(&srv.uri).await.expect("connect");
+/// Collections of a fresh database on a server of its own (nx-27017 stopped, its data removed,
+/// when the factory is dropped at the end of the test).
+fn mongo() -> CollectionFactory {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let db = format!(
+        "zs_conformance_{}_{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    );
+    let srv = Arc::new(server(&db));
     let n = Arc::new(AtomicU64::new(0));
-    let s2 = store.clone();
-    let cases = collection_conformance(Box::new(move |()| {
-        let c = s2.collection(&format!("c{}", n.fetch_add(1, Ordering::Relaxed)));
-        Box::pin(async move { Arc::new(c) as Arc<dyn Collection> })
-    }))
-    .await;
-    eprintln!("Mongo backend: {cases} conformance cases passed");
-    store.drop_database().await.expect("drop test database");
-    assert!(cases >= 80, "only {cases} cases ran");
+    Box::new(move || {
+        let (srv, n) = (srv.clone(), n.clone());
+        Box::pin(async move {
+            let store = MongoStore::connect(&srv.uri).await.expect("connect");
+            let c = store.collection(&format!("c{}", n.fetch_add(1, Ordering::Relaxed)));
+            Arc::new(c) as Arc<dyn Collection>
+        })
+    })
+}
+
+mod conformance {
+    zeroservices_testkit::collection_suite!(super::mongo());
 }
 
 /// Two nodes (two collection handles, each with its own remembered documents) and a program

@@ -1,6 +1,6 @@
 //! Media move requests, replies and events between nodes: [`ZmqMedium`] over ZeroMQ for real
-//! use, [`MemoryMedium`] in-process for fast deterministic tests. Both pass
-//! [`crate::testkit::medium_conformance`].
+//! use, [`MemoryMedium`] in-process for fast deterministic tests. Both pass the medium
+//! conformance cases of the `zeroservices-testkit` crate.
 //!
 //! A medium only moves frames; the protocol's rules (frame counts, authentication, size limit,
 //! `ping`) are applied by [`envelope`] on every medium, and the [`Node`](crate::Node) decides

@@ -27,8 +27,8 @@ pub struct ListPage {
     pub total: u64,
 }
 
-/// Storage of one collection. Object-safe (`Arc<dyn Collection>`); every backend runs
-/// [`crate::testkit::collection_conformance`].
+/// Storage of one collection. Object-safe (`Arc<dyn Collection>`); every backend passes the
+/// conformance cases of the `zeroservices-testkit` crate.
 #[async_trait]
 pub trait Collection: Send + Sync + fmt::Debug + 'static {
     /// Matching resources (see [`ListQuery`]).
