@@ -5,13 +5,14 @@
 //! backend or medium: a failure names the behaviour (`filters`, `events`, ...), and each case
 //! runs alone, on fresh media and collections.
 //!
-//! ```ignore
+//! ```no_run
 //! // in tests/conformance.rs of a backend crate (dev-dependencies: zeroservices-testkit, tokio)
 //! mod memory {
 //!     zeroservices_testkit::collection_suite!(zeroservices_testkit::collection_factory(|| {
 //!         std::sync::Arc::new(zeroservices_core::MemoryCollection::new())
 //!     }));
 //! }
+//! # fn main() {}
 //! ```
 
 pub mod collection;
