@@ -429,6 +429,18 @@ fn every_route_and_every_error_status() {
         json!([]),
         "live collections only in GET /"
     );
+    // /health says why: a collection of the cluster has no live provider.
+    let (s, _, h) = call("GET", &format!("{b}/health"), None, &[]);
+    assert_eq!((s, h["status"].as_str()), (200, Some("degraded")), "{h}");
+    assert!(
+        h["problems"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|x| x.as_str() == Some("no live provider of power")))
+            && h["problems"].as_array().is_some_and(|p| p
+                .iter()
+                .any(|x| x.as_str().is_some_and(|t| t.contains("typed")))),
+        "{h}"
+    );
     assert_error(
         &call("POST", &format!("{b}/power"), Some(b"{}"), &[]),
         503,
@@ -444,6 +456,10 @@ fn every_route_and_every_error_status() {
                 .then_some(())
         },
     );
+    common::eventually("health to be ok again", Duration::from_secs(10), || {
+        let (_, _, h) = call("GET", &format!("{b}/health"), None, &[]);
+        (h["status"] == "ok").then_some(())
+    });
 }
 
 #[test]

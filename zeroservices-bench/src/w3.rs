@@ -3,8 +3,9 @@
 //! fixed bodies of the same size), an HTTP/1.1 keep-alive load generator, and the W3c realtime
 //! client (16 websockets, sequential creates, POST → event latency).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -286,11 +287,7 @@ pub(crate) async fn realtime_client() -> anyhow::Result<()> {
                     }
                     Some("event") => match v["data"]["resource_data"]["nonce"].as_u64() {
                         Some(n) => {
-                            arr.lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .entry(n)
-                                .or_default()
-                                .push(now);
+                            arr.lock().entry(n).or_default().push(now);
                             arrived.notify_one();
                         }
                         None => {
@@ -329,17 +326,9 @@ pub(crate) async fn realtime_client() -> anyhow::Result<()> {
         }
         let deadline = t0 + Duration::from_secs(2);
         let got = loop {
-            let n = arrivals
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&i)
-                .map_or(0, Vec::len);
+            let n = arrivals.lock().get(&i).map_or(0, Vec::len);
             if n >= clients || Instant::now() > deadline {
-                break arrivals
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&i)
-                    .unwrap_or_default();
+                break arrivals.lock().remove(&i).unwrap_or_default();
             }
             // A reader stores a permit when it notifies before we wait, so no arrival is missed.
             let _ = tokio::time::timeout_at(deadline.into(), arrived.notified()).await;

@@ -16,8 +16,9 @@
 //! assert!(ClusterKey::new(b"other").verify(&[b"topic", b"{}"], &key.sign(&[b"topic", b"{}"])).is_err());
 //! ```
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -154,7 +155,7 @@ impl ClusterKey {
         if ts + window < now || ts > now + window {
             return Err(bad("timestamp outside the window"));
         }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.lock();
         while let Some((n, t)) = seen.order.front().copied() {
             if t + 2 * window < now || seen.order.len() >= MAX_NONCES {
                 seen.order.pop_front();

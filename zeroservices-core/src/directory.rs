@@ -1,9 +1,10 @@
 //! The directory: which peers are alive, what they provide, how to reach them and how fast they
 //! answer. One per node, shared by cheap clones.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::Announcement;
@@ -96,7 +97,7 @@ impl Directory {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Plain maps stay consistent even if a holder panicked.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     /// Records an announcement (endpoints must already be resolved).

@@ -21,7 +21,7 @@ pub const MAX_DATAGRAM_BYTES: usize = 8 * 1024;
 
 /// Message kinds (second frame of a request).
 pub mod kind {
-    /// A user message answered by the service's `on_request` hook; expects a reply.
+    /// A user message answered by the service's `on_message` hook; expects a reply.
     pub const REQUEST: &str = "request";
     /// A one-way user message; never answered.
     pub const NOTIFY: &str = "notify";

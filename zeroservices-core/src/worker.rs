@@ -20,9 +20,10 @@
 //! # drop(worker); Ok(()) }
 //! ```
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -168,7 +169,7 @@ impl Worker {
 /// Runs the rule's callback for one resource unless it is already running for it.
 async fn run(node: &Node, rule: &Arc<Rule>, resource: Resource, permits: &Arc<Semaphore>) {
     {
-        let mut running = rule.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = rule.running.lock();
         if !running.insert(resource.resource_id.clone()) {
             return;
         }
@@ -187,10 +188,7 @@ async fn run(node: &Node, rule: &Arc<Rule>, resource: Resource, permits: &Arc<Se
         if let Err(e) = (rule.callback)(ctx).await {
             tracing::warn!(collection = %rule.collection, resource_id = %id, error = %e, "worker callback failed");
         }
-        rule.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        rule.running.lock().remove(&id);
         drop(permit);
     });
 }

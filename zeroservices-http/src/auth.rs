@@ -13,6 +13,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use base64::Engine;
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -146,7 +147,7 @@ impl Auth for BasicAuth {
             .split_once(':')
             .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
         match self.users.get(user) {
-            Some((p, _)) if constant_time_eq(p.as_bytes(), pass.as_bytes()) => {
+            Some((p, _)) if bool::from(p.as_bytes().ct_eq(pass.as_bytes())) => {
                 Ok(Principal::User(user.to_owned()))
             }
             _ => Err(unauthorized("wrong user or password")),
@@ -290,10 +291,6 @@ impl Auth for JwtAuth {
         };
         decide(grants, who, collection, action)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl FromRequestParts<AppState> for Principal {

@@ -1,9 +1,9 @@
 //! Operations endpoints: `/health`, `/metrics` (Prometheus text) and `/openapi.json`.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -46,11 +46,10 @@ impl Metrics {
         *self
             .requests
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .entry((collection.to_owned(), action.to_owned(), status))
             .or_insert(0) += 1;
         let secs = took.as_secs_f64();
-        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = self.latency.lock();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
                 l.0[i] += 1;
@@ -64,9 +63,8 @@ impl Metrics {
 /// `GET /health`.
 pub(crate) async fn health(State(st): State<AppState>) -> Json<Value> {
     let me = st.node.announcement();
-    let peers: Vec<Value> = st
-        .node
-        .directory()
+    let directory = st.node.directory();
+    let peers: Vec<Value> = directory
         .peers()
         .into_iter()
         .map(|p| {
@@ -75,14 +73,46 @@ pub(crate) async fn health(State(st): State<AppState>) -> Json<Value> {
                 "name": a.name, "node_id": a.node_id, "node_type": a.node_type, "collections": a.collections,
                 "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0),
                 "last_seen_ms": p.last_seen.elapsed().as_millis() as u64,
+                "down": p.down,
             })
         })
         .collect();
+    let problems = problems(&st, directory);
     Json(json!({
-        "status": "ok",
+        "status": if problems.is_empty() { "ok" } else { "degraded" },
+        "problems": problems,
         "node": {"name": me.name, "node_id": me.node_id, "node_type": me.node_type, "collections": me.collections, "endpoints": me.endpoints},
         "peers": peers,
     }))
+}
+
+/// How recent a store failure still makes the node degraded.
+const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What is failing: local stores that failed lately, peers whose connection broke, and
+/// collections seen in the cluster with no live provider left.
+fn problems(st: &AppState, directory: &zeroservices_core::Directory) -> Vec<String> {
+    let mut out: Vec<String> = st
+        .node
+        .failing_collections(FAILURE_MEMORY)
+        .into_iter()
+        .map(|c| {
+            format!(
+                "store of {c} failed in the last {}s",
+                FAILURE_MEMORY.as_secs()
+            )
+        })
+        .collect();
+    for p in directory.peers().into_iter().filter(|p| p.down) {
+        out.push(format!("peer {} is unreachable", p.announcement.name));
+    }
+    let local = st.node.local_collections();
+    for c in directory.seen_collections() {
+        if !local.contains(&c) && directory.providers(&c).is_empty() {
+            out.push(format!("no live provider of {c}"));
+        }
+    }
+    out
 }
 
 /// `GET /metrics`.
@@ -91,11 +121,11 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let _ = writeln!(out, "# HELP zeroservices_http_requests_total Resource requests by collection, action and status.");
     let _ = writeln!(out, "# TYPE zeroservices_http_requests_total counter");
-    for ((c, a, s), n) in m.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+    for ((c, a, s), n) in m.requests.lock().iter() {
         let c = c.replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(out, "zeroservices_http_requests_total{{collection=\"{c}\",action=\"{a}\",status=\"{s}\"}} {n}");
     }
-    let (buckets, count, sum) = *m.latency.lock().unwrap_or_else(|p| p.into_inner());
+    let (buckets, count, sum) = *m.latency.lock();
     let _ = writeln!(
         out,
         "# HELP zeroservices_http_request_duration_seconds Resource request latency."

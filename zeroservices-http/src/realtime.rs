@@ -15,8 +15,9 @@
 //! segments, not the number of topics). Each event is delivered only if the connection may
 //! still `get` its collection, and a connection whose token expires is closed with code 4401.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -92,7 +93,7 @@ impl Hub {
     fn push(&self, ev: HubEvent) {
         let ev = Arc::new(ev);
         {
-            let mut r = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = self.replay.lock();
             if ev.seq.is_some() {
                 r.bytes += ev.text.len();
                 r.events.push_back(ev.clone());
@@ -335,7 +336,7 @@ impl Conn {
         out: &mut Vec<Utf8Bytes>,
     ) {
         let (snapshot, evicted) = {
-            let r = self.st.hub.replay.lock().unwrap_or_else(|p| p.into_inner());
+            let r = self.st.hub.replay.lock();
             (
                 r.events.iter().cloned().collect::<Vec<_>>(),
                 r.evicted.clone(),

@@ -260,20 +260,16 @@ pub(crate) async fn create(
     Ok(resp)
 }
 
-/// Percent-encodes a path segment (ids may hold any UTF-8 but `/`).
+/// What a path segment may hold as it is: unreserved characters (RFC 3986); ids may hold any
+/// UTF-8 but `/`, everything else is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// `GET|PATCH|DELETE /{c}/{id}`; `POST /{c}/{action}` is a collection action.

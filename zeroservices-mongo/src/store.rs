@@ -1,6 +1,7 @@
 //! The MongoDB store and its collections.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -135,8 +136,8 @@ impl MongoCollection {
         }
     }
 
-    fn recent_lock(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn recent_lock(&self) -> parking_lot::MutexGuard<'_, Recent> {
+        self.cache.lock()
     }
 
     /// Writes `data` as the next version of the document `at`, if it is still at that version.

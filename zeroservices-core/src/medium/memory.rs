@@ -3,9 +3,10 @@
 //! are sealed and opened by [`envelope`] exactly as on the wire, so `ping`, the size limit and
 //! the cluster key behave as they do over ZeroMQ.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,9 +46,9 @@ impl MemoryNetwork {
         MemoryNetwork::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, NetInner> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, NetInner> {
         // A panic while holding this lock leaves only plain maps behind; keep using them.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 }
 
@@ -92,7 +93,7 @@ impl MemoryMedium {
     }
 
     fn peer_endpoint(&self, node_id: &str) -> Result<String> {
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = self.peers.lock();
         peers
             .get(node_id)
             .cloned()
@@ -198,7 +199,6 @@ impl Medium for MemoryMedium {
     async fn connect_peer(&self, node_id: &str, endpoints: &Endpoints) -> Result<()> {
         self.peers
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(node_id.to_owned(), endpoints.request.clone());
         let mut net = self.net.lock();
         match net.slots.get_mut(&endpoints.publish) {
@@ -211,11 +211,7 @@ impl Medium for MemoryMedium {
     }
 
     async fn disconnect_peer(&self, node_id: &str) {
-        let endpoint = self
-            .peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(node_id);
+        let endpoint = self.peers.lock().remove(node_id);
         if let Some(ep) = endpoint {
             if let Some(slot) = self.net.lock().slots.get_mut(&ep) {
                 slot.subscribers.remove(&self.me);

@@ -1,10 +1,11 @@
 //! [`NodeBuilder`]: what a node is made of (medium, discovery, collections, service hooks),
 //! and starting it: the tasks every node runs.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -188,7 +189,7 @@ impl NodeBuilder {
             medium: inner.medium.clone(),
         };
         let tasks = spawn_tasks(&inner, self.discovery, ctx, inbox, events_rx, heard_rx);
-        *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        *inner.tasks.lock() = tasks;
         let guard = Arc::new(ShutdownGuard(inner.shutdown.clone()));
         tracing::info!(name = %inner.name, node_id = %inner.node_id, endpoints = ?inner.medium.endpoints(), "node started");
         Ok(Node {

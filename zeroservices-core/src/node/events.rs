@@ -89,25 +89,19 @@ impl Drop for Subscription {
 impl NodeInner {
     pub(super) fn subscribe(&self, prefixes: Vec<String>, sink: Sink) -> u64 {
         let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
-        self.subs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(SubEntry { id, prefixes, sink });
+        self.subs.lock().push(SubEntry { id, prefixes, sink });
         self.update_medium_subscriptions();
         id
     }
 
     pub(super) fn unsubscribe(&self, id: u64) {
-        self.subs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|s| s.id != id);
+        self.subs.lock().retain(|s| s.id != id);
         self.update_medium_subscriptions();
     }
 
     pub(super) fn update_medium_subscriptions(&self) {
         let mut prefixes: Vec<String> = {
-            let subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+            let subs = self.subs.lock();
             subs.iter()
                 .flat_map(|s| s.prefixes.iter().cloned())
                 .collect()
@@ -126,7 +120,7 @@ impl NodeInner {
     pub(super) fn deliver_local(&self, ev: &Event) {
         let mut calls: Vec<TapFn> = Vec::new();
         {
-            let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut subs = self.subs.lock();
             subs.retain(|s| {
                 if !s.prefixes.iter().any(|p| topic_matches(p, &ev.topic)) {
                     return true;

@@ -115,6 +115,7 @@ impl CollectionSpec {
             store: self.store,
             schema: self.schema,
             actions: self.actions,
+            last_failure: Arc::new(parking_lot::Mutex::new(None)),
         })
     }
 }
@@ -140,6 +141,8 @@ pub(crate) struct Hosted {
     pub(crate) store: Arc<dyn Collection>,
     pub(crate) schema: Option<Schema>,
     pub(crate) actions: HashMap<String, ActionFn>,
+    /// When the store last failed (a storage error), for `/health`.
+    pub(crate) last_failure: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Hosted {
@@ -246,8 +249,17 @@ struct LinkArgs {
 }
 
 impl Hosted {
-    /// Runs one action on this node's store and publishes the resulting event.
+    /// Runs one action on this node's store and publishes the resulting event; a storage
+    /// failure is remembered for `/health`.
     pub(crate) async fn execute(&self, node: &Node, req: ResourceRequest) -> Result<Output> {
+        let out = self.run(node, req).await;
+        if let Err(Error::Storage(_) | Error::Io(_)) = &out {
+            *self.last_failure.lock() = Some(std::time::Instant::now());
+        }
+        out
+    }
+
+    async fn run(&self, node: &Node, req: ResourceRequest) -> Result<Output> {
         let ResourceRequest {
             action,
             resource_id,

@@ -27,10 +27,11 @@ mod inbound;
 mod membership;
 mod routing;
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -206,6 +207,20 @@ impl Node {
         self.inner.shutdown.clone()
     }
 
+    /// Collections of this node whose store failed within `within` (for health reports).
+    pub fn failing_collections(&self, within: Duration) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .hosted
+            .read()
+            .values()
+            .filter(|h| h.last_failure.lock().is_some_and(|t| t.elapsed() < within))
+            .map(|h| h.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Names of the collections hosted here.
     pub fn local_collections(&self) -> Vec<String> {
         self.inner.me.borrow().collections.clone()
@@ -215,11 +230,7 @@ impl Node {
     pub fn register_collection(&self, spec: CollectionSpec) -> Result<()> {
         let h = Arc::new(spec.into_hosted(&self.inner.reserved)?);
         let name = h.name.clone();
-        self.inner
-            .hosted
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), h);
+        self.inner.hosted.write().insert(name.clone(), h);
         self.inner.me.send_modify(|me| {
             if !me.collections.contains(&name) {
                 me.collections.push(name);
@@ -230,12 +241,7 @@ impl Node {
     }
 
     fn hosted(&self, collection: &str) -> Option<Arc<Hosted>> {
-        self.inner
-            .hosted
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(collection)
-            .cloned()
+        self.inner.hosted.read().get(collection).cloned()
     }
 
     /// Typed calls on a collection of the cluster.
@@ -260,8 +266,7 @@ impl Node {
         }
         // 2. The tasks stop; the event publisher first sequences and publishes what is queued.
         self.inner.shutdown.cancel();
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner.tasks.lock());
         for t in tasks {
             // Discovery sends its bye before returning; the rest return on cancel.
             if tokio::time::timeout(Duration::from_secs(2), t)
@@ -273,14 +278,7 @@ impl Node {
         }
         // 3. Every acknowledged change's event leaves the node before it stops.
         self.inner.medium.flush(EVENT_FLUSH).await;
-        let hosted: Vec<Arc<Hosted>> = self
-            .inner
-            .hosted
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let hosted: Vec<Arc<Hosted>> = self.inner.hosted.read().values().cloned().collect();
         for h in hosted {
             if let Err(e) = h.store.flush().await {
                 tracing::error!(collection = %h.name, error = %e, "flush at shutdown failed");

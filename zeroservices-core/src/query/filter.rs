@@ -61,7 +61,7 @@ impl Filter {
         eval(&self.0, data)
     }
 
-    /// The text-search terms, if the filter is (or contains at top level) a `$text` clause.
+    /// True for the empty filter, which matches every resource.
     pub fn is_all(&self) -> bool {
         matches!(&self.0, Node::And(v) if v.is_empty())
     }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::query::values_equal;
 
-/// A compiled schema.
+/// A checked JSON Schema document (the supported subset); data is validated by walking it.
 #[derive(Debug, Clone)]
 pub struct Schema {
     root: Value,

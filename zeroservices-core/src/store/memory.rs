@@ -1,9 +1,9 @@
 //! A volatile collection in hash maps, sharded by id so that concurrent writers rarely meet.
 
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -49,11 +49,11 @@ impl MemoryCollection {
     }
 
     fn read(&self, id: &str) -> RwLockReadGuard<'_, Shard> {
-        self.shard(id).read().unwrap_or_else(|p| p.into_inner())
+        self.shard(id).read()
     }
 
     fn write(&self, id: &str) -> RwLockWriteGuard<'_, Shard> {
-        self.shard(id).write().unwrap_or_else(|p| p.into_inner())
+        self.shard(id).write()
     }
 }
 
@@ -64,11 +64,8 @@ fn not_found(id: &str) -> Error {
 #[async_trait]
 impl Collection for MemoryCollection {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        let shards: Vec<RwLockReadGuard<'_, Shard>> = self
-            .shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()))
-            .collect();
+        let shards: Vec<RwLockReadGuard<'_, Shard>> =
+            self.shards.iter().map(|s| s.read()).collect();
         // `list_in_memory` orders by the query's sort, then by id: map order does not matter.
         list_in_memory(
             shards

@@ -12,9 +12,10 @@
 //! that just arrived, so a caller reads what is waiting right after its send (see
 //! `socket.rs` for the rule).
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -85,7 +86,7 @@ impl std::fmt::Debug for Conn {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Conn> {
         // Plain maps and a socket: usable even if a holder panicked.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     /// Stops the socket's monitor; see [`socket::stop_monitor`] for why this comes first.

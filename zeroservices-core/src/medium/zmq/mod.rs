@@ -21,10 +21,11 @@ mod router;
 mod socket;
 mod zap;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -201,7 +202,7 @@ impl ZmqMedium {
     }
 
     fn dealer_for(&self, node_id: &str) -> Result<Arc<DealerClient>> {
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = self.peers.lock();
         let conn = peers
             .get(node_id)
             .ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
@@ -223,11 +224,7 @@ impl Medium for ZmqMedium {
             endpoints: endpoints.clone(),
             dealer: self.dealer(&endpoints.request),
         };
-        let old = self
-            .peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node_id.to_owned(), conn);
+        let old = self.peers.lock().insert(node_id.to_owned(), conn);
         if let Some(old) = old {
             let _ = self
                 .sub_tx
@@ -241,11 +238,7 @@ impl Medium for ZmqMedium {
     }
 
     async fn disconnect_peer(&self, node_id: &str) {
-        let gone = self
-            .peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(node_id);
+        let gone = self.peers.lock().remove(node_id);
         if let Some(conn) = gone {
             // Fails only when the medium is shutting down.
             let _ = self
@@ -280,10 +273,7 @@ impl Medium for ZmqMedium {
         timeout: Duration,
     ) -> Result<Bytes> {
         let dealer = {
-            let mut asked = self
-                .endpoints_asked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut asked = self.endpoints_asked.lock();
             match asked.get(endpoint) {
                 Some(d) if d.is_alive() => d.clone(),
                 _ => {
@@ -299,7 +289,6 @@ impl Medium for ZmqMedium {
     fn forget_endpoints(&self, keep: &[String]) {
         self.endpoints_asked
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .retain(|ep, _| keep.contains(ep));
     }
 
