@@ -1,51 +1,19 @@
 //! `--config FILE`: the settings of `zeroservices serve` from a TOML file. Keys are the long
 //! flag names (`store = "memory"`, `collection = ["power", "users=users.json"]`,
 //! `heartbeat-ms = 500`, …). Precedence: command-line flag > `ZEROSERVICES_*` variable > file >
-//! default — the file only fills in variables that are not set.
+//! default.
+//!
+//! The file becomes command-line arguments for the flags that neither the command line nor
+//! their variable set; which keys exist, their variables and whether they take lists or are
+//! switches all come from the clap definition of the command, so a new flag is a new key.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use clap::ArgAction;
 
-/// (TOML key, environment variable, separator for lists)
-const KEYS: &[(&str, &str, &str)] = &[
-    ("name", "ZEROSERVICES_NAME", ""),
-    ("collection", "ZEROSERVICES_COLLECTIONS", ","),
-    ("store", "ZEROSERVICES_STORE", ""),
-    ("http", "ZEROSERVICES_HTTP", ""),
-    ("no-http", "ZEROSERVICES_NO_HTTP", ""),
-    ("cors-origin", "ZEROSERVICES_CORS_ORIGINS", ","),
-    ("users-file", "ZEROSERVICES_USERS_FILE", ""),
-    (
-        "jwt-hs256-secret-file",
-        "ZEROSERVICES_JWT_HS256_SECRET_FILE",
-        "",
-    ),
-    (
-        "jwt-rs256-public-key",
-        "ZEROSERVICES_JWT_RS256_PUBLIC_KEY",
-        "",
-    ),
-    ("jwt-issuer", "ZEROSERVICES_JWT_ISSUER", ""),
-    ("jwt-audience", "ZEROSERVICES_JWT_AUDIENCE", ""),
-    ("anonymous", "ZEROSERVICES_ANONYMOUS", ""),
-    ("body-limit", "ZEROSERVICES_BODY_LIMIT", ""),
-    ("ws-queue", "ZEROSERVICES_WS_QUEUE", ""),
-    ("replay", "ZEROSERVICES_REPLAY", ""),
-    ("replay-bytes", "ZEROSERVICES_REPLAY_BYTES", ""),
-    ("discovery", "ZEROSERVICES_DISCOVERY", ""),
-    ("interface", "ZEROSERVICES_INTERFACE", ""),
-    ("bind", "ZEROSERVICES_BIND", ""),
-    ("open-cluster", "ZEROSERVICES_OPEN_CLUSTER", ""),
-    ("router-port", "ZEROSERVICES_ROUTER_PORT", ""),
-    ("pub-port", "ZEROSERVICES_PUB_PORT", ""),
-    ("heartbeat-ms", "ZEROSERVICES_HEARTBEAT_MS", ""),
-    ("timeout-ms", "ZEROSERVICES_TIMEOUT_MS", ""),
-    ("cluster-key-file", "ZEROSERVICES_CLUSTER_KEY_FILE", ""),
-    ("header-timeout", "ZEROSERVICES_HEADER_TIMEOUT", ""),
-    ("body-timeout", "ZEROSERVICES_BODY_TIMEOUT", ""),
-    ("shutdown-timeout", "ZEROSERVICES_SHUTDOWN_TIMEOUT", ""),
-];
+/// Keys that would put a secret in a settings file: each has a `*-file` form instead.
+const SECRETS: &[&str] = &["user", "users", "cluster-key", "jwt-hs256-secret"];
 
 fn scalar(v: &toml::Value) -> anyhow::Result<String> {
     Ok(match v {
@@ -57,8 +25,20 @@ fn scalar(v: &toml::Value) -> anyhow::Result<String> {
     })
 }
 
-/// The environment variables a config file sets (only those not already set).
-pub fn env_from_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+/// Whether `given` (the command line) already sets the flag `--long`.
+fn on_command_line(given: &[String], long: &str) -> bool {
+    let flag = format!("--{long}");
+    given
+        .iter()
+        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+}
+
+/// The arguments the config file at `path` adds to `given`, a command line of `cmd`.
+pub fn args_from_file(
+    path: &Path,
+    cmd: &clap::Command,
+    given: &[String],
+) -> anyhow::Result<Vec<String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let table: toml::Table = text
@@ -72,30 +52,39 @@ pub fn env_from_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
             "cors-origins" => "cors-origin".to_owned(),
             _ => norm,
         };
-        if ["user", "users", "cluster-key", "jwt-hs256-secret"].contains(&norm.as_str()) {
+        if SECRETS.contains(&norm.as_str()) {
             bail!(
                 "{}: {key}: secrets are read from their own files, not settings: use users-file, cluster-key-file or jwt-hs256-secret-file",
                 path.display()
             );
         }
-        let Some((_, env, sep)) = KEYS.iter().find(|(k, _, _)| *k == norm) else {
+        let Some(arg) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(norm.as_str()) && norm != "config")
+        else {
             bail!("{}: unknown setting {key:?}", path.display());
         };
-        let text = match value {
-            toml::Value::Array(items) => {
-                if sep.is_empty() {
-                    bail!("{}: {key} takes one value", path.display());
+        let env_set = arg.get_env().is_some_and(|e| std::env::var_os(e).is_some());
+        if on_command_line(given, &norm) || env_set {
+            continue;
+        }
+        let flag = format!("--{norm}");
+        match (arg.get_action(), value) {
+            (ArgAction::SetTrue, v) => {
+                if scalar(v)? == "true" {
+                    out.push(flag);
                 }
-                items
-                    .iter()
-                    .map(scalar)
-                    .collect::<anyhow::Result<Vec<_>>>()?
-                    .join(sep)
             }
-            v => scalar(v).with_context(|| format!("{}: {key}", path.display()))?,
-        };
-        if std::env::var_os(env).is_none() {
-            out.push((env.to_string(), text));
+            (ArgAction::Append, toml::Value::Array(items)) => {
+                for item in items {
+                    out.push(format!("{flag}={}", scalar(item)?));
+                }
+            }
+            (_, toml::Value::Array(_)) => bail!("{}: {key} takes one value", path.display()),
+            (_, v) => out.push(format!(
+                "{flag}={}",
+                scalar(v).with_context(|| format!("{}: {key}", path.display()))?
+            )),
         }
     }
     Ok(out)
@@ -118,25 +107,59 @@ pub fn config_arg(args: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{Arg, Command};
+
+    fn serve() -> Command {
+        Command::new("serve")
+            .arg(Arg::new("name").long("name").env("ZS_TEST_CONFIG_NAME"))
+            .arg(
+                Arg::new("collection")
+                    .long("collection")
+                    .action(ArgAction::Append),
+            )
+            .arg(Arg::new("heartbeat-ms").long("heartbeat-ms"))
+            .arg(
+                Arg::new("no-http")
+                    .long("no-http")
+                    .action(ArgAction::SetTrue),
+            )
+            .arg(Arg::new("config").long("config"))
+    }
 
     #[test]
-    fn maps_keys_to_variables_and_rejects_unknown_ones() {
+    fn keys_become_flags_and_the_command_line_wins() {
         let dir = std::env::temp_dir().join(format!("zs-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("a.toml");
-        std::fs::write(&f, "name = \"n1\"\ncollection = [\"power\", \"users\"]\nheartbeat_ms = 250\nno-http = true\n").unwrap();
-        let env = env_from_file(&f).unwrap();
-        let get = |k: &str| env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone());
+        std::fs::write(
+            &f,
+            "name = \"n1\"\ncollections = [\"power\", \"users\"]\nheartbeat_ms = 250\nno-http = true\n",
+        )
+        .unwrap();
+        let args = args_from_file(&f, &serve(), &[]).unwrap();
         assert_eq!(
-            get("ZEROSERVICES_COLLECTIONS").as_deref(),
-            Some("power,users")
+            args,
+            [
+                "--collection=power",
+                "--collection=users",
+                "--heartbeat-ms=250",
+                "--name=n1",
+                "--no-http"
+            ]
         );
-        assert_eq!(get("ZEROSERVICES_HEARTBEAT_MS").as_deref(), Some("250"));
-        assert_eq!(get("ZEROSERVICES_NO_HTTP").as_deref(), Some("true"));
+        let given = ["--heartbeat-ms".to_owned(), "100".to_owned()];
+        let args = args_from_file(&f, &serve(), &given).unwrap();
+        assert!(
+            !args.iter().any(|a| a.starts_with("--heartbeat-ms")),
+            "{args:?}"
+        );
+
         std::fs::write(&f, "colection = [\"typo\"]\n").unwrap();
-        assert!(env_from_file(&f).is_err());
+        assert!(args_from_file(&f, &serve(), &[]).is_err());
+        std::fs::write(&f, "name = [\"a\", \"b\"]\n").unwrap();
+        assert!(args_from_file(&f, &serve(), &[]).is_err());
         std::fs::write(&f, "cluster-key = \"a-secret-in-a-settings-file\"\n").unwrap();
-        let e = env_from_file(&f).unwrap_err().to_string();
+        let e = args_from_file(&f, &serve(), &[]).unwrap_err().to_string();
         assert!(e.contains("cluster-key-file"), "{e}");
         assert_eq!(
             config_arg(&["serve".into(), "--config".into(), "x.toml".into()]).as_deref(),

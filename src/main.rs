@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::json;
 use zeroservices::core::{CollectionSpec, Node, NodeType, PeerEvent};
 use zeroservices::http::{serve, AllowAll, Auth, BasicAuth, HttpConfig, JwtAuth};
@@ -169,13 +169,17 @@ fn seconds(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // The config file fills in ZEROSERVICES_* variables before any thread exists, so clap
-    // reads them with the usual precedence (flag > variable > file > default).
-    let args: Vec<String> = std::env::args().collect();
+    // The config file adds the flags that neither the command line nor their variable set
+    // (flag > variable > file > default).
+    let mut args: Vec<String> = std::env::args().collect();
     if let Some(path) = zeroservices::config::config_arg(&args) {
-        for (k, v) in zeroservices::config::env_from_file(std::path::Path::new(&path))? {
-            std::env::set_var(k, v);
-        }
+        let cli = Cli::command();
+        let serve = cli
+            .find_subcommand("serve")
+            .context("the serve command is missing")?;
+        let extra =
+            zeroservices::config::args_from_file(std::path::Path::new(&path), serve, &args)?;
+        args.extend(extra);
     }
     // Variables that once carried secrets themselves: refuse rather than run without what
     // the operator meant to configure (the cluster key's is checked by `ClusterArgs::key`).
@@ -195,12 +199,12 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run())
+        .block_on(run(args))
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(args: Vec<String>) -> anyhow::Result<()> {
     zeroservices::options::init_logging();
-    match Cli::parse().command {
+    match Cli::parse_from(args).command {
         Command::Serve(a) => run_serve(*a).await,
         Command::New {
             name,

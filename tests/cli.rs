@@ -243,3 +243,30 @@ fn serve_refuses_a_collection_named_like_an_http_route() {
         );
     }
 }
+
+/// `--config FILE`: its settings apply; a `ZEROSERVICES_*` variable beats the file, and a flag
+/// beats both.
+#[test]
+fn config_file_settings_yield_to_variables_and_flags() {
+    let file = common::TempFile::new(
+        "serve.toml",
+        "name = \"from-file\"\nstore = \"memory\"\nno-http = true\ndiscovery = \"none\"\ncollections = [\"power\"]\n",
+    );
+    let name_of = |env: Option<&str>, flag: Option<&str>| -> String {
+        let mut c = Command::new(bin());
+        c.args(["serve", "--config", &file.arg()]);
+        if let Some(n) = flag {
+            c.args(["--name", n]);
+        }
+        if let Some(n) = env {
+            c.env("ZEROSERVICES_NAME", n);
+        }
+        let node = common::spawn("serve", c);
+        let line = node.wait_line("\"ready\"", Duration::from_secs(10));
+        let v: Value = serde_json::from_str(&line).expect("ready JSON");
+        v["name"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(name_of(None, None), "from-file");
+    assert_eq!(name_of(Some("from-env"), None), "from-env");
+    assert_eq!(name_of(Some("from-env"), Some("from-flag")), "from-flag");
+}

@@ -49,7 +49,10 @@ async fn a_failing_store_is_reported_and_a_not_found_is_not() {
     let disk = node.collection("disk");
     let window = Duration::from_secs(30);
     assert!(disk.get("x").await.is_err());
-    assert!(node.failing_collections(window).is_empty(), "NotFound is no failure");
+    assert!(
+        node.failing_collections(window).is_empty(),
+        "NotFound is no failure"
+    );
     assert!(matches!(
         disk.create(None, json!({})).await,
         Err(Error::Storage(_))
