@@ -45,6 +45,6 @@ pub use node::{
 };
 pub use protocol::{Announcement, NodeType};
 pub use query::ListQuery;
-pub use resources::{Collection, ListPage, Resource, ResourceEvent, ResourceRequest};
+pub use resources::{Action, Collection, ListPage, Resource, ResourceEvent, ResourceRequest};
 pub use store::{EmbeddedStore, GroupCommit, MemoryCollection};
 pub use worker::Worker;

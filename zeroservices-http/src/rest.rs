@@ -75,7 +75,8 @@ impl AppState {
         who: &Principal,
         req: ResourceRequest,
     ) -> Result<Bytes, ApiError> {
-        self.auth.authorize(who, &req.collection, &req.action)?;
+        self.auth
+            .authorize(who, &req.collection, req.action.as_str())?;
         let start = Instant::now();
         let (collection, action) = (req.collection.clone(), req.action.clone());
         let res = self.node.send_json(req).await.map_err(ApiError::from);
@@ -94,7 +95,7 @@ impl AppState {
             collection.as_str()
         };
         self.metrics
-            .observe_request(label, &action, status, start.elapsed());
+            .observe_request(label, action.as_str(), status, start.elapsed());
         res
     }
 }

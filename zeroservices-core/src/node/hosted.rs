@@ -13,7 +13,7 @@ use super::Node;
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, Update};
 use crate::resources::{
-    validate_id, Collection, Resource, ResourceRequest, Schema, MAX_LIST_LIMIT,
+    validate_id, Action, Collection, Resource, ResourceRequest, Schema, MAX_LIST_LIMIT,
 };
 
 /// What a custom action receives.
@@ -65,8 +65,6 @@ impl std::fmt::Debug for CollectionSpec {
     }
 }
 
-const STANDARD: &[&str] = &["list", "create", "get", "patch", "delete", "add_link"];
-
 impl CollectionSpec {
     /// A collection named `name` stored in `store`.
     pub fn new(name: &str, store: Arc<dyn Collection>) -> CollectionSpec {
@@ -105,7 +103,7 @@ impl CollectionSpec {
     /// the HTTP layer above, see [`crate::NodeBuilder::reserve_names`]).
     pub(crate) fn into_hosted(self, reserved: &[String]) -> Result<Hosted> {
         check_collection_name(&self.name, reserved)?;
-        if let Some(a) = self.actions.keys().find(|a| STANDARD.contains(&a.as_str())) {
+        if let Some(a) = self.actions.keys().find(|a| Action::parse(a).is_standard()) {
             return Err(Error::BadRequest(format!(
                 "custom action {a:?} shadows a standard action"
             )));
@@ -151,7 +149,7 @@ impl std::fmt::Debug for Hosted {
     }
 }
 
-fn need_id<'a>(action: &str, resource_id: &'a Option<String>) -> Result<&'a str> {
+fn need_id<'a>(action: &Action, resource_id: &'a Option<String>) -> Result<&'a str> {
     let id = resource_id
         .as_deref()
         .ok_or_else(|| Error::BadRequest(format!("{action} needs a resource_id")))?;
@@ -267,8 +265,8 @@ impl Hosted {
             ..
         } = req;
         let args = if args.is_null() { json!({}) } else { args };
-        match action.as_str() {
-            "list" => {
+        match &action {
+            Action::List => {
                 let q: ListQuery = serde_json::from_value(args)
                     .map_err(|e| Error::BadRequest(format!("invalid list arguments: {e}")))?;
                 if q.limit.is_some_and(|l| l > MAX_LIST_LIMIT) {
@@ -278,30 +276,30 @@ impl Hosted {
                 }
                 to_value(&self.store.list(&q).await?).map(Output::Value)
             }
-            "create" => self.create(node, args).await,
-            "get" => Ok(Output::Value(resource_value(
+            Action::Create => self.create(node, args).await,
+            Action::Get => Ok(Output::Value(resource_value(
                 self.store.get(need_id(&action, &resource_id)?).await?,
             ))),
-            "patch" => {
+            Action::Patch => {
                 let id = need_id(&action, &resource_id)?;
                 let a: PatchArgs = serde_json::from_value(args)
                     .map_err(|e| Error::BadRequest(format!("invalid patch arguments: {e}")))?;
                 let update = Update::parse(&a.patch)?;
                 self.patch(node, id, &update).await
             }
-            "delete" => {
+            Action::Delete => {
                 let id = need_id(&action, &resource_id)?;
                 self.store.delete(id).await?;
                 node.publish_change(&self.name, "delete", id, None, None)
                     .await;
                 Ok(Output::Value(json!({})))
             }
-            "add_link" => {
+            Action::AddLink => {
                 let id = need_id(&action, &resource_id)?;
                 self.add_link(node, id, args).await
             }
-            name => {
-                let f = self.actions.get(name).ok_or_else(|| {
+            Action::Custom(name) => {
+                let f = self.actions.get(name.as_str()).ok_or_else(|| {
                     Error::NotFound(format!("collection {:?} has no action {name:?}", self.name))
                 })?;
                 if let Some(id) = &resource_id {

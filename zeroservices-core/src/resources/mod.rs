@@ -40,14 +40,103 @@ pub struct ResourceEvent {
     pub ts: u64,
 }
 
+/// What a resource request does: a standard action, or a custom one of the collection. On
+/// the wire it is the action's name (`"list"`, `"create"`, ..., or the custom name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Matching resources of the collection.
+    List,
+    /// A new resource.
+    Create,
+    /// One resource.
+    Get,
+    /// An update of one resource.
+    Patch,
+    /// Removes one resource.
+    Delete,
+    /// A link from one resource to another (stored as a patch).
+    AddLink,
+    /// A custom action registered with the collection.
+    Custom(String),
+}
+
+impl Action {
+    /// The action named `name` (a custom one unless it is a standard name).
+    pub fn parse(name: &str) -> Action {
+        match name {
+            "list" => Action::List,
+            "create" => Action::Create,
+            "get" => Action::Get,
+            "patch" => Action::Patch,
+            "delete" => Action::Delete,
+            "add_link" => Action::AddLink,
+            other => Action::Custom(other.to_owned()),
+        }
+    }
+
+    /// The action's name, as on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Action::List => "list",
+            Action::Create => "create",
+            Action::Get => "get",
+            Action::Patch => "patch",
+            Action::Delete => "delete",
+            Action::AddLink => "add_link",
+            Action::Custom(name) => name,
+        }
+    }
+
+    /// True for actions without side effects (safe to retry on another provider).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Action::List | Action::Get)
+    }
+
+    /// True for the standard actions (a custom action may not take their names).
+    pub fn is_standard(&self) -> bool {
+        !matches!(self, Action::Custom(_))
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Action {
+    fn from(name: &str) -> Action {
+        Action::parse(name)
+    }
+}
+
+impl From<&String> for Action {
+    fn from(name: &String) -> Action {
+        Action::parse(name)
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Action, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Action::parse(&name))
+    }
+}
+
 /// A resource action addressed to a collection, wherever it is served. Wire body of the
 /// `resource` message kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceRequest {
     /// Collection name.
     pub collection: String,
-    /// `list`, `create`, `get`, `patch`, `delete`, `add_link` or a custom action.
-    pub action: String,
+    /// The action.
+    pub action: Action,
     /// Target resource, for actions on one resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
@@ -58,7 +147,7 @@ pub struct ResourceRequest {
 
 impl ResourceRequest {
     /// A request without a resource id.
-    pub fn new(collection: &str, action: &str, args: Value) -> ResourceRequest {
+    pub fn new(collection: &str, action: impl Into<Action>, args: Value) -> ResourceRequest {
         ResourceRequest {
             collection: collection.into(),
             action: action.into(),
@@ -75,6 +164,6 @@ impl ResourceRequest {
 
     /// True for actions without side effects (safe to retry on another provider).
     pub fn is_read_only(&self) -> bool {
-        matches!(self.action.as_str(), "list" | "get")
+        self.action.is_read_only()
     }
 }
