@@ -390,6 +390,16 @@ fn every_route_and_every_error_status() {
     // 504: the provider is frozen (SIGSTOP) — requests time out before it is declared gone.
     let svc = c.service.as_ref().unwrap();
     svc.signal(19);
+    // Stopped for sure (state T) before the request is sent.
+    let stat = format!("/proc/{}/stat", svc.child.id());
+    common::eventually("the provider to be stopped", Duration::from_secs(5), || {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        let state = s
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        (state == Some("T")).then_some(())
+    });
     let start = Instant::now();
     assert_error(
         &call("GET", &format!("{b}/power/{id}"), None, &[]),
