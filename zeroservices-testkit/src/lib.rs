@@ -96,7 +96,7 @@ macro_rules! collection_suite {
         $crate::collection_suite!(@cases $factory;
             filters, bad_filters, sort_skip_limit, projections, ids_and_conflicts, id_rules,
             not_found_and_deletes, large_nested_and_unknown, updates, bad_updates, links, events,
-            custom_actions, schema);
+            custom_actions, schema, deep_documents);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(

@@ -26,6 +26,38 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
+/// Deepest nesting of objects and arrays a resource may have. Deeper documents are refused at
+/// create and patch: they could be written, but not read back (JSON parsers, serde's
+/// included, stop at 128 levels), so one of them would make its whole collection unreadable.
+pub const MAX_NESTING: usize = 100;
+
+/// How deeply `v` nests objects and arrays (a scalar is 0, `{}` is 1).
+pub fn nesting(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Object(o) => Box::new(o.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
+}
+
+/// `BadRequest` when `v` nests deeper than [`MAX_NESTING`].
+pub fn check_nesting(v: &Value) -> Result<()> {
+    let n = nesting(v);
+    if n > MAX_NESTING {
+        return Err(Error::BadRequest(format!(
+            "resource data nests {n} levels deep (at most {MAX_NESTING})"
+        )));
+    }
+    Ok(())
+}
+
 /// One sort key: a dotted path and a direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SortKey {

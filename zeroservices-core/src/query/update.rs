@@ -136,6 +136,7 @@ impl Update {
         for op in &self.ops {
             apply_op(op, &mut work)?;
         }
+        super::check_nesting(&work)?;
         *data = work;
         Ok(())
     }

@@ -65,10 +65,10 @@ pub fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks that resource data is a JSON object.
+/// Checks that resource data is a JSON object nesting at most [`crate::query::MAX_NESTING`] levels.
 pub fn validate_data(data: &Value) -> Result<()> {
     if data.is_object() {
-        Ok(())
+        crate::query::check_nesting(data)
     } else {
         Err(Error::BadRequest(
             "resource data must be a JSON object".into(),

@@ -17,8 +17,8 @@ mod writes;
 pub use self::hosting::{custom_actions, events, links, schema};
 pub use self::queries::{bad_filters, filters, projections, sort_skip_limit};
 pub use self::writes::{
-    bad_updates, id_rules, ids_and_conflicts, large_nested_and_unknown, not_found_and_deletes,
-    updates,
+    bad_updates, deep_documents, id_rules, ids_and_conflicts, large_nested_and_unknown,
+    not_found_and_deletes, updates,
 };
 
 pub(crate) fn people() -> Vec<(&'static str, Value)> {

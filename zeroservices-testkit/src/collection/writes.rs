@@ -1,7 +1,7 @@
 //! Writing: ids, conflicts, not-found, deletes, updates.
 
 use serde_json::{json, Value};
-use zeroservices_core::Error;
+use zeroservices_core::{Error, ListQuery};
 
 use super::people_node;
 use crate::{CollectionFactory, Failures};
@@ -326,6 +326,54 @@ pub async fn bad_updates(make: &CollectionFactory) {
         }
     }
 
+    node.shutdown().await;
+    f.finish();
+}
+
+/// A document nested `levels` deep (`{"a": {"a": ... 1}}`).
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
+/// Documents nesting deeper than `MAX_NESTING` are refused at create and patch, so none is
+/// written that could not be read back: the collection stays listable.
+pub async fn deep_documents(make: &CollectionFactory) {
+    let mut f = Failures::new("deep_documents");
+    let (node, client) = people_node(make, &mut f).await;
+    let max = zeroservices_core::query::MAX_NESTING;
+    let ok = client.create(Some("deepest"), nested(max)).await;
+    f.check(
+        "a document at the nesting limit is stored and read back",
+        ok.is_ok()
+            && client
+                .get("deepest")
+                .await
+                .is_ok_and(|r| r.resource_data == nested(max)),
+    );
+    f.check(
+        "a document past the limit is refused",
+        matches!(
+            client.create(Some("too-deep"), nested(max + 1)).await,
+            Err(Error::BadRequest(_))
+        ),
+    );
+    let long_path = vec!["a"; 150].join(".");
+    let patched = client.patch("1", json!({ "$set": { long_path: 1 } })).await;
+    f.check(
+        "a $set that would nest past the limit is refused",
+        matches!(patched, Err(Error::BadRequest(_))),
+    );
+    f.check(
+        "and leaves the resource as it was",
+        client
+            .get("1")
+            .await
+            .is_ok_and(|r| r.resource_data["name"] == "ada" && r.resource_data.get("a").is_none()),
+    );
+    f.check(
+        "the collection is still listable",
+        client.list(&ListQuery::default()).await.is_ok(),
+    );
     node.shutdown().await;
     f.finish();
 }
