@@ -348,14 +348,15 @@ impl Hosted {
     }
 
     async fn patch(&self, node: &Node, id: &str, update: &Update) -> Result<Output> {
-        if let Some(s) = &self.schema {
-            // Check the result before writing it. A concurrent patch between this read and
-            // the write is validated by its own check.
-            let mut preview = self.store.get(id).await?.resource_data;
-            update.apply(&mut preview)?;
-            s.validate(&preview)?;
-        }
-        let r = self.store.patch(id, update).await?;
+        // The schema is checked on the document the store writes, inside its atomic write.
+        let r = match &self.schema {
+            Some(s) => {
+                let s = s.clone();
+                let checked = update.clone().with_check(move |d| s.validate(d));
+                self.store.patch(id, &checked).await?
+            }
+            None => self.store.patch(id, update).await?,
+        };
         let data_json = to_json(&r.resource_data)?;
         node.publish_change(
             &self.name,

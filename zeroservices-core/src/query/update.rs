@@ -1,5 +1,7 @@
 //! Parsed update documents and their application.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::check_path;
@@ -12,6 +14,17 @@ use crate::error::{Error, Result};
 pub struct Update {
     ops: Vec<Op>,
     doc: Value,
+    check: Option<Check>,
+}
+
+/// A condition the updated document must meet, checked where the update is applied.
+#[derive(Clone)]
+struct Check(Arc<dyn Fn(&Value) -> Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Check(..)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +135,23 @@ impl Update {
         } else {
             serde_json::json!({ "$set": doc })
         };
-        Ok(Update { ops, doc })
+        Ok(Update {
+            ops,
+            doc,
+            check: None,
+        })
+    }
+
+    /// The same update, refused (with `check`'s error, nothing written) when the document it
+    /// produces fails `check`. Stores apply updates inside their atomic write, so the check
+    /// sees the document actually written, whatever patches run at the same time: a schema
+    /// cannot be bypassed by concurrent patches.
+    pub fn with_check(
+        mut self,
+        check: impl Fn(&Value) -> Result<()> + Send + Sync + 'static,
+    ) -> Update {
+        self.check = Some(Check(Arc::new(check)));
+        self
     }
 
     /// The update in operator form (`{"$set": ...}` for a plain document).
@@ -137,6 +166,9 @@ impl Update {
             apply_op(op, &mut work)?;
         }
         super::check_nesting(&work)?;
+        if let Some(Check(check)) = &self.check {
+            check(&work)?;
+        }
         *data = work;
         Ok(())
     }
