@@ -44,7 +44,11 @@ async fn race(store: Arc<dyn Collection>) {
         t.await.expect("task");
     }
     let n = counters.get("c").await.expect("get").resource_data["n"].clone();
-    assert_eq!(n, json!(10), "the schema's maximum was passed by concurrent patches");
+    assert_eq!(
+        n,
+        json!(10),
+        "the schema's maximum was passed by concurrent patches"
+    );
     assert_eq!(refused.load(Ordering::Relaxed), 30);
     node.shutdown().await;
 }
