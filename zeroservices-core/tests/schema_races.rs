@@ -22,7 +22,7 @@ async fn race(store: Arc<dyn Collection>) {
         .expect("start");
     let counters = node.collection("counters");
     counters
-        .create(Some("c".into()), json!({"n": 0}))
+        .create(Some("c"), json!({"n": 0}))
         .await
         .expect("create");
     let refused = Arc::new(AtomicU64::new(0));

@@ -17,9 +17,12 @@ pub struct Update {
     check: Option<Check>,
 }
 
+/// A condition on a document: `Ok` when it may be written.
+type CheckFn = dyn Fn(&Value) -> Result<()> + Send + Sync;
+
 /// A condition the updated document must meet, checked where the update is applied.
 #[derive(Clone)]
-struct Check(Arc<dyn Fn(&Value) -> Result<()> + Send + Sync>);
+struct Check(Arc<CheckFn>);
 
 impl std::fmt::Debug for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
