@@ -276,3 +276,78 @@ fn large_events_do_not_grow_the_replay_buffer_past_its_byte_bound() {
     let growth_mb = rss_kib(pid).saturating_sub(before) / 1024;
     assert!(growth_mb < 100, "RSS grew by {growth_mb} MB");
 }
+
+/// A stranger in a keyless cluster announces itself and publishes one event carrying the real
+/// node's `node_id` with `seq = u64::MAX`: the node's later events still reach the websocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_seq_does_not_hide_a_nodes_later_events() {
+    let router = free_port();
+    let n = tokio::task::block_in_place(|| start(&["--router-port", &router.to_string()]));
+    let admin = grants_token(&["*/*"], 300);
+    let mut ws = connect(&n.ws, &admin).await;
+    let ok = subscribe(&mut ws, json!({"type": "subscribe", "topics": ["power"]})).await;
+    assert_eq!(ok["type"], "subscribed", "{ok}");
+    tokio::task::block_in_place(|| assert_eq!(post(&n.base, "power", r#"{"v": 1}"#, &admin), 201));
+    let first = next(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("first event");
+    let real_id = first["data"]["node_id"]
+        .as_str()
+        .expect("node_id")
+        .to_owned();
+
+    // The rogue: a PUB, announced to the node over its request port.
+    let ctx = zmq::Context::new();
+    let rogue_pub = ctx.socket(zmq::PUB).expect("pub");
+    rogue_pub.bind("tcp://127.0.0.1:*").expect("bind");
+    let publish = rogue_pub
+        .get_last_endpoint()
+        .expect("endpoint")
+        .expect("utf-8");
+    let dealer = ctx.socket(zmq::DEALER).expect("dealer");
+    dealer.set_rcvtimeo(5000).expect("timeout");
+    dealer
+        .connect(&format!("tcp://127.0.0.1:{router}"))
+        .expect("connect");
+    let me = json!({"version": 1, "node_id": "rogue", "name": "rogue", "collections": [],
+        "endpoints": {"request": "tcp://127.0.0.1:1", "publish": publish}, "heartbeat_ms": 60000});
+    dealer
+        .send_multipart([&b"1"[..], b"announce", me.to_string().as_bytes()], 0)
+        .expect("announce");
+    dealer.recv_multipart(0).expect("announce answered");
+    let forged = json!({"collection": "power", "action": "create", "resource_id": "forged",
+        "resource_data": {}, "node_id": real_id, "seq": u64::MAX, "ts": 1});
+    // The node's SUB connects asynchronously: publish until the forged event shows up.
+    let mut seen_forged = false;
+    for _ in 0..50 {
+        rogue_pub
+            .send_multipart(
+                [&b"power.create.forged"[..], forged.to_string().as_bytes()],
+                0,
+            )
+            .expect("publish");
+        if let Some(ev) = next(&mut ws, Duration::from_millis(100)).await {
+            if ev["data"]["resource_id"] == "forged" {
+                seen_forged = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        seen_forged,
+        "the rogue's event never arrived (the test proves nothing)"
+    );
+
+    tokio::task::block_in_place(|| assert_eq!(post(&n.base, "power", r#"{"v": 2}"#, &admin), 201));
+    let mut later = None;
+    while let Some(ev) = next(&mut ws, Duration::from_secs(3)).await {
+        if ev["data"]["resource_data"]["v"] == 2 {
+            later = Some(ev);
+            break;
+        }
+    }
+    assert!(
+        later.is_some(),
+        "the real node's later event was hidden by the forged seq"
+    );
+}

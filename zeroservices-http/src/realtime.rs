@@ -195,7 +195,12 @@ struct Conn {
     /// Subscribed prefixes; `all` when one of them is `*` or empty.
     topics: HashSet<String>,
     all: bool,
-    last: HashMap<String, u64>,
+    /// Per resumed node, the `seq` the client said it has (`since`): older live events of
+    /// that node are not sent again. Set by the client only, never by an event, so a forged
+    /// event with a huge `seq` cannot hide the node's later events.
+    floor: HashMap<String, u64>,
+    /// Events sent by a replay, so that the same event arriving live is not sent twice.
+    replayed: HashSet<(String, u64)>,
     /// May `who` get this collection? (cleared when `who` changes)
     allowed: HashMap<Arc<str>, bool>,
 }
@@ -238,15 +243,21 @@ impl Conn {
             return false;
         }
         let fresh = match (&ev.node_id, ev.seq) {
-            (Some(n), Some(s)) => self.last.get(n).is_none_or(|l| s > *l),
+            (Some(n), Some(s)) => {
+                self.floor.get(n).is_none_or(|f| s > *f) && !self.replayed.contains(&(n.clone(), s))
+            }
             _ => true,
         };
         fresh && self.may_get(&ev.topic)
     }
 
-    fn note(&mut self, ev: &HubEvent) {
+    /// Remembers an event sent by a replay (bounded: a replay sends at most the buffer).
+    fn note_replayed(&mut self, ev: &HubEvent) {
         if let (Some(n), Some(s)) = (&ev.node_id, ev.seq) {
-            self.last.insert(n.clone(), s);
+            if self.replayed.len() >= 2 * REPLAY_CAPACITY {
+                self.replayed.clear();
+            }
+            self.replayed.insert((n.clone(), s));
         }
     }
 
@@ -350,13 +361,16 @@ impl Conn {
                         .into(),
                 );
             }
-            self.last.insert(node_id.clone(), *seq);
+            if self.floor.len() >= MAX_SINCE {
+                self.floor.clear();
+            }
+            self.floor.insert(node_id.clone(), *seq);
         }
         for ev in snapshot {
             let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
             let covered = all || covering_prefixes(&ev.topic).any(|p| topics.contains(p));
             if from_resumed && covered && self.wants(&ev) {
-                self.note(&ev);
+                self.note_replayed(&ev);
                 out.push(ev.text.clone());
             }
         }
@@ -391,7 +405,8 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
         who,
         topics: HashSet::new(),
         all: false,
-        last: HashMap::new(),
+        floor: HashMap::new(),
+        replayed: HashSet::new(),
         allowed: HashMap::new(),
     };
     // Far away when the credentials do not expire; moved by every `auth`.
@@ -421,7 +436,6 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
             ev = rx.recv() => match ev {
                 Ok(ev) => {
                     if !conn.wants(&ev) { continue; }
-                    conn.note(&ev);
                     metrics.events_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     vec![ev.text.clone()]
                 }
