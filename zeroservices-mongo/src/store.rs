@@ -72,7 +72,8 @@ impl MongoStore {
 /// A collection stored in MongoDB.
 ///
 /// Patches are compare-and-swap writes guarded by a version field `_v` that every ZeroServices
-/// node increments. The collection remembers the last state it wrote or read of recently used
+/// node increments; a document starts at a random version, so one deleted and created again
+/// under the same id never matches a version remembered from before. The collection remembers the last state it wrote or read of recently used
 /// documents (at most [`MongoCollection::recent`] of them, default 10 000, and about 64 MiB;
 /// documents over 1 MiB are not remembered), so that a patch usually takes one
 /// round trip: the update is applied to the remembered state and written only if the stored
@@ -270,7 +271,12 @@ impl Collection for MongoCollection {
             )));
         }
         let mut d = to_document(&data)?;
-        d.insert(VERSION, 1i64);
+        // A random first version: a document recreated under the same id never takes a
+        // version that another node may still remember from the deleted one (a patch from
+        // that stale copy would otherwise match and bring the old data back). Below 2^52,
+        // so versions stay exact in any JSON reader and can grow.
+        let first = rand::Rng::gen_range(&mut rand::thread_rng(), 1..(1i64 << 52));
+        d.insert(VERSION, first);
         let (id, stored_id) = match id {
             Some(id) => {
                 validate_id(&id)?;
@@ -301,7 +307,7 @@ impl Collection for MongoCollection {
             Known {
                 at: Stored {
                     id: stored_id,
-                    version: Some(1),
+                    version: Some(first),
                 },
                 data: data.clone(),
             },

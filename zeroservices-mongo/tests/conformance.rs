@@ -189,6 +189,26 @@ async fn patches_from_remembered_state_never_apply_to_a_stale_one() {
         json!({"n": 101})
     );
 
+    // Deleted and created again through B under the same id: A's remembered copy of the
+    // deleted document must not match the new one (that would bring the old data back).
+    a.create(Some("again".into()), json!({"n": 0}))
+        .await
+        .expect("create");
+    a.get("again").await.expect("A remembers it");
+    b.delete("again").await.expect("delete");
+    b.create(Some("again".into()), json!({"n": 100}))
+        .await
+        .expect("recreate");
+    let r = a
+        .patch("again", &inc)
+        .await
+        .expect("patch the new document");
+    assert_eq!(
+        r.resource_data,
+        json!({"n": 101}),
+        "a stale remembered copy was written over the recreated document"
+    );
+
     // Deleted through B: A's remembered state must not resurrect or patch it.
     b.delete(&id).await.expect("delete");
     let err = a
