@@ -64,11 +64,11 @@ impl Metrics {
 pub(crate) async fn health(State(st): State<AppState>) -> Json<Value> {
     let me = st.node.announcement();
     let directory = st.node.directory();
-    let peers: Vec<Value> = directory
-        .peers()
-        .into_iter()
+    let known = directory.peers();
+    let peers: Vec<Value> = known
+        .iter()
         .map(|p| {
-            let a = p.announcement;
+            let a = &p.announcement;
             json!({
                 "name": a.name, "node_id": a.node_id, "node_type": a.node_type, "collections": a.collections,
                 "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0),
@@ -77,7 +77,7 @@ pub(crate) async fn health(State(st): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    let problems = problems(&st, directory);
+    let problems = problems(&st, directory, &known);
     Json(json!({
         "status": if problems.is_empty() { "ok" } else { "degraded" },
         "problems": problems,
@@ -91,7 +91,11 @@ const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What is failing: local stores that failed lately, peers whose connection broke, and
 /// collections seen in the cluster with no live provider left.
-fn problems(st: &AppState, directory: &zeroservices_core::Directory) -> Vec<String> {
+fn problems(
+    st: &AppState,
+    directory: &zeroservices_core::Directory,
+    peers: &[zeroservices_core::PeerInfo],
+) -> Vec<String> {
     let mut out: Vec<String> = st
         .node
         .failing_collections(FAILURE_MEMORY)
@@ -103,7 +107,7 @@ fn problems(st: &AppState, directory: &zeroservices_core::Directory) -> Vec<Stri
             )
         })
         .collect();
-    for p in directory.peers().into_iter().filter(|p| p.down) {
+    for p in peers.iter().filter(|p| p.down) {
         out.push(format!("peer {} is unreachable", p.announcement.name));
     }
     let local = st.node.local_collections();

@@ -200,7 +200,9 @@ struct Conn {
     /// event with a huge `seq` cannot hide the node's later events.
     floor: HashMap<String, u64>,
     /// Events sent by a replay, so that the same event arriving live is not sent twice.
-    replayed: HashSet<(String, u64)>,
+    replayed: HashMap<String, HashSet<u64>>,
+    /// How many events `replayed` holds (bounded).
+    replayed_count: usize,
     /// May `who` get this collection? (cleared when `who` changes)
     allowed: HashMap<Arc<str>, bool>,
 }
@@ -244,7 +246,8 @@ impl Conn {
         }
         let fresh = match (&ev.node_id, ev.seq) {
             (Some(n), Some(s)) => {
-                self.floor.get(n).is_none_or(|f| s > *f) && !self.replayed.contains(&(n.clone(), s))
+                self.floor.get(n).is_none_or(|f| s > *f)
+                    && !self.replayed.get(n).is_some_and(|seqs| seqs.contains(&s))
             }
             _ => true,
         };
@@ -254,10 +257,13 @@ impl Conn {
     /// Remembers an event sent by a replay (bounded: a replay sends at most the buffer).
     fn note_replayed(&mut self, ev: &HubEvent) {
         if let (Some(n), Some(s)) = (&ev.node_id, ev.seq) {
-            if self.replayed.len() >= 2 * REPLAY_CAPACITY {
+            if self.replayed_count >= 2 * REPLAY_CAPACITY {
                 self.replayed.clear();
+                self.replayed_count = 0;
             }
-            self.replayed.insert((n.clone(), s));
+            if self.replayed.entry(n.clone()).or_default().insert(s) {
+                self.replayed_count += 1;
+            }
         }
     }
 
@@ -406,7 +412,8 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
         topics: HashSet::new(),
         all: false,
         floor: HashMap::new(),
-        replayed: HashSet::new(),
+        replayed: HashMap::new(),
+        replayed_count: 0,
         allowed: HashMap::new(),
     };
     // Far away when the credentials do not expire; moved by every `auth`.
