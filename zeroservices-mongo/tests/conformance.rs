@@ -90,9 +90,41 @@ fn server(db: &str) -> Server {
     }
 }
 
+/// At most this many conformance tests run at once, each with its own server: a dozen
+/// nx-27017 processes starting together on a small, busy machine answer too slowly.
+const AT_ONCE: usize = 2;
+
+/// A place among the [`AT_ONCE`] tests running; given back when dropped.
+struct Turn;
+
+static RUNNING: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+impl Turn {
+    /// Waits for a place (blocking: called before the test's first await).
+    fn take() -> Turn {
+        let (count, freed) = &RUNNING;
+        let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= AT_ONCE {
+            n = freed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let (count, freed) = &RUNNING;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
 /// Collections of a fresh database on a server of its own (nx-27017 stopped, its data removed,
 /// when the factory is dropped at the end of the test).
 fn mongo() -> CollectionFactory {
+    let turn = Arc::new(Turn::take());
     static RUN: AtomicU64 = AtomicU64::new(0);
     let db = format!(
         "zs_conformance_{}_{}",
@@ -102,6 +134,7 @@ fn mongo() -> CollectionFactory {
     let srv = Arc::new(server(&db));
     let n = Arc::new(AtomicU64::new(0));
     Box::new(move || {
+        let _ = &turn; // held for as long as the factory lives
         let (srv, n) = (srv.clone(), n.clone());
         Box::pin(async move {
             let store = MongoStore::connect(&srv.uri).await.expect("connect");

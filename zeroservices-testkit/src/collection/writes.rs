@@ -118,11 +118,13 @@ pub async fn not_found_and_deletes(make: &CollectionFactory) {
     let mut f = Failures::new("not_found_and_deletes");
     let (node, client) = people_node(make, &mut f).await;
     let mut check = |name: &str, ok: bool| f.check(name, ok);
-    let other = client
-        .create(None, json!({"v": 2}))
-        .await
-        .map(|r| r.resource_id)
-        .unwrap_or_default();
+    let other = match client.create(None, json!({"v": 2})).await {
+        Ok(r) => r.resource_id,
+        Err(e) => {
+            check(&format!("create the resource to delete: {e}"), false);
+            String::new()
+        }
+    };
     check(
         "get missing",
         matches!(client.get("nope").await, Err(Error::NotFound(_))),
