@@ -34,7 +34,7 @@ async fn next_event(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chat_nodes_talk_and_see_each_other_arrive() {
-    let (router_a, http_a, http_b) = (free_port(), free_port(), free_port());
+    let (router_a, http_a) = (free_port(), free_port());
     let mut a = Command::new(example("chat"));
     a.args([
         "--name",
@@ -61,6 +61,9 @@ async fn two_chat_nodes_talk_and_see_each_other_arrive() {
         .await
         .unwrap();
 
+    // Chosen once alice holds her ports (her ZeroMQ ports are random: picked earlier, this one
+    // could have become one of them).
+    let http_b = free_port();
     let mut b = Command::new(example("chat"));
     b.args([
         "--name",
