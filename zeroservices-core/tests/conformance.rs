@@ -54,6 +54,32 @@ fn embedded() -> CollectionFactory {
     })
 }
 
+/// Embedded collections with secondary indexes on the fields the suite filters and sorts on:
+/// lists answered or narrowed by an index must give what a full read gives.
+fn embedded_indexed() -> CollectionFactory {
+    let plain = embedded();
+    Box::new(move || {
+        let made = plain();
+        Box::pin(async move {
+            let c = made.await;
+            for path in [
+                "status",
+                "score",
+                "age",
+                "tags",
+                "addr.city",
+                "name",
+                "items.n",
+                "n",
+                "value",
+            ] {
+                c.ensure_index(path).await.expect("index");
+            }
+            c
+        })
+    })
+}
+
 mod memory_medium {
     zeroservices_testkit::medium_suite!(super::memory_medium());
 }
@@ -70,4 +96,8 @@ mod memory_collection {
 
 mod embedded_collection {
     zeroservices_testkit::collection_suite!(super::embedded());
+}
+
+mod embedded_indexed_collection {
+    zeroservices_testkit::collection_suite!(super::embedded_indexed());
 }

@@ -131,6 +131,9 @@ impl NodeBuilder {
 
     /// Binds the medium, starts discovery and every background task.
     pub async fn start(mut self) -> Result<Node> {
+        for spec in &self.collections {
+            spec.ensure_indexes().await?;
+        }
         let (medium, inbox) = self.bind_medium().await?;
         let mut hosted = HashMap::new();
         for spec in std::mem::take(&mut self.collections) {

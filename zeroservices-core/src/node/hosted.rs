@@ -53,6 +53,7 @@ pub struct CollectionSpec {
     store: Arc<dyn Collection>,
     schema: Option<Schema>,
     actions: HashMap<String, ActionFn>,
+    indexes: Vec<String>,
 }
 
 impl std::fmt::Debug for CollectionSpec {
@@ -61,6 +62,7 @@ impl std::fmt::Debug for CollectionSpec {
             .field("name", &self.name)
             .field("schema", &self.schema.is_some())
             .field("actions", &self.actions.keys().collect::<Vec<_>>())
+            .field("indexes", &self.indexes)
             .finish()
     }
 }
@@ -73,7 +75,35 @@ impl CollectionSpec {
             store,
             schema: None,
             actions: HashMap::new(),
+            indexes: Vec::new(),
         }
+    }
+
+    /// Keeps a secondary index on the dotted `path` in the store (see
+    /// [`Collection::ensure_index`]), built when the node starts if missing. Equality, `$in`
+    /// and range filters on the path, sorting by it with a limit, and counts use it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use zeroservices_core::{CollectionSpec, MemoryCollection};
+    ///
+    /// let spec = CollectionSpec::new("power", Arc::new(MemoryCollection::new())).index("status");
+    /// # drop(spec);
+    /// ```
+    pub fn index(mut self, path: &str) -> CollectionSpec {
+        self.indexes.push(path.to_owned());
+        self
+    }
+
+    /// Makes the declared indexes (before the node serves).
+    pub(crate) async fn ensure_indexes(&self) -> Result<()> {
+        for path in &self.indexes {
+            if let Err(e) = self.store.ensure_index(path).await {
+                tracing::error!(collection = %self.name, path = %path, error = %e, "cannot make the index");
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// The collection's name.

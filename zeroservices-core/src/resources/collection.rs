@@ -50,6 +50,12 @@ pub trait Collection: Send + Sync + fmt::Debug + 'static {
     async fn flush(&self) -> Result<()> {
         Ok(())
     }
+    /// Declares a secondary index on a dotted path: lists filtering or sorting on it need not
+    /// read the whole collection. Built now if missing, so call it before serving. Stores that
+    /// keep no indexes (memory) ignore it.
+    async fn ensure_index(&self, _path: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks a resource id: 1–512 bytes of UTF-8 without `/` or control characters.

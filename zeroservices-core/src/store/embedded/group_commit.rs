@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Table, TableDefinition, WriteTransaction};
+use redb::Database;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::sync::oneshot;
 
+use super::tables::Tables;
 use crate::error::{Error, Result};
 
 /// Bounds of one group commit (see [`super::EmbeddedStore::open_with`]).
@@ -46,34 +47,6 @@ impl Default for GroupCommit {
 
 /// Writes waiting for the committer; senders wait when it is full.
 const QUEUE: usize = 4096;
-
-/// The tables of the store: record id → JSON bytes.
-pub(super) type Records<'t> = Table<'t, &'static str, &'static [u8]>;
-
-/// The tables a batch's writes have opened in its transaction, kept open for the next writes
-/// (opening a table is a tree lookup; a batch usually writes one or two).
-pub(super) struct Tables<'t> {
-    tx: &'t WriteTransaction,
-    open: Vec<(Arc<str>, Records<'t>)>,
-}
-
-impl<'t> Tables<'t> {
-    /// The table `name`, created if missing.
-    pub(super) fn get(&mut self, name: &Arc<str>) -> Result<&mut Records<'t>> {
-        let at = match self.open.iter().position(|(n, _)| n == name) {
-            Some(at) => at,
-            None => {
-                let t = self
-                    .tx
-                    .open_table(TableDefinition::new(name))
-                    .map_err(|e| Error::Storage(e.to_string()))?;
-                self.open.push((name.clone(), t));
-                self.open.len() - 1
-            }
-        };
-        Ok(&mut self.open[at].1)
-    }
-}
 
 /// What a write does inside the batch's transaction (`None`: there is none, it does nothing). It
 /// answers whether the transaction is still sound (`false` after a storage error), and what to do
@@ -201,10 +174,7 @@ fn commit(db: &Database, batch: &mut Vec<Write>) {
     };
     let mut finishers = Vec::with_capacity(size);
     let mut sound = true;
-    let mut tables = Tables {
-        tx: &tx,
-        open: Vec::new(),
-    };
+    let mut tables = Tables::new(&tx);
     for w in batch.drain(..) {
         // A panicking write drops its reply, so its caller gets an error; the transaction may
         // be half-changed, so the batch is not committed.

@@ -4,6 +4,10 @@
 //! changes share transactions and fsyncs: see [`GroupCommit`].
 
 mod group_commit;
+mod index;
+mod keys;
+mod list;
+mod tables;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,12 +18,11 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, Update};
-use crate::resources::{
-    generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource,
-};
+use crate::resources::{generate_id, validate_data, validate_id, Collection, ListPage, Resource};
 
+use self::group_commit::Committer;
 pub use self::group_commit::GroupCommit;
-use self::group_commit::{Committer, Records};
+use self::tables::Tables;
 
 /// One database file holding any number of collections. Cheap to clone; the file is closed when
 /// the last clone (and the last of its collections) is dropped.
@@ -98,15 +101,30 @@ impl EmbeddedCollection {
         TableDefinition::new(&self.table)
     }
 
-    /// Runs `f` on this collection's table in the next group commit; answers once it is durable.
+    /// Runs `f` on the transaction's tables, with this collection's table name, in the next
+    /// group commit; answers once it is durable.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Records<'_>) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&mut Tables<'_>, &Arc<str>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let table = self.table.clone();
-        self.committer
-            .write(move |tables| f(tables.get(&table)?))
-            .await
+        self.committer.write(move |tables| f(tables, &table)).await
+    }
+
+    /// Declares a secondary index on the dotted `path` (see [`Collection::ensure_index`]): built
+    /// now from the records already stored if it does not exist yet, then kept in the same
+    /// transaction as every write. An index is kept until the store is deleted, whether or not
+    /// later runs declare it.
+    pub async fn index(&self, path: &str) -> Result<()> {
+        crate::query::check_path(path)?;
+        let path = path.to_owned();
+        let built = self
+            .write(move |tables, table| tables.build_index(table, &path))
+            .await?;
+        if built {
+            tracing::info!(collection = %self.table, "index built");
+        }
+        Ok(())
     }
 
     /// Runs blocking redb reads off the async threads.
@@ -144,24 +162,15 @@ impl EmbeddedCollection {
 #[async_trait]
 impl Collection for EmbeddedCollection {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        query.parsed_filter()?; // a bad query is refused before reading anything
         let query = query.clone();
-        self.blocking(move |db, def| {
-            let tx = db.begin_read().map_err(storage)?;
-            let table = match tx.open_table(def) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => {
-                    return list_in_memory(std::iter::empty(), &query);
-                }
-                Err(e) => return Err(storage(e)),
-            };
-            let mut rows: Vec<(String, Value)> = Vec::new();
-            for row in table.iter().map_err(storage)? {
-                let (k, v) = row.map_err(storage)?;
-                rows.push((k.value().to_owned(), decode(v.value())?));
-            }
-            list_in_memory(rows.iter().map(|(k, v)| (k.as_str(), v)), &query)
-        })
-        .await
+        let table = self.table.clone();
+        self.blocking(move |db, def| list::list(db, def, &table, &query))
+            .await
+    }
+
+    async fn ensure_index(&self, path: &str) -> Result<()> {
+        self.index(path).await
     }
 
     async fn create(&self, id: Option<String>, data: Value) -> Result<Resource> {
@@ -175,7 +184,8 @@ impl Collection for EmbeddedCollection {
         };
         // Serialized before the write joins a batch: only the store's own work runs there.
         let bytes = serde_json::to_vec(&data).map_err(storage)?;
-        self.write(move |table| {
+        self.write(move |tables, name| {
+            let table = tables.get(name)?;
             // One descent of the tree: insert, and put the old record back if there was one
             // (same transaction, so nobody sees the swap).
             let old = table
@@ -186,6 +196,7 @@ impl Collection for EmbeddedCollection {
                 table.insert(id.as_str(), old.as_slice()).map_err(storage)?;
                 return Err(Error::Conflict(format!("resource {id:?} already exists")));
             }
+            tables.reindex(name, &id, None, Some(&data))?;
             Ok(Resource {
                 resource_id: id,
                 resource_data: data,
@@ -208,17 +219,23 @@ impl Collection for EmbeddedCollection {
 
     async fn patch(&self, id: &str, update: &Update) -> Result<Resource> {
         let (id, update) = (id.to_owned(), update.clone());
-        self.write(move |table| {
+        self.write(move |tables, name| {
+            let indexed = !tables.indexes(name)?.is_empty();
+            let table = tables.get(name)?;
             let mut data = match table.get(id.as_str()).map_err(storage)? {
                 Some(v) => decode(v.value())?,
                 None => return Err(not_found(&id)),
             };
+            let old = indexed.then(|| data.clone());
             // Changes a copy: a failing update leaves the stored record as it was.
             update.apply(&mut data)?;
             let bytes = serde_json::to_vec(&data).map_err(storage)?;
             table
                 .insert(id.as_str(), bytes.as_slice())
                 .map_err(storage)?;
+            if let Some(old) = old {
+                tables.reindex(name, &id, Some(&old), Some(&data))?;
+            }
             Ok(Resource {
                 resource_id: id,
                 resource_data: data,
@@ -229,9 +246,15 @@ impl Collection for EmbeddedCollection {
 
     async fn delete(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
-        self.write(move |table| {
-            if table.remove(id.as_str()).map_err(storage)?.is_none() {
-                return Err(not_found(&id));
+        self.write(move |tables, name| {
+            let indexed = !tables.indexes(name)?.is_empty();
+            let old = match tables.get(name)?.remove(id.as_str()).map_err(storage)? {
+                Some(v) if indexed => decode(v.value()).ok(),
+                Some(_) => None,
+                None => return Err(not_found(&id)),
+            };
+            if let Some(old) = old {
+                tables.reindex(name, &id, Some(&old), None)?;
             }
             Ok(())
         })
