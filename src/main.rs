@@ -89,6 +89,10 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     collections: Vec<String>,
+    /// Secondary index on a field of a served collection, COLLECTION.PATH (e.g. power.status;
+    /// repeatable): filters, sorts with a limit and counts on it read the index, not every record.
+    #[arg(long = "index", env = "ZEROSERVICES_INDEXES", value_delimiter = ',')]
+    indexes: Vec<String>,
     /// embedded:PATH | memory | mongodb://HOST:PORT/DB
     #[arg(
         long,
@@ -242,11 +246,39 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     }
 }
 
+/// `--index COLLECTION.PATH` values, each naming a served collection.
+fn parse_indexes(
+    indexes: &[String],
+    collections: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let served: Vec<&str> = collections
+        .iter()
+        .map(|c| c.split_once('=').map_or(c.as_str(), |(n, _)| n))
+        .collect();
+    indexes
+        .iter()
+        .map(|i| {
+            let (c, path) = i
+                .split_once('.')
+                .filter(|(c, p)| !c.is_empty() && !p.is_empty())
+                .with_context(|| {
+                    format!("--index {i:?}: expected COLLECTION.PATH, e.g. power.status")
+                })?;
+            anyhow::ensure!(
+                served.contains(&c),
+                "--index {i:?}: collection {c:?} is not served here (--collection)"
+            );
+            Ok((c.to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     a.cluster.key()?; // report a bad key or auth setting before starting anything
     auth_from(&a)?;
     let mut b = a.cluster.apply(Node::builder(&a.name))?;
     // A node without collections (an API node) opens no store and creates no data directory.
+    let indexes = parse_indexes(&a.indexes, &a.collections)?;
     if !a.collections.is_empty() {
         let store = a.store.open().await?;
         for c in &a.collections {
@@ -261,6 +293,9 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
                 let doc = serde_json::from_str(&text)
                     .with_context(|| format!("parsing schema {}", path.display()))?;
                 spec = spec.schema(doc)?;
+            }
+            for (_, path) in indexes.iter().filter(|(c, _)| c == name) {
+                spec = spec.index(path);
             }
             b = b.collection(spec);
         }

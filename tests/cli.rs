@@ -18,6 +18,10 @@ fn post(base: &str, body: &str) -> Value {
 }
 
 fn serve(store: &str, router: u16, http: u16) -> Proc {
+    serve_with(store, router, http, &[])
+}
+
+fn serve_with(store: &str, router: u16, http: u16, extra: &[&str]) -> Proc {
     let mut c = Command::new(bin());
     c.args([
         "serve",
@@ -38,6 +42,7 @@ fn serve(store: &str, router: u16, http: u16) -> Proc {
         "--http",
         &format!("127.0.0.1:{http}"),
     ]);
+    c.args(extra);
     spawn_ready("serve", c)
 }
 
@@ -123,6 +128,90 @@ fn embedded_store_keeps_acknowledged_resources_across_sigkill() {
         assert_eq!(v["resource_data"]["value"], i, "{v}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GET `path` → (X-Total-Count, the `value` of each item).
+fn values(base: &str, path: &str) -> (u64, Vec<i64>) {
+    let r = ureq::get(&format!("{base}{path}"))
+        .call()
+        .expect("GET list");
+    let total = r
+        .header("X-Total-Count")
+        .and_then(|t| t.parse().ok())
+        .expect("X-Total-Count");
+    let v: Value = serde_json::from_str(&r.into_string().expect("body")).expect("JSON");
+    let items = v.as_array().expect("a list answers an array");
+    let values = items
+        .iter()
+        .map(|i| i["resource_data"]["value"].as_i64().expect("value"))
+        .collect();
+    (total, values)
+}
+
+#[test]
+fn an_index_declared_on_existing_records_answers_like_a_full_read() {
+    let dir = std::env::temp_dir().join(format!("zs-cli-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = format!("embedded:{}", dir.display());
+    let (router, http) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{http}");
+    let mut node = serve(&store, router, http);
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let status = if i % 2 == 0 { "pending" } else { "done" };
+        let r = post(&base, &format!(r#"{{"value": {i}, "status": "{status}"}}"#));
+        ids.push(r["resource_id"].as_str().expect("id").to_owned());
+    }
+    node.signal(15);
+    assert_eq!(node.wait_exit(Duration::from_secs(10)), Some(0));
+    drop(node);
+
+    let _indexed = serve_with(
+        &store,
+        router,
+        http,
+        &["--index", "power.status", "--index", "power.value"],
+    );
+    let pending = r#"/power?where=%7B%22status%22%3A%22pending%22%7D"#;
+    assert_eq!(values(&base, pending).0, 30);
+    let range = "/power?where=%7B%22value%22%3A%7B%22%24gte%22%3A10%2C%22%24lt%22%3A20%7D%7D&sort=-value&limit=3";
+    assert_eq!(values(&base, range), (10, vec![19, 18, 17]));
+    // Writes keep the index in step: one pending record done, one deleted.
+    ureq::request("PATCH", &format!("{base}/power/{}", ids[0]))
+        .send_string(r#"{"$set": {"status": "done"}}"#)
+        .expect("PATCH");
+    ureq::delete(&format!("{base}/power/{}", ids[2]))
+        .call()
+        .expect("DELETE");
+    assert_eq!(values(&base, pending).0, 28);
+    ureq::request("PATCH", &format!("{base}/power/{}", ids[19]))
+        .send_string(r#"{"$set": {"value": 100}}"#)
+        .expect("PATCH");
+    assert_eq!(values(&base, range), (9, vec![18, 17, 16]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_index_flag_is_refused_before_start() {
+    for (flag, says) in [("nodot", "COLLECTION.PATH"), ("other.x", "not served")] {
+        let out = Command::new(bin())
+            .args([
+                "serve",
+                "--collection",
+                "power",
+                "--store",
+                "memory",
+                "--discovery",
+                "none",
+                "--index",
+                flag,
+            ])
+            .output()
+            .expect("run serve");
+        assert!(!out.status.success(), "--index {flag} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "--index {flag}: {err}");
+    }
 }
 
 /// What one writer of the SIGKILL test got acknowledged: (id, last acknowledged patch number,
