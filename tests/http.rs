@@ -1215,6 +1215,41 @@ fn queries_and_metrics_are_bounded() {
         matches!(status, 400 | 414),
         "a 70 KiB where answered {status}"
     );
+    // `POST /{c}/list` obeys the limits of `GET /{c}`: 100 by default, at most 10 000.
+    for i in 0..120 {
+        let body = json!({"n": i}).to_string();
+        let r = call(
+            "POST",
+            &format!("{}/power", c.base),
+            Some(body.as_bytes()),
+            &[],
+        );
+        assert_eq!(r.0, 201, "{r:?}");
+    }
+    let list = |body: Value| {
+        let body = body.to_string();
+        call(
+            "POST",
+            &format!("{}/power/list", c.base),
+            Some(body.as_bytes()),
+            &[],
+        )
+    };
+    let r = list(json!({}));
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(
+        r.2["items"].as_array().map(Vec::len),
+        Some(100),
+        "default limit"
+    );
+    assert!(
+        r.2["total"].as_u64().is_some_and(|t| t >= 120),
+        "{}",
+        r.2["total"]
+    );
+    let r = list(json!({"limit": 7, "skip": 1}));
+    assert_eq!(r.2["items"].as_array().map(Vec::len), Some(7));
+    assert_error(&list(json!({"limit": 10_001})), 400, "bad_request");
     // Requests for collections that do not exist share one metrics series.
     for i in 0..50 {
         let r = call("GET", &format!("{}/nosuch{i}", c.base), None, &[]);

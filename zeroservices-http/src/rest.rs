@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Default `limit` of a list.
-pub(crate) const DEFAULT_LIMIT: u64 = 100;
+pub(crate) const DEFAULT_LIMIT: u64 = zeroservices_core::resources::DEFAULT_LIST_LIMIT;
 /// Longest `where` parameter (bytes, decoded).
 pub(crate) const MAX_WHERE_BYTES: usize = 64 * 1024;
 

@@ -361,6 +361,16 @@ impl Collection for MongoCollection {
         )))
     }
 
+    async fn ensure_index(&self, path: &str) -> Result<()> {
+        zeroservices_core::query::check_path(path)?;
+        self.ensure_indexes().await?;
+        self.coll
+            .create_index(IndexModel::builder().keys(doc! { path: 1 }).build())
+            .await
+            .map(|_| ())
+            .map_err(map_error)
+    }
+
     async fn delete(&self, id: &str) -> Result<()> {
         let r = self
             .coll

@@ -36,7 +36,9 @@ impl CollectionClient {
         ResourceRequest::new(&self.name, action, args)
     }
 
-    /// Lists matching resources.
+    /// Lists matching resources: at most `query.limit` of them, which may not exceed
+    /// [`crate::resources::MAX_LIST_LIMIT`]; without a limit, the first
+    /// [`crate::resources::DEFAULT_LIST_LIMIT`]. `total` counts every match.
     pub async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let args = serde_json::to_value(query).map_err(|e| Error::Internal(e.to_string()))?;
         self.node.send_as(self.req("list", args)).await

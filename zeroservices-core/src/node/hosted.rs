@@ -13,7 +13,8 @@ use super::Node;
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, Update};
 use crate::resources::{
-    validate_id, Action, Collection, Resource, ResourceRequest, Schema, MAX_LIST_LIMIT,
+    validate_id, Action, Collection, Resource, ResourceRequest, Schema, DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
 };
 
 /// What a custom action receives.
@@ -297,12 +298,17 @@ impl Hosted {
         let args = if args.is_null() { json!({}) } else { args };
         match &action {
             Action::List => {
-                let q: ListQuery = serde_json::from_value(args)
+                let mut q: ListQuery = serde_json::from_value(args)
                     .map_err(|e| Error::BadRequest(format!("invalid list arguments: {e}")))?;
-                if q.limit.is_some_and(|l| l > MAX_LIST_LIMIT) {
-                    return Err(Error::BadRequest(format!(
-                        "limit must be at most {MAX_LIST_LIMIT}"
-                    )));
+                // Every list request obeys the rules of `GET /{c}`, whoever sends it.
+                match q.limit {
+                    Some(l) if l > MAX_LIST_LIMIT => {
+                        return Err(Error::BadRequest(format!(
+                            "limit must be at most {MAX_LIST_LIMIT}"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => q.limit = Some(DEFAULT_LIST_LIMIT),
                 }
                 to_value(&self.store.list(&q).await?).map(Output::Value)
             }

@@ -144,8 +144,9 @@ impl Projection {
     }
 }
 
-/// A dotted path must have non-empty segments and no `$` operator segments.
-pub(crate) fn check_path(p: &str) -> Result<()> {
+/// Checks a dotted field path: non-empty segments, none starting with `$`, at most 1 KiB
+/// (`BadRequest` otherwise).
+pub fn check_path(p: &str) -> Result<()> {
     if p.is_empty() || p.split('.').any(|s| s.is_empty() || s.starts_with('$')) || p.len() > 1024 {
         return Err(Error::BadRequest(format!("invalid field path {p:?}")));
     }

@@ -17,6 +17,10 @@ use serde_json::Value;
 /// Largest `limit` a list accepts.
 pub const MAX_LIST_LIMIT: u64 = 10_000;
 
+/// `limit` of a list request that gives none (over HTTP, `GET /{c}` and `POST /{c}/list`, and
+/// from other nodes alike).
+pub const DEFAULT_LIST_LIMIT: u64 = 100;
+
 /// A change event, as published on `<collection>.<action>.<resource_id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceEvent {
