@@ -18,11 +18,6 @@ pub(crate) fn to_document(v: &Value) -> Result<Document, Error> {
     }
 }
 
-/// Any JSON value → BSON.
-pub(crate) fn to_bson(v: &Value) -> Result<Bson, Error> {
-    bson::to_bson(v).map_err(|e| Error::BadRequest(format!("cannot encode value: {e}")))
-}
-
 /// Stored document → resource (`_id` becomes the id, the rest the data).
 pub(crate) fn to_resource(mut d: Document) -> Result<Resource, Error> {
     let id = match d.remove("_id") {

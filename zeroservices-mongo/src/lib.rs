@@ -6,10 +6,12 @@
 //!
 //! # Layout
 //! - `store`: [`MongoStore`] (client + database) and [`MongoCollection`] (the `Collection` impl).
+//! - `pushdown`: what of a list query MongoDB runs (filters, sorts, projections translated
+//!   exactly, or left to the node).
 //! - `recent`: the documents a collection remembers for one-round-trip patches.
 //! - `convert`: JSON ↔ BSON, ids (string or ObjectId), the version field, and error mapping.
 //!
-//! Arrows point down: `store` → `recent`, `convert` → `zeroservices_core`.
+//! Arrows point down: `store` → `pushdown`, `recent` → `convert` → `zeroservices_core`.
 //!
 //! Stored layout: the resource data's fields at the top level of the document; `_id` is the
 //! resource id — generated ids are ObjectIds (shown as 24 hex digits), client-chosen ids are
@@ -27,7 +29,11 @@
 //! ```
 
 mod convert;
+mod pushdown;
 mod recent;
 mod store;
 
 pub use store::{MongoCollection, MongoStore};
+
+/// The MongoDB driver this crate is built on, for [`MongoStore::from_client`].
+pub use mongodb;

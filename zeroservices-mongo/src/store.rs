@@ -15,7 +15,8 @@ use zeroservices_core::query::{ListQuery, Update};
 use zeroservices_core::resources::{list_in_memory, validate_data, validate_id};
 use zeroservices_core::{Collection, Error, ListPage, Resource, Result};
 
-use crate::convert::{id_filter, map_error, to_bson, to_document, to_resource, VERSION};
+use crate::convert::{id_filter, map_error, to_document, to_resource, VERSION};
+use crate::pushdown;
 use crate::recent::{Known, Recent, Stored, DEFAULT_RECENT};
 
 /// How long a request waits for an unreachable server before answering `Unavailable`.
@@ -46,6 +47,28 @@ impl MongoStore {
         Ok(MongoStore {
             db: client.database(&name),
         })
+    }
+
+    /// A store on a client made elsewhere, e.g. with the driver's command monitoring:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use zeroservices_mongo::mongodb::{self, event::{command::CommandEvent, EventHandler}};
+    /// use mongodb::options::ClientOptions;
+    ///
+    /// let mut opts = ClientOptions::parse("mongodb://127.0.0.1:27017").await?;
+    /// opts.command_event_handler = Some(EventHandler::callback(|e: CommandEvent| {
+    ///     if let CommandEvent::Succeeded(s) = e {
+    ///         println!("{} took {:?}", s.command_name, s.duration);
+    ///     }
+    /// }));
+    /// let store = zeroservices_mongo::MongoStore::from_client(mongodb::Client::with_options(opts)?, "power_db");
+    /// # drop(store); Ok(()) }
+    /// ```
+    pub fn from_client(client: Client, database: &str) -> MongoStore {
+        MongoStore {
+            db: client.database(database),
+        }
     }
 
     /// The database name.
@@ -210,23 +233,81 @@ impl MongoCollection {
     }
 }
 
-/// The part of a filter every MongoDB-compatible server evaluates the same way: top-level
-/// equalities on strings, numbers and booleans (AND-ed). The server narrows with it; the node
-/// then applies the whole filter with the shared semantics, so results are identical on
-/// MongoDB and on partial implementations such as nx-27017.
-fn prefilter(f: &Value) -> Document {
-    let mut d = Document::new();
-    if let Value::Object(o) = f {
-        for (k, v) in o {
-            let simple = !k.starts_with('$') && !k.contains('.') && k != VERSION && k != "_id";
-            if simple && (v.is_string() || v.is_number() || v.is_boolean()) {
-                if let Ok(b) = to_bson(v) {
-                    d.insert(k.clone(), b);
-                }
+impl MongoCollection {
+    /// Whether some document matches `filter` (reads at most one id).
+    async fn any(&self, filter: Document) -> Result<bool> {
+        let found = self
+            .coll
+            .find_one(filter)
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(map_error)?;
+        Ok(found.is_some())
+    }
+
+    /// Runs a query whose filter translated exactly on the server: sort, skip, limit, projection
+    /// and count too, so the node reads only the page. `None` when the server could order the
+    /// matches differently from the shared order (see [`pushdown::sort_hazards`], and string ids
+    /// mixed with others, which MongoDB orders by kind first and the shared order as strings).
+    async fn list_on_server(
+        &self,
+        filter: &Document,
+        query: &ListQuery,
+    ) -> Result<Option<ListPage>> {
+        let Some(sort) = pushdown::sort(&query.sort) else {
+            return Ok(None);
+        };
+        let and = |extra: Document| doc! {"$and": [filter.clone(), extra]};
+        if let Some(hazards) = pushdown::sort_hazards(&query.sort) {
+            if self.any(and(hazards)).await? {
+                return Ok(None);
             }
         }
+        let count =
+            |f: Document| async move { self.coll.count_documents(f).await.map_err(map_error) };
+        let total = count(filter.clone()).await?;
+        if total > 0 {
+            // Ids of one kind order alike on the server (strings bytewise, ObjectIds by their
+            // bytes, as their hex) and in the node; mixed, the server puts strings first.
+            let strings = count(and(doc! {"_id": {"$type": "string"}})).await?;
+            if strings != 0 && strings != total {
+                return Ok(None);
+            }
+        }
+        let limit = query
+            .limit
+            .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        if total <= query.skip || limit == 0 {
+            return Ok(Some(ListPage {
+                items: Vec::new(),
+                total,
+            }));
+        }
+        let mut find = self
+            .coll
+            .find(filter.clone())
+            .sort(sort)
+            .skip(query.skip)
+            .limit(limit);
+        if let Some(p) = pushdown::projection(&query.fields) {
+            find = find.projection(p);
+        }
+        let docs: Vec<Document> = find
+            .await
+            .map_err(map_error)?
+            .try_collect()
+            .await
+            .map_err(map_error)?;
+        let items = docs
+            .into_iter()
+            .map(|d| {
+                let mut r = to_resource(d)?;
+                r.resource_data = query.fields.apply(r.resource_data);
+                Ok(r)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(ListPage { items, total }))
     }
-    d
 }
 
 fn not_found(id: &str) -> Error {
@@ -238,9 +319,22 @@ impl Collection for MongoCollection {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         self.ensure_indexes().await?;
         query.parsed_filter()?; // reject a bad query before touching the server
+        let mut pushed = pushdown::filter(&query.filter);
+        if let Some(hazards) = pushed.hazards.take() {
+            if self.any(hazards).await? {
+                pushed.filter = Document::new();
+                pushed.exact = false;
+            }
+        }
+        if pushed.exact {
+            if let Some(page) = self.list_on_server(&pushed.filter, query).await? {
+                return Ok(page);
+            }
+        }
+        // The server narrows with what translates; the node applies the whole query.
         let docs: Vec<Document> = self
             .coll
-            .find(prefilter(&query.filter))
+            .find(pushed.filter)
             .await
             .map_err(map_error)?
             .try_collect()

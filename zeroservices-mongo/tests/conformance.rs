@@ -302,3 +302,293 @@ async fn declared_indexes_are_made_and_enforced() {
     assert!(names.len() >= 2, "indexes: {names:?}");
     store.drop_database().await.expect("drop test database");
 }
+
+mod pushdown_agrees {
+    //! Property test: lists on MongoDB (filters, sorts, pages and projections partly or wholly
+    //! run by the server) give what the memory store gives, on documents mixing every JSON
+    //! type at the queried fields.
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use serde_json::{json, Value};
+    use zeroservices_core::query::{Projection, Sort};
+    use zeroservices_core::{Collection, ListQuery, MemoryCollection};
+    use zeroservices_mongo::MongoStore;
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-3i64..3).prop_map(Value::from),
+            prop::sample::select(vec![0.5, -1.5, 2.0]).prop_map(Value::from),
+            prop::sample::select(vec!["", "a", "b", "B", "é", "a b"]).prop_map(Value::from),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => scalar(),
+            1 => prop::collection::vec(scalar(), 0..3).prop_map(Value::from),
+            1 => scalar().prop_map(|x| json!({"x": x})),
+        ]
+    }
+
+    fn doc_of(v: impl Strategy<Value = Value>) -> impl Strategy<Value = Value> {
+        prop::collection::btree_map(prop::sample::select(vec!["a", "b", "n"]), v, 0..4)
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+    }
+
+    /// Documents of one case: mixed types, or (so that whole queries run on the server) only
+    /// numbers, or only strings, at the queried fields.
+    fn numbers() -> BoxedStrategy<Value> {
+        prop_oneof![(-3i64..3).prop_map(Value::from), Just(json!(0.5))].boxed()
+    }
+
+    fn strings() -> BoxedStrategy<Value> {
+        prop::sample::select(vec!["", "a", "b", "B", "é"])
+            .prop_map(Value::from)
+            .boxed()
+    }
+
+    /// A filter on top-level fields comparing with operands of one kind.
+    fn typed_filter(operand: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
+        let path = prop::sample::select(vec!["a", "b", "n"]);
+        let op = prop::sample::select(vec!["$gt", "$gte", "$lt", "$lte", "$eq"]);
+        let leaf = (path, op, operand.clone())
+            .prop_map(|(p, op, v)| json!({ p: { op: v } }))
+            .boxed();
+        let set =
+            prop::collection::vec(operand.clone(), 0..3).prop_map(|v| json!({"a": {"$in": v}}));
+        prop_oneof![
+            leaf.clone(),
+            set,
+            operand.prop_map(|v| json!({ "n": v })),
+            (leaf.clone(), leaf.clone()).prop_map(|(x, y)| json!({"$or": [x, y]})),
+            (leaf.clone(), leaf).prop_map(|(x, y)| json!({"b": x["b"].clone(), "$nor": [y]})),
+        ]
+    }
+
+    /// Documents and a filter: mixed types with any filter, or (so that whole queries run on
+    /// the server) only numbers, or only strings, with filters comparing the same kind.
+    fn docs_and_filter() -> impl Strategy<Value = (Vec<Value>, Value)> {
+        prop_oneof![
+            (prop::collection::vec(doc_of(value()), 0..7), filter()),
+            (
+                prop::collection::vec(doc_of(numbers()), 0..7),
+                typed_filter(numbers())
+            ),
+            (
+                prop::collection::vec(doc_of(strings()), 0..7),
+                typed_filter(strings())
+            ),
+        ]
+    }
+
+    /// Operands the server can be given: numbers and strings.
+    fn typed() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (-3i64..3).prop_map(Value::from),
+            Just(json!(0.5)),
+            prop::sample::select(vec!["", "a", "b", "é"]).prop_map(Value::from),
+        ]
+    }
+
+    fn condition() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            typed(),
+            (
+                prop::sample::select(vec!["$gt", "$gte", "$lt", "$lte", "$eq"]),
+                typed()
+            )
+                .prop_map(|(op, v)| json!({ op: v })),
+            prop::collection::vec(typed(), 0..3).prop_map(|v| json!({"$in": v})),
+            scalar(),
+            value(),
+            (
+                prop::sample::select(vec!["$eq", "$gt", "$gte", "$lt", "$lte", "$ne"]),
+                scalar()
+            )
+                .prop_map(|(op, v)| json!({ op: v })),
+            (scalar(), scalar()).prop_map(|(a, b)| json!({"$gte": a, "$lt": b})),
+            prop::collection::vec(scalar(), 0..3).prop_map(|v| json!({"$in": v})),
+            prop::collection::vec(scalar(), 0..3).prop_map(|v| json!({"$nin": v})),
+            any::<bool>().prop_map(|b| json!({"$exists": b})),
+        ]
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        let path = prop::sample::select(vec!["a", "b", "n", "a.x"]);
+        (path, condition()).prop_map(|(p, c)| json!({ p: c }))
+    }
+
+    fn filter() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!({})),
+            leaf(),
+            (leaf(), leaf()).prop_map(|(x, y)| json!({"$and": [x, y]})),
+            (leaf(), leaf()).prop_map(|(x, y)| json!({"$or": [x, y]})),
+            leaf().prop_map(|x| json!({"$nor": [x]})),
+        ]
+    }
+
+    #[test]
+    fn mongo_lists_agree_with_memory() {
+        // Debug builds of the driver's futures are deep: a larger stack than a test thread's.
+        std::thread::Builder::new()
+            .stack_size(32 << 20)
+            .spawn(run)
+            .expect("thread")
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    }
+
+    fn run() {
+        let _turn = super::Turn::take();
+        let srv = super::server(&format!("zs_agree_{}", std::process::id()));
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let store = rt.block_on(MongoStore::connect(&srv.uri)).expect("connect");
+        let mut runner = TestRunner::new(Config {
+            cases: 300,
+            ..Config::default()
+        });
+        let case = std::sync::atomic::AtomicU64::new(0);
+        let strategy = (
+            docs_and_filter(),
+            prop::sample::select(vec!["", "a", "-a", "b,-n", "-n", "a.x"]),
+            0u64..3,
+            prop::option::of(0u64..4),
+            prop::sample::select(vec!["", "a", "a,n", "a.x"]),
+        );
+        let outcome = runner.run(&strategy, |((docs, f), sort, skip, limit, fields)| {
+            rt.block_on(async {
+                let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mongo = store.collection(&format!("p{n}"));
+                let memory = MemoryCollection::new();
+                for (i, d) in docs.iter().enumerate() {
+                    let id = format!("{i:02}");
+                    memory
+                        .create(Some(id.clone()), d.clone())
+                        .await
+                        .expect("memory create");
+                    mongo
+                        .create(Some(id), d.clone())
+                        .await
+                        .expect("mongo create");
+                }
+                let q = ListQuery {
+                    filter: f.clone(),
+                    sort: Sort::parse(sort).expect("sort"),
+                    skip,
+                    limit,
+                    fields: Projection::parse(fields).expect("fields"),
+                };
+                let want = format!("{:?}", memory.list(&q).await);
+                let got = format!("{:?}", mongo.list(&q).await);
+                prop_assert_eq!(
+                    want,
+                    got,
+                    "filter {} sort {:?} skip {} limit {:?} fields {:?}",
+                    f,
+                    sort,
+                    skip,
+                    limit,
+                    fields
+                );
+                Ok(())
+            })
+        });
+        let _ = rt.block_on(store.drop_database());
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
+    }
+}
+
+/// A store whose client counts the documents the server sends back (the driver's command
+/// monitoring: `find` first batches and `getMore` next batches).
+async fn counted_store(uri: &str) -> (MongoStore, Arc<AtomicU64>) {
+    use zeroservices_mongo::mongodb::event::{command::CommandEvent, EventHandler};
+    use zeroservices_mongo::mongodb::{bson::Bson, options::ClientOptions, Client};
+    let read = Arc::new(AtomicU64::new(0));
+    let counter = read.clone();
+    let mut opts = ClientOptions::parse(uri).await.expect("uri");
+    opts.command_event_handler = Some(EventHandler::callback(move |e: CommandEvent| {
+        // Counts are aggregations answering one document of their own: not counted.
+        if let CommandEvent::Succeeded(s) = e {
+            if s.command_name != "find" && s.command_name != "getMore" {
+                return;
+            }
+            if let Ok(cursor) = s.reply.get_document("cursor") {
+                for batch in ["firstBatch", "nextBatch"] {
+                    if let Some(Bson::Array(docs)) = cursor.get(batch) {
+                        counter.fetch_add(docs.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }));
+    let db = opts.default_database.clone().expect("database in the URI");
+    let client = Client::with_options(opts).expect("client");
+    (MongoStore::from_client(client, &db), read)
+}
+
+/// A filter, sort and page MongoDB can run exactly reads only the page from the server; one it
+/// cannot (a `$regex`) reads the candidates and still answers the same kind of page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_down_page_reads_only_its_documents() {
+    use serde_json::json;
+    use zeroservices_core::query::Sort;
+    use zeroservices_core::ListQuery;
+
+    let _turn = Turn::take();
+    let srv = server(&format!("zs_pushdown_{}", std::process::id()));
+    let (store, read) = counted_store(&srv.uri).await;
+    let c = store.collection("power");
+    for i in 0..300 {
+        let status = if i % 3 == 0 { "pending" } else { "done" };
+        c.create(
+            None,
+            json!({"value": i, "status": status, "name": format!("p{i}")}),
+        )
+        .await
+        .expect("create");
+    }
+    let reads = |q: ListQuery| {
+        let (c, read) = (&c, &read);
+        async move {
+            let before = read.load(Ordering::Relaxed);
+            let page = c.list(&q).await.expect("list");
+            (page, read.load(Ordering::Relaxed) - before)
+        }
+    };
+    let q = ListQuery {
+        filter: json!({"value": {"$gte": 100, "$lt": 200}, "status": "pending"}),
+        sort: Sort::parse("-value").expect("sort"),
+        skip: 2,
+        limit: Some(10),
+        ..ListQuery::default()
+    };
+    let (page, n) = reads(q).await;
+    assert_eq!(page.total, 33);
+    let values: Vec<i64> = page
+        .items
+        .iter()
+        .map(|r| r.resource_data["value"].as_i64().expect("value"))
+        .collect();
+    assert_eq!(values, (0..10).map(|k| 192 - 3 * k).collect::<Vec<_>>());
+    assert!(n <= 10, "a pushed-down page of 10 read {n} documents");
+    // Untranslatable: the server narrows with what translates (status), the node does the rest.
+    let q = ListQuery {
+        filter: json!({"status": "pending", "name": {"$regex": "^p1"}}),
+        limit: Some(5),
+        ..ListQuery::default()
+    };
+    let (page, n) = reads(q).await;
+    let want = (0..300)
+        .filter(|i| i % 3 == 0 && format!("p{i}").starts_with("p1"))
+        .count() as u64;
+    assert_eq!(page.total, want);
+    assert_eq!(page.items.len(), 5);
+    assert_eq!(n, 100, "the server sends the 100 pending documents");
+    let _ = store.drop_database().await;
+}
