@@ -25,7 +25,7 @@ const CORE_LAYERS: &[&str] = &[
 ];
 
 /// The mongo backend's modules, lowest first.
-const MONGO_LAYERS: &[&str] = &["convert", "recent", "store"];
+const MONGO_LAYERS: &[&str] = &["convert", "pushdown", "recent", "store"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

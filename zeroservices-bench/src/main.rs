@@ -10,6 +10,8 @@
 //! cargo run --release -p zeroservices-bench -- run --quick    # tiny counts (smoke test)
 //! cargo run --release -p zeroservices-bench -- mongo mongodb://127.0.0.1:27017/bench 2000
 //! cargo run --release -p zeroservices-bench -- soak 300        # bounded soak (at most 600 s)
+//! cargo run --release -p zeroservices-bench -- lists embedded 1000000
+//! cargo run --release -p zeroservices-bench -- lists mongo mongodb://127.0.0.1:27017/bench 100000
 //! ```
 
 // A faster allocator: request handling allocates many small JSON values.
@@ -17,6 +19,7 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod driver;
+mod lists;
 mod mongo;
 mod report;
 mod soak;
@@ -29,7 +32,7 @@ use anyhow::bail;
 
 fn usage() -> anyhow::Result<()> {
     bail!(
-        "usage: zeroservices-bench run [--json] [--quick]\n\
+        "usage: zeroservices-bench run [--json] [--quick] | lists embedded [N] | lists mongo URI [N]\n\
          participants: w1-service|w1-client resource|core|raw; w2-pub|w2-sub framework|raw [N];\n\
          w3-server all|all-embedded|service|api|baseline; w3-load URL METHOD PATH CONNS WARM_S SECS STATUS; w3c-client"
     )
@@ -48,6 +51,22 @@ fn main() -> anyhow::Result<()> {
             .transpose()?
             .unwrap_or(300u64);
         return driver::soak(secs.min(600));
+    }
+    if let ["lists", which, rest @ ..] = a.as_slice() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return match (*which, rest) {
+            ("embedded", rest) => {
+                let n = rest.first().map(|n| n.parse()).transpose()?;
+                rt.block_on(lists::embedded(n.unwrap_or(1_000_000)))
+            }
+            ("mongo", [uri, rest @ ..]) => {
+                let n = rest.first().map(|n| n.parse()).transpose()?;
+                rt.block_on(lists::mongo(uri, n.unwrap_or(100_000)))
+            }
+            _ => usage(),
+        };
     }
     if let ["mongo", uri, rest @ ..] = a.as_slice() {
         let n = rest.first().map(|n| n.parse()).transpose()?.unwrap_or(2000);
