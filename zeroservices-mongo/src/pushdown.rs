@@ -1,16 +1,18 @@
 //! What of a list query MongoDB runs: the translation of filters, sorts and projections into
 //! server queries, exact or not at all. docs/architecture.md ("MongoDB: what runs in the
-//! database") has the table; in short, a condition is sent to the server only where every
-//! server the suite runs on (MongoDB, and nx-27017 in the test script) gives the shared
-//! semantics:
+//! database") has the table; in short, a condition is sent to the server where MongoDB's
+//! semantics are the shared ones and the suite passes on the test server (nx-27017) too:
 //! - on a top-level field (dotted paths are rechecked in the node: nx-27017 does not descend
 //!   arrays of documents nor index arrays by position);
 //! - equality, `$eq`, `$in` with booleans, strings and numbers that are 64-bit integers or
-//!   doubles (not null: nx-27017's `{"f": null}` misses absent fields; not arrays or documents);
-//! - `$gt`/`$gte`/`$lt`/`$lte` with a number, string or boolean;
-//! - `$and` / `$or` / `$nor` of translated parts.
+//!   doubles (not null: nx-27017's `{"f": null}` misses absent fields; not arrays or documents:
+//!   MongoDB compares documents' fields in stored order);
+//! - `$gt`/`$gte`/`$lt`/`$lte` with a number, string or boolean (MongoDB compares within one
+//!   type, as the shared semantics do);
+//! - `$and` / `$or` of translated parts.
 //!
-//! Rechecked in the node: `$ne`, `$nin` (on arrays nx-27017 differs), `$exists` (its count and
+//! Rechecked in the node: `$nor` (nx-27017 does not match an absent field under it), `$ne`,
+//! `$nin` (on arrays nx-27017 differs), `$exists` (its count and
 //! find disagree), `$not` (missing), `$regex` (Rust regex syntax is not PCRE), `$text`
 //! (MongoDB needs a text index and stems words), comparisons with null, documents or arrays
 //! (the shared semantics match nothing), paths through `_id` / `_v`.
@@ -31,136 +33,141 @@ pub(crate) struct Pushed {
     pub filter: Document,
     /// It matches exactly the matches of the whole filter.
     pub exact: bool,
-    /// Documents on which a server could evaluate `filter` otherwise than the shared semantics
-    /// (`None`: there are none): a value at a compared field of another type than the value
-    /// it is compared with. A server without MongoDB's type bracketing (nx-27017 compares
-    /// `false < 1`) would match them; when one exists, the filter must not be sent.
-    pub hazards: Option<Document>,
 }
-
-/// BSON type aliases of the JSON values a field can hold.
-const TYPES: [&str; 5] = ["number", "string", "bool", "array", "object"];
 
 /// Translates what can be of a (valid) filter document.
 pub(crate) fn filter(f: &Value) -> Pushed {
-    let mut t = Translator::default();
     let mut parts = Vec::new();
     let mut exact = true;
-    t.conjuncts(f, &mut parts, &mut exact);
-    let filter = match parts.len() {
-        0 => Document::new(),
-        1 => parts.remove(0),
-        _ => doc! {"$and": parts},
-    };
-    let hazards: Vec<Bson> = t
-        .compared
-        .iter()
-        .flat_map(|(path, kind)| {
-            TYPES
-                .iter()
-                .filter(move |t| *t != kind)
-                .map(move |t| Bson::Document(doc! { path.clone(): {"$type": *t} }))
-        })
-        .collect();
+    conjuncts(f, &mut parts, &mut exact);
     Pushed {
-        filter,
+        filter: merge(parts),
         exact,
-        hazards: (!hazards.is_empty()).then(|| doc! {"$or": hazards}),
     }
 }
 
-/// Translation of one filter, remembering which fields it compares with which type.
-#[derive(Default)]
-struct Translator {
-    compared: std::collections::BTreeSet<(String, &'static str)>,
+/// One document for single-key conjuncts: the operators on one path in one operator document
+/// (the form every server plans best; nx-27017 runs `$and` in Python); what would collide
+/// (a path both equal to a value and compared, two `$or`) goes under `$and`.
+fn merge(parts: Vec<Document>) -> Document {
+    let mut merged = Document::new();
+    let mut rest = Vec::new();
+    for part in parts {
+        let mut entries = part.into_iter();
+        let (Some((k, v)), None) = (entries.next(), entries.next()) else {
+            continue; // conjuncts are single-key documents
+        };
+        match (merged.get_mut(&k), v) {
+            (None, v) => {
+                merged.insert(k, v);
+            }
+            (Some(Bson::Document(ops)), Bson::Document(more))
+                if is_ops(ops) && is_ops(&more) && more.keys().all(|o| !ops.contains_key(o)) =>
+            {
+                ops.extend(more);
+            }
+            (Some(_), v) => rest.push(doc! { k: v }),
+        }
+    }
+    if rest.is_empty() {
+        merged
+    } else {
+        rest.insert(0, merged);
+        doc! {"$and": rest}
+    }
 }
 
-impl Translator {
-    /// The translated top-level conjuncts of `f` (`$and` flattened); `exact` is cleared for
-    /// each one left out.
-    fn conjuncts(&mut self, f: &Value, out: &mut Vec<Document>, exact: &mut bool) {
-        let Some(obj) = f.as_object() else {
-            *exact = false;
-            return;
-        };
-        for (k, v) in obj {
-            if k == "$and" {
-                for sub in v.as_array().into_iter().flatten() {
-                    self.conjuncts(sub, out, exact);
-                }
+fn is_ops(d: &Document) -> bool {
+    !d.is_empty() && d.keys().all(|k| k.starts_with('$'))
+}
+
+/// The translated top-level conjuncts of `f` (`$and` flattened); `exact` is cleared for each
+/// one left out.
+fn conjuncts(f: &Value, out: &mut Vec<Document>, exact: &mut bool) {
+    let Some(obj) = f.as_object() else {
+        *exact = false;
+        return;
+    };
+    for (k, v) in obj {
+        if k == "$and" {
+            for sub in v.as_array().into_iter().flatten() {
+                conjuncts(sub, out, exact);
+            }
+            continue;
+        }
+        match entry(k, v) {
+            Some(d) => out.extend(d),
+            None => *exact = false,
+        }
+    }
+}
+
+/// A whole filter document (its conjuncts), or `None` if any part of it does not translate.
+fn whole(f: &Value) -> Option<Document> {
+    let mut parts = Vec::new();
+    for (k, v) in f.as_object()? {
+        parts.extend(entry(k, v)?);
+    }
+    Some(merge(parts))
+}
+
+/// One `key: value` of a filter document, as conjuncts.
+fn entry(k: &str, v: &Value) -> Option<Vec<Document>> {
+    match k {
+        "$and" | "$or" => {
+            let subs = v
+                .as_array()?
+                .iter()
+                .map(|s| whole(s).map(Bson::Document))
+                .collect::<Option<Vec<_>>>()?;
+            Some(vec![doc! { k: subs }])
+        }
+        k if k.starts_with('$') => None,
+        path if !pushable_path(path) => None,
+        path => condition(path, v),
+    }
+}
+
+/// The conditions on one path, one conjunct per operator.
+fn condition(path: &str, v: &Value) -> Option<Vec<Document>> {
+    if !is_operator_doc(v) {
+        return Some(vec![doc! { path: operand(v)? }]);
+    }
+    let mut parts = Vec::new();
+    for (op, arg) in v.as_object()? {
+        let b = match op.as_str() {
+            // `{"f": v}` rather than `$eq`: nx-27017's `$eq` misses array members.
+            "$eq" => {
+                parts.push(doc! { path: operand(arg)? });
                 continue;
             }
-            match self.entry(k, v) {
-                Some(d) => out.push(d),
-                None => *exact = false,
-            }
-        }
-    }
-
-    /// A whole filter document, or `None` if any part of it does not translate.
-    fn whole(&mut self, f: &Value) -> Option<Document> {
-        let mut d = Document::new();
-        for (k, v) in f.as_object()? {
-            d.extend(self.entry(k, v)?);
-        }
-        Some(d)
-    }
-
-    /// One `key: value` of a filter document.
-    fn entry(&mut self, k: &str, v: &Value) -> Option<Document> {
-        match k {
-            "$and" | "$or" | "$nor" => {
-                let subs = v
-                    .as_array()?
+            "$gt" | "$gte" | "$lt" | "$lte" => operand(arg)?,
+            "$in" => Bson::Array(
+                arg.as_array()?
                     .iter()
-                    .map(|s| self.whole(s).map(Bson::Document))
-                    .collect::<Option<Vec<_>>>()?;
-                Some(doc! { k: subs })
-            }
-            k if k.starts_with('$') => None,
-            path if !pushable_path(path) => None,
-            path => Some(doc! { path: self.condition(path, v)? }),
-        }
-    }
-
-    /// The condition on one path: an operator document or a value to equal.
-    fn condition(&mut self, path: &str, v: &Value) -> Option<Bson> {
-        if !is_operator_doc(v) {
-            return self.operand(path, v);
-        }
-        let mut d = Document::new();
-        for (op, arg) in v.as_object()? {
-            let b = match op.as_str() {
-                "$eq" | "$gt" | "$gte" | "$lt" | "$lte" => self.operand(path, arg)?,
-                "$in" => Bson::Array(
-                    arg.as_array()?
-                        .iter()
-                        .map(|a| self.operand(path, a))
-                        .collect::<Option<Vec<_>>>()?,
-                ),
-                _ => return None,
-            };
-            d.insert(op.clone(), b);
-        }
-        Some(Bson::Document(d))
-    }
-
-    /// A value compared with the field `path` (for equality or order): a boolean, a string or
-    /// a number that is a 64-bit integer or a double.
-    fn operand(&mut self, path: &str, v: &Value) -> Option<Bson> {
-        let (b, kind) = match v {
-            Value::Bool(b) => (Bson::Boolean(*b), "bool"),
-            Value::String(s) => (Bson::String(s.clone()), "string"),
-            Value::Number(n) => match (n.as_i64(), n.is_f64()) {
-                (Some(i), _) => (Bson::Int64(i), "number"),
-                (None, true) => (Bson::Double(n.as_f64()?), "number"),
-                // An integer beyond i64 would become an inexact double.
-                (None, false) => return None,
-            },
-            Value::Null | Value::Array(_) | Value::Object(_) => return None,
+                    .map(operand)
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            _ => return None,
         };
-        self.compared.insert((path.to_owned(), kind));
-        Some(b)
+        parts.push(doc! { path: { op.clone(): b } });
+    }
+    Some(parts)
+}
+
+/// A value compared with a field (for equality or order): a boolean, a string or a number that
+/// is a 64-bit integer or a double.
+fn operand(v: &Value) -> Option<Bson> {
+    match v {
+        Value::Bool(b) => Some(Bson::Boolean(*b)),
+        Value::String(s) => Some(Bson::String(s.clone())),
+        Value::Number(n) => match (n.as_i64(), n.is_f64()) {
+            (Some(i), _) => Some(Bson::Int64(i)),
+            (None, true) => n.as_f64().map(Bson::Double),
+            // An integer beyond i64 would become an inexact double.
+            (None, false) => None,
+        },
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
     }
 }
 
@@ -231,37 +238,28 @@ mod tests {
         assert!(p.exact);
         assert_eq!(
             p.filter,
-            doc! {"$and": [
-                {"status": "pending"},
-                {"value": {"$gt": 3_i64, "$lte": 9.5}},
-            ]}
+            doc! {"status": "pending", "value": {"$gt": 3_i64, "$lte": 9.5}}
         );
         let p = pushed(json!({"tags": {"$in": ["a", 2, true]}, "ok": {"$eq": false}}));
         assert!(p.exact);
         assert_eq!(
             p.filter,
-            doc! {"$and": [{"tags": {"$in": ["a", 2_i64, true]}}, {"ok": {"$eq": false}}]}
+            doc! {"tags": {"$in": ["a", 2_i64, true]}, "ok": false}
         );
         let p = pushed(json!({"$or": [{"a": 1}, {"b": {"$lt": "m"}}], "$nor": [{"c": 2}]}));
-        assert!(p.exact);
+        assert!(!p.exact, "$nor stays in the node");
+        assert_eq!(p.filter, doc! {"$or": [{"a": 1_i64}, {"b": {"$lt": "m"}}]});
+        let p = pushed(json!({}));
+        assert_eq!((p.filter, p.exact), (doc! {}, true));
+        let p = pushed(json!({"$or": [{"v": {"$gt": 1, "$lt": 5}}, {"w": "x"}]}));
         assert_eq!(
             p.filter,
-            doc! {"$and": [
-                {"$or": [{"a": 1_i64}, {"b": {"$lt": "m"}}]},
-                {"$nor": [{"c": 2_i64}]},
-            ]}
+            doc! {"$or": [{"v": {"$gt": 1_i64, "$lt": 5_i64}}, {"w": "x"}]}
         );
-        let p = pushed(json!({}));
-        assert_eq!((p.filter, p.exact, p.hazards), (doc! {}, true, None));
-        let p = pushed(json!({"n": {"$lt": 1}}));
+        let p = pushed(json!({"v": {"$eq": 2, "$gt": 1}, "$and": [{"v": {"$lt": 5}}]}));
         assert_eq!(
-            p.hazards,
-            Some(doc! {"$or": [
-                {"n": {"$type": "string"}},
-                {"n": {"$type": "bool"}},
-                {"n": {"$type": "array"}},
-                {"n": {"$type": "object"}},
-            ]})
+            p.filter,
+            doc! {"$and": [{"v": 2_i64}, {"v": {"$gt": 1_i64}}, {"v": {"$lt": 5_i64}}]}
         );
     }
 
@@ -298,10 +296,7 @@ mod tests {
         }
         let p = pushed(json!({"$and": [{"a": 1}, {"b": {"$regex": "x"}}], "c": {"$gte": "k"}}));
         assert!(!p.exact);
-        assert_eq!(
-            p.filter,
-            doc! {"$and": [{"a": 1_i64}, {"c": {"$gte": "k"}}]}
-        );
+        assert_eq!(p.filter, doc! {"a": 1_i64, "c": {"$gte": "k"}});
     }
 
     #[test]

@@ -12,7 +12,7 @@ use mongodb::{Client, Database, IndexModel};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use zeroservices_core::query::{ListQuery, Update};
-use zeroservices_core::resources::{list_in_memory, validate_data, validate_id};
+use zeroservices_core::resources::{list_in_memory_by, validate_data, validate_id};
 use zeroservices_core::{Collection, Error, ListPage, Resource, Result};
 
 use crate::convert::{id_filter, map_error, to_document, to_resource, VERSION};
@@ -234,6 +234,28 @@ impl MongoCollection {
 }
 
 impl MongoCollection {
+    /// How many documents match `filter`: the `count` command with the filter (exact on sharded
+    /// clusters since MongoDB 4.0, and run by nx-27017's query engine), or an aggregation for
+    /// the empty filter (`count` without one reads metadata, which may be off).
+    async fn count(&self, filter: &Document) -> Result<u64> {
+        if filter.is_empty() {
+            return self.coll.count_documents(doc! {}).await.map_err(map_error);
+        }
+        let reply = self
+            .coll
+            .client()
+            .database(&self.coll.namespace().db)
+            .run_command(doc! {"count": self.coll.name(), "query": filter.clone()})
+            .await
+            .map_err(map_error)?;
+        match reply.get("n") {
+            Some(Bson::Int32(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+            Some(Bson::Int64(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+            Some(Bson::Double(n)) if *n >= 0.0 => Ok(*n as u64),
+            _ => Err(Error::Storage(format!("count answered {reply}"))),
+        }
+    }
+
     /// Whether some document matches `filter` (reads at most one id).
     async fn any(&self, filter: Document) -> Result<bool> {
         let found = self
@@ -246,9 +268,9 @@ impl MongoCollection {
     }
 
     /// Runs a query whose filter translated exactly on the server: sort, skip, limit, projection
-    /// and count too, so the node reads only the page. `None` when the server could order the
-    /// matches differently from the shared order (see [`pushdown::sort_hazards`], and string ids
-    /// mixed with others, which MongoDB orders by kind first and the shared order as strings).
+    /// and count too, so the node reads only the page (ties by `_id`, in MongoDB's order). `None`
+    /// when the server could order the matches differently from the shared order (see
+    /// [`pushdown::sort_hazards`]).
     async fn list_on_server(
         &self,
         filter: &Document,
@@ -257,23 +279,12 @@ impl MongoCollection {
         let Some(sort) = pushdown::sort(&query.sort) else {
             return Ok(None);
         };
-        let and = |extra: Document| doc! {"$and": [filter.clone(), extra]};
         if let Some(hazards) = pushdown::sort_hazards(&query.sort) {
-            if self.any(and(hazards)).await? {
+            if self.any(doc! {"$and": [filter.clone(), hazards]}).await? {
                 return Ok(None);
             }
         }
-        let count =
-            |f: Document| async move { self.coll.count_documents(f).await.map_err(map_error) };
-        let total = count(filter.clone()).await?;
-        if total > 0 {
-            // Ids of one kind order alike on the server (strings bytewise, ObjectIds by their
-            // bytes, as their hex) and in the node; mixed, the server puts strings first.
-            let strings = count(and(doc! {"_id": {"$type": "string"}})).await?;
-            if strings != 0 && strings != total {
-                return Ok(None);
-            }
-        }
+        let total = self.count(filter).await?;
         let limit = query
             .limit
             .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
@@ -310,6 +321,23 @@ impl MongoCollection {
     }
 }
 
+/// The rank of an `_id`'s BSON type in MongoDB's order (numbers, strings, documents, arrays,
+/// binary data, ObjectIds, booleans, dates, ...).
+fn id_kind(id: &Bson) -> u8 {
+    match id {
+        Bson::Null => 0,
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 1,
+        Bson::String(_) | Bson::Symbol(_) => 2,
+        Bson::Document(_) => 3,
+        Bson::Array(_) => 4,
+        Bson::Binary(_) => 5,
+        Bson::ObjectId(_) => 7,
+        Bson::Boolean(_) => 8,
+        Bson::DateTime(_) => 9,
+        _ => 10,
+    }
+}
+
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("resource {id:?} not found"))
 }
@@ -319,13 +347,7 @@ impl Collection for MongoCollection {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         self.ensure_indexes().await?;
         query.parsed_filter()?; // reject a bad query before touching the server
-        let mut pushed = pushdown::filter(&query.filter);
-        if let Some(hazards) = pushed.hazards.take() {
-            if self.any(hazards).await? {
-                pushed.filter = Document::new();
-                pushed.exact = false;
-            }
-        }
+        let pushed = pushdown::filter(&query.filter);
         if pushed.exact {
             if let Some(page) = self.list_on_server(&pushed.filter, query).await? {
                 return Ok(page);
@@ -340,14 +362,23 @@ impl Collection for MongoCollection {
             .try_collect()
             .await
             .map_err(map_error)?;
+        let mut kinds = std::collections::HashMap::with_capacity(docs.len());
         let rows = docs
             .into_iter()
-            .map(to_resource)
+            .map(|d| {
+                let kind = d.get("_id").map_or(0, id_kind);
+                let r = to_resource(d)?;
+                kinds.insert(r.resource_id.clone(), kind);
+                Ok(r)
+            })
             .collect::<Result<Vec<_>>>()?;
-        list_in_memory(
+        // Ties in MongoDB's order of `_id`, as on the server: by kind, then by value.
+        let key = |id: &str| (kinds.get(id).copied().unwrap_or(0), id.to_owned());
+        list_in_memory_by(
             rows.iter()
                 .map(|r| (r.resource_id.as_str(), &r.resource_data)),
             query,
+            |a, b| key(a).cmp(&key(b)),
         )
     }
 

@@ -97,6 +97,11 @@ impl Sort {
 
     /// Compares two resources' data by this order (ties broken by `id_a`/`id_b`).
     pub fn compare(&self, a: &Value, id_a: &str, b: &Value, id_b: &str) -> std::cmp::Ordering {
+        self.compare_data(a, b).then_with(|| id_a.cmp(id_b))
+    }
+
+    /// Compares two resources' data by this order's keys only (`Equal` on a tie).
+    pub fn compare_data(&self, a: &Value, b: &Value) -> std::cmp::Ordering {
         for k in &self.0 {
             let va = path::first(a, &k.path);
             let vb = path::first(b, &k.path);
@@ -106,7 +111,7 @@ impl Sort {
                 return o;
             }
         }
-        id_a.cmp(id_b)
+        std::cmp::Ordering::Equal
     }
 }
 

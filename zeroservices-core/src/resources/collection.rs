@@ -102,10 +102,21 @@ pub fn list_in_memory<'a>(
     items: impl Iterator<Item = (&'a str, &'a Value)>,
     query: &ListQuery,
 ) -> Result<ListPage> {
+    list_in_memory_by(items, query, str::cmp)
+}
+
+/// [`list_in_memory`] with ties (and lists without a sort) ordered by `ids` instead of by the
+/// ids' text: for a store whose own order of ids is another (MongoDB orders string ids before
+/// ObjectIds), so that what it evaluates itself and what its server evaluates agree.
+pub fn list_in_memory_by<'a>(
+    items: impl Iterator<Item = (&'a str, &'a Value)>,
+    query: &ListQuery,
+    ids: impl Fn(&str, &str) -> std::cmp::Ordering,
+) -> Result<ListPage> {
     let filter = query.parsed_filter()?;
     let mut hits: Vec<(&str, &Value)> = items.filter(|(_, d)| filter.matches(d)).collect();
     let total = hits.len() as u64;
-    hits.sort_by(|(ia, a), (ib, b)| query.sort.compare(a, ia, b, ib));
+    hits.sort_by(|(ia, a), (ib, b)| query.sort.compare_data(a, b).then_with(|| ids(ia, ib)));
     let skip = usize::try_from(query.skip).unwrap_or(usize::MAX);
     let limit = query
         .limit

@@ -7,7 +7,8 @@ mod collection;
 mod schema;
 
 pub use self::collection::{
-    generate_id, list_in_memory, validate_data, validate_id, Collection, ListPage, Resource,
+    generate_id, list_in_memory, list_in_memory_by, validate_data, validate_id, Collection,
+    ListPage, Resource,
 };
 pub use self::schema::Schema;
 
