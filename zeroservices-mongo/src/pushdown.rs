@@ -24,7 +24,7 @@ use mongodb::bson::{doc, Bson, Document};
 use serde_json::Value;
 
 use crate::convert::VERSION;
-use zeroservices_core::query::{Projection, Sort};
+use zeroservices_core::query::{nesting, Projection, Sort, MAX_NESTING};
 
 /// A filter as sent to the server.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +223,88 @@ pub(crate) fn projection(p: &Projection) -> Option<Document> {
     Some(d)
 }
 
+/// A patch MongoDB applies itself in one atomic write.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServerUpdate {
+    /// Added to the document's id filter: where the document does not match it, the server
+    /// would do otherwise than the shared semantics (`$inc` of a non-number, of an absent or
+    /// null field, or past the 64-bit range), and the node applies the patch itself.
+    pub guard: Document,
+    /// The server's update, with `$inc` of the version field.
+    pub update: Document,
+}
+
+/// The server's form of an update (in operator form), when its operators mean there what they
+/// mean in the shared semantics: `$set` (of values without booleans) and `$unset` of top-level
+/// fields, `$inc` of a top-level field by a 64-bit integer. `$push`, `$addToSet`, `$pull`,
+/// dotted paths and `$inc` by a fraction stay compare-and-swap writes applied by the node.
+pub(crate) fn update(doc: &Value) -> Option<ServerUpdate> {
+    let (mut set, mut unset, mut inc, mut guard) = (
+        Document::new(),
+        Document::new(),
+        Document::new(),
+        Document::new(),
+    );
+    for (op, fields) in doc.as_object()? {
+        for (path, arg) in fields.as_object()? {
+            if !pushable_path(path) {
+                return None;
+            }
+            match op.as_str() {
+                "$set" if nesting(arg) < MAX_NESTING => {
+                    set.insert(path.clone(), stored(arg)?);
+                }
+                "$unset" => {
+                    unset.insert(path.clone(), "");
+                }
+                "$inc" => {
+                    let by = arg.as_i64()?;
+                    // MongoDB compares numbers only with numbers: the guard also says "a number".
+                    let room = if by >= 0 {
+                        doc! {"$lte": i64::MAX - by}
+                    } else {
+                        doc! {"$gte": i64::MIN - by}
+                    };
+                    guard.insert(path.clone(), room);
+                    inc.insert(path.clone(), by);
+                }
+                _ => return None,
+            }
+        }
+    }
+    inc.insert(VERSION, 1_i64);
+    let mut update = doc! {"$inc": inc};
+    if !set.is_empty() {
+        update.insert("$set", set);
+    }
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
+    }
+    Some(ServerUpdate { guard, update })
+}
+
+/// A JSON value as stored, when storing it is exact: numbers that are 64-bit integers or
+/// doubles, field names the server takes as they are (no leading `$`, no `.`), and no
+/// booleans (nx-27017 stores a boolean given to `$set` as a number).
+fn stored(v: &Value) -> Option<Bson> {
+    Some(match v {
+        Value::Null => Bson::Null,
+        Value::Bool(_) => return None,
+        Value::Array(items) => Bson::Array(items.iter().map(stored).collect::<Option<_>>()?),
+        Value::Object(o) => {
+            let mut d = Document::new();
+            for (k, x) in o {
+                if k.starts_with('$') || k.contains('.') {
+                    return None;
+                }
+                d.insert(k.clone(), stored(x)?);
+            }
+            Bson::Document(d)
+        }
+        scalar => operand(scalar)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +403,35 @@ mod tests {
         );
         assert_eq!(projection(&Projection::parse("addr.city").unwrap()), None);
         assert_eq!(projection(&Projection::default()), None);
+    }
+
+    #[test]
+    fn updates_the_server_applies() {
+        let u = update(&json!({"$set": {"status": "done", "r": {"x": [1, null]}}, "$inc": {"n": 2}, "$unset": {"old": ""}}))
+            .expect("pushed");
+        assert_eq!(u.guard, doc! {"n": {"$lte": i64::MAX - 2}});
+        assert_eq!(
+            u.update,
+            doc! {
+                "$inc": {"n": 2_i64, "_v": 1_i64},
+                "$set": {"status": "done", "r": {"x": [1_i64, Bson::Null]}},
+                "$unset": {"old": ""},
+            }
+        );
+        let u = update(&json!({"$inc": {"n": -1}})).expect("pushed");
+        assert_eq!(u.guard, doc! {"n": {"$gte": i64::MIN + 1}});
+        for kept in [
+            json!({"$inc": {"n": 0.5}}),
+            json!({"$set": {"a.b": 1}}),
+            json!({"$set": {"_v": 1}}),
+            json!({"$set": {"a": {"$x": 1}}}),
+            json!({"$set": {"a": 18446744073709551615u64}}),
+            json!({"$set": {"a": [true]}}),
+            json!({"$push": {"a": 1}}),
+            json!({"$pull": {"a": 1}}),
+            json!({"$addToSet": {"a": 1}}),
+        ] {
+            assert_eq!(update(&kept), None, "{kept}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Database, IndexModel};
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -54,7 +54,7 @@ impl MongoStore {
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// use zeroservices_mongo::mongodb::{self, event::{command::CommandEvent, EventHandler}};
-    /// use mongodb::options::ClientOptions;
+    /// use mongodb::options::{ClientOptions, ReturnDocument};
     ///
     /// let mut opts = ClientOptions::parse("mongodb://127.0.0.1:27017").await?;
     /// opts.command_event_handler = Some(EventHandler::callback(|e: CommandEvent| {
@@ -256,6 +256,41 @@ impl MongoCollection {
         }
     }
 
+    /// Applies a patch with the server's update operators in one atomic write, when they mean
+    /// what the shared semantics mean ([`pushdown::update`]) and no check must see the result
+    /// first. `None`: the node applies it (the document is absent, a guard did not hold, or the
+    /// server refused what the node may still accept).
+    async fn patch_on_server(&self, id: &str, update: &Update) -> Result<Option<Resource>> {
+        if update.is_checked() {
+            return Ok(None);
+        }
+        let Some(pushed) = pushdown::update(update.document()) else {
+            return Ok(None);
+        };
+        let mut filter = id_filter(id);
+        filter.extend(pushed.guard);
+        let after = self
+            .coll
+            .find_one_and_update(filter, pushed.update)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(map_error);
+        let d = match after {
+            Ok(Some(d)) => d,
+            Ok(None) | Err(Error::BadRequest(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let at = Stored {
+            id: d.get("_id").cloned().unwrap_or(Bson::Null),
+            version: version_of(&d),
+        };
+        let mut r = to_resource(d)?;
+        r.resource_id = id.to_owned();
+        let data = r.resource_data.clone();
+        self.recent_lock().remember(id, Known { at, data });
+        Ok(Some(r))
+    }
+
     /// Whether some document matches `filter` (reads at most one id).
     async fn any(&self, filter: Document) -> Result<bool> {
         let found = self
@@ -452,6 +487,9 @@ impl Collection for MongoCollection {
 
     async fn patch(&self, id: &str, update: &Update) -> Result<Resource> {
         self.ensure_indexes().await?;
+        if let Some(r) = self.patch_on_server(id, update).await? {
+            return Ok(r);
+        }
         // First from the remembered state (one round trip when nobody else wrote since).
         let remembered = self.recent_lock().get(id);
         if let Some(Known { at, mut data }) = remembered {

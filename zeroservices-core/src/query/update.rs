@@ -162,6 +162,12 @@ impl Update {
         &self.doc
     }
 
+    /// Whether the updated document must pass a check ([`Update::with_check`]): a store must
+    /// then apply the update itself, where it can run the check before writing.
+    pub fn is_checked(&self) -> bool {
+        self.check.is_some()
+    }
+
     /// Applies the update to `data` (which must be an object). On error `data` is unchanged.
     pub fn apply(&self, data: &mut Value) -> Result<()> {
         let mut work = data.clone();
