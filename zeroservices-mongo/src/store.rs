@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use mongodb::bson::raw::{RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Database, IndexModel};
@@ -15,7 +16,7 @@ use zeroservices_core::query::{ListQuery, Update};
 use zeroservices_core::resources::{list_in_memory_by, validate_data, validate_id};
 use zeroservices_core::{Collection, Error, ListPage, Resource, Result};
 
-use crate::convert::{id_filter, map_error, to_document, to_resource, VERSION};
+use crate::convert::{id_filter, json_to_raw, map_error, raw_to_resource, to_document, VERSION};
 use crate::pushdown;
 use crate::recent::{Known, Recent, Stored, DEFAULT_RECENT};
 
@@ -80,6 +81,7 @@ impl MongoStore {
     pub fn collection(&self, name: &str) -> MongoCollection {
         MongoCollection {
             coll: self.db.collection(name),
+            raw: self.db.collection(name),
             indexes: Vec::new(),
             indexes_made: Arc::new(OnceCell::new()),
             cache: Arc::new(Mutex::new(Recent::new(DEFAULT_RECENT))),
@@ -107,6 +109,10 @@ impl MongoStore {
 #[derive(Debug, Clone)]
 pub struct MongoCollection {
     coll: mongodb::Collection<Document>,
+    /// The same collection, read and written as raw BSON: documents nest up to
+    /// `MAX_NESTING` levels, and the driver's recursive conversions to `Document` need more
+    /// stack than a worker thread has at that depth (see `convert::raw_to_json`).
+    raw: mongodb::Collection<RawDocumentBuf>,
     indexes: Vec<IndexModel>,
     /// Set once the declared indexes exist (made before the first list, create or patch).
     indexes_made: Arc<OnceCell<()>>,
@@ -117,13 +123,35 @@ pub struct MongoCollection {
 /// Read–apply–write attempts of one patch before it answers `Conflict`.
 const PATCH_ATTEMPTS: u32 = 32;
 
-fn version_of(d: &Document) -> Option<i64> {
-    match d.get(VERSION) {
-        Some(Bson::Int64(v)) => Some(*v),
-        Some(Bson::Int32(v)) => Some(i64::from(*v)),
-        Some(Bson::Double(v)) if v.fract() == 0.0 => Some(*v as i64),
+fn version_of(d: &RawDocument) -> Option<i64> {
+    match d.get(VERSION).ok().flatten() {
+        Some(RawBsonRef::Int64(v)) => Some(v),
+        Some(RawBsonRef::Int32(v)) => Some(i64::from(v)),
+        Some(RawBsonRef::Double(v)) if v.fract() == 0.0 => Some(v as i64),
         _ => None,
     }
+}
+
+/// A stored document read: what a compare-and-swap write needs of it, and the resource.
+fn read(d: &RawDocument) -> Result<(Stored, Resource)> {
+    let (r, id) = raw_to_resource(d)?;
+    Ok((
+        Stored {
+            id,
+            version: version_of(d),
+        },
+        r,
+    ))
+}
+
+/// `data` as a stored document with `_id` and the version field.
+fn stored_document(data: &Value, id: &Bson, version: i64) -> Result<RawDocumentBuf> {
+    let mut d = json_to_raw(data)?;
+    let id = RawBson::try_from(id.clone())
+        .map_err(|e| Error::Internal(format!("cannot encode _id: {e}")))?;
+    d.append("_id", id);
+    d.append(VERSION, version);
+    Ok(d)
 }
 
 impl MongoCollection {
@@ -167,17 +195,15 @@ impl MongoCollection {
     /// Writes `data` as the next version of the document `at`, if it is still at that version.
     /// `Ok(None)` when it changed (or went) meanwhile.
     async fn write_next(&self, id: &str, at: &Stored, data: Value) -> Result<Option<Resource>> {
-        let mut next = to_document(&data)?;
         let version = at.version.unwrap_or(0) + 1;
-        next.insert("_id", at.id.clone());
-        next.insert(VERSION, version);
+        let next = stored_document(&data, &at.id, version)?;
         let mut filter = doc! {"_id": at.id.clone()};
         match at.version {
             Some(v) => filter.insert(VERSION, v),
             None => filter.insert(VERSION, doc! {"$exists": false}),
         };
         let r = self
-            .coll
+            .raw
             .replace_one(filter, next)
             .await
             .map_err(map_error)?;
@@ -203,16 +229,12 @@ impl MongoCollection {
     /// Reads a document: what a compare-and-swap write needs of it, and the resource.
     async fn fetch(&self, id: &str) -> Result<(Stored, Resource)> {
         let d = self
-            .coll
+            .raw
             .find_one(id_filter(id))
             .await
             .map_err(map_error)?
             .ok_or_else(|| not_found(id))?;
-        let at = Stored {
-            id: d.get("_id").cloned().unwrap_or(Bson::Null),
-            version: version_of(&d),
-        };
-        Ok((at, to_resource(d)?))
+        read(&d)
     }
 
     /// Makes the declared indexes now (idempotent; also done before the first write).
@@ -270,7 +292,7 @@ impl MongoCollection {
         let mut filter = id_filter(id);
         filter.extend(pushed.guard);
         let after = self
-            .coll
+            .raw
             .find_one_and_update(filter, pushed.update)
             .return_document(ReturnDocument::After)
             .await
@@ -280,11 +302,7 @@ impl MongoCollection {
             Ok(None) | Err(Error::BadRequest(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let at = Stored {
-            id: d.get("_id").cloned().unwrap_or(Bson::Null),
-            version: version_of(&d),
-        };
-        let mut r = to_resource(d)?;
+        let (at, mut r) = read(&d)?;
         r.resource_id = id.to_owned();
         let data = r.resource_data.clone();
         self.recent_lock().remember(id, Known { at, data });
@@ -330,7 +348,7 @@ impl MongoCollection {
             }));
         }
         let mut find = self
-            .coll
+            .raw
             .find(filter.clone())
             .sort(sort)
             .skip(query.skip)
@@ -338,16 +356,16 @@ impl MongoCollection {
         if let Some(p) = pushdown::projection(&query.fields) {
             find = find.projection(p);
         }
-        let docs: Vec<Document> = find
+        let docs: Vec<RawDocumentBuf> = find
             .await
             .map_err(map_error)?
             .try_collect()
             .await
             .map_err(map_error)?;
         let items = docs
-            .into_iter()
+            .iter()
             .map(|d| {
-                let mut r = to_resource(d)?;
+                let (mut r, _) = raw_to_resource(d)?;
                 r.resource_data = query.fields.apply(r.resource_data);
                 Ok(r)
             })
@@ -389,8 +407,8 @@ impl Collection for MongoCollection {
             }
         }
         // The server narrows with what translates; the node applies the whole query.
-        let docs: Vec<Document> = self
-            .coll
+        let docs: Vec<RawDocumentBuf> = self
+            .raw
             .find(pushed.filter)
             .await
             .map_err(map_error)?
@@ -399,11 +417,10 @@ impl Collection for MongoCollection {
             .map_err(map_error)?;
         let mut kinds = std::collections::HashMap::with_capacity(docs.len());
         let rows = docs
-            .into_iter()
+            .iter()
             .map(|d| {
-                let kind = d.get("_id").map_or(0, id_kind);
-                let r = to_resource(d)?;
-                kinds.insert(r.resource_id.clone(), kind);
+                let (r, stored_id) = raw_to_resource(d)?;
+                kinds.insert(r.resource_id.clone(), id_kind(&stored_id));
                 Ok(r)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -430,13 +447,11 @@ impl Collection for MongoCollection {
                 "{VERSION} is reserved in the MongoDB store"
             )));
         }
-        let mut d = to_document(&data)?;
         // A random first version: a document recreated under the same id never takes a
         // version that another node may still remember from the deleted one (a patch from
         // that stale copy would otherwise match and bring the old data back). Below 2^52,
         // so versions stay exact in any JSON reader and can grow.
         let first = rand::Rng::gen_range(&mut rand::thread_rng(), 1..(1i64 << 52));
-        d.insert(VERSION, first);
         let (id, stored_id) = match id {
             Some(id) => {
                 validate_id(&id)?;
@@ -452,16 +467,15 @@ impl Collection for MongoCollection {
                 {
                     return Err(Error::Conflict(format!("resource {id:?} already exists")));
                 }
-                d.insert("_id", Bson::String(id.clone()));
                 (id.clone(), Bson::String(id))
             }
             None => {
                 let oid = ObjectId::new();
-                d.insert("_id", Bson::ObjectId(oid));
                 (oid.to_hex(), Bson::ObjectId(oid))
             }
         };
-        self.coll.insert_one(d).await.map_err(map_error)?;
+        let d = stored_document(&data, &stored_id, first)?;
+        self.raw.insert_one(d).await.map_err(map_error)?;
         self.recent_lock().remember(
             &id,
             Known {
