@@ -5,7 +5,8 @@
 //! suite (`zeroservices-testkit`, one test per case).
 //!
 //! # Layout
-//! - `store`: [`MongoStore`] (client + database) and [`MongoCollection`] (the `Collection` impl).
+//! - `store`: [`MongoStore`] (client + database) and [`MongoCollection`] (the `Collection` impl);
+//!   `store/server.rs`: what the server runs (pushed-down lists, counts, server-side patches).
 //! - `pushdown`: what of a list query MongoDB runs (filters, sorts, projections translated
 //!   exactly, or left to the node).
 //! - `recent`: the documents a collection remembers for one-round-trip patches.
