@@ -94,16 +94,24 @@ fn a_killed_provider_is_answered_503_at_once_until_it_returns() {
 fn peers_that_come_and_go_never_wedge_a_node() {
     let router = free_port();
     let _svc = provider(router);
-    for i in 0..25 {
-        let out = Command::new(bin())
-            .args(["nodes", "--json", "--wait", "0.5", "--heartbeat-ms", "200"])
-            .args(["--discovery", &format!("static:127.0.0.1:{router}")])
-            .output()
-            .expect("nodes");
-        let listed = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            listed.contains("\"svc\""),
-            "peer {i} did not find the node: {listed}"
-        );
-    }
+    // 25 short-lived peers, five at a time.
+    std::thread::scope(|s| {
+        for group in 0..5 {
+            s.spawn(move || {
+                for k in 0..5 {
+                    let out = Command::new(bin())
+                        .args(["nodes", "--json", "--wait", "0.5", "--heartbeat-ms", "200"])
+                        .args(["--discovery", &format!("static:127.0.0.1:{router}")])
+                        .output()
+                        .expect("nodes");
+                    let listed = String::from_utf8_lossy(&out.stdout);
+                    assert!(
+                        listed.contains("\"svc\""),
+                        "peer {} did not find the node: {listed}",
+                        group * 5 + k
+                    );
+                }
+            });
+        }
+    });
 }
