@@ -1274,3 +1274,76 @@ fn queries_and_metrics_are_bounded() {
 fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+/// The original Python ZeroServices' clients work unchanged: the FOSDEM React page's
+/// `join`/`leave`, the HTTP client's `{"patch": {...}}` bodies, routes with a trailing slash;
+/// and an envelope with the wrong types is a 400, not data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_originals_clients_work_unchanged() {
+    let c = tokio::task::block_in_place(|| Cluster::start(&[]));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&c.ws).await.expect("ws");
+    ws.send(Message::text(
+        r#"{"type":"join","data":{"topics":["power"]}}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    let base = c.base.clone();
+    let blocking = move |method: &'static str, path: String, body: Option<Value>| {
+        let url = format!("{base}{path}");
+        tokio::task::block_in_place(|| {
+            let body = body.map(|b| b.to_string());
+            call(method, &url, body.as_deref().map(str::as_bytes), &[])
+        })
+    };
+    // POST with a trailing slash creates; the event's `data` is what the page reads.
+    let r = blocking(
+        "POST",
+        "/power/".into(),
+        Some(json!({"resource_id": "o1", "resource_data": {"value": 1}})),
+    );
+    assert_eq!(r.0, 201, "{r:?}");
+    let msg = next_json(&mut ws).await;
+    let data = &msg["data"];
+    assert_eq!(
+        (
+            &data["action"],
+            &data["resource_id"],
+            &data["resource_data"]
+        ),
+        (&json!("create"), &json!("o1"), &json!({"value": 1})),
+        "{msg}"
+    );
+    // The original's PATCH body: the update document under "patch".
+    let r = blocking(
+        "PATCH",
+        "/power/o1/".into(),
+        Some(json!({"patch": {"$set": {"value": 2}}})),
+    );
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(r.2["resource_data"], json!({"value": 2}), "{r:?}");
+    let msg = next_json(&mut ws).await;
+    assert_eq!(msg["data"]["action"], "patch");
+    assert_eq!(msg["data"]["patch"], json!({"$set": {"value": 2}}));
+    let r = blocking("GET", "/power/".into(), None);
+    assert_eq!(r.0, 200);
+    assert!(r.2.as_array().is_some_and(|a| a.len() == 1), "{r:?}");
+    assert_eq!(blocking("GET", "/power/o1/".into(), None).0, 200);
+    // A malformed envelope is refused, not stored as data.
+    let r = blocking(
+        "POST",
+        "/power".into(),
+        Some(json!({"resource_id": "x", "resource_data": 5})),
+    );
+    assert_error(&r, 400, "bad_request");
+    // `leave` stops the events.
+    ws.send(Message::text(
+        r#"{"type":"leave","data":{"topics":["power"]}}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "unsubscribed");
+    assert_eq!(blocking("DELETE", "/power/o1".into(), None).0, 204);
+    let quiet = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+    assert!(quiet.is_err(), "an event after leave: {quiet:?}");
+}

@@ -178,15 +178,13 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/realtime", get(realtime::handler))
+        // Each route also with a trailing slash, as the original's clients send them.
         .route("/{c}", get(rest::list).post(rest::create))
-        .route(
-            "/{c}/{id}",
-            get(rest::resource)
-                .patch(rest::resource)
-                .delete(rest::resource)
-                .post(rest::resource),
-        )
+        .route("/{c}/", get(rest::list).post(rest::create))
+        .route("/{c}/{id}", resource_routes())
+        .route("/{c}/{id}/", resource_routes())
         .route("/{c}/{id}/{action}", post(rest::resource_action))
+        .route("/{c}/{id}/{action}/", post(rest::resource_action))
         .fallback(rest::fallback)
         .with_state(st)
         .layer(DefaultBodyLimit::max(cfg.body_limit))
@@ -228,4 +226,12 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// `GET`/`PATCH`/`DELETE`/`POST` on `/{c}/{id}`.
+fn resource_routes() -> axum::routing::MethodRouter<AppState> {
+    get(rest::resource)
+        .patch(rest::resource)
+        .delete(rest::resource)
+        .post(rest::resource)
 }

@@ -183,6 +183,19 @@ enum ClientMessage {
         token: String,
     },
     Ping,
+    /// The original's `{"type":"join","data":{"topics":[...]}}`: subscribe.
+    Join {
+        data: Topics,
+    },
+    /// The original's `{"type":"leave","data":{"topics":[...]}}`: unsubscribe.
+    Leave {
+        data: Topics,
+    },
+}
+
+#[derive(Deserialize)]
+struct Topics {
+    topics: Vec<String>,
 }
 
 fn error_msg(code: &str, message: &str) -> String {
@@ -289,7 +302,11 @@ impl Conn {
                 }
                 Err(_) => vec![error_msg("unauthorized", "invalid token").into()],
             },
-            ClientMessage::Unsubscribe { topics } => {
+            ClientMessage::Join { data } => self.subscribe(data.topics, HashMap::new()),
+            ClientMessage::Unsubscribe { topics }
+            | ClientMessage::Leave {
+                data: Topics { topics },
+            } => {
                 for t in &topics {
                     self.topics.remove(t);
                 }

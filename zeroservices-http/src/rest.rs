@@ -198,26 +198,39 @@ fn wrap(key: &str, value: Value) -> Value {
     Value::Object(m)
 }
 
-/// Splits a POST body into (client-chosen id, data): the original's envelope only when the
-/// object's keys are `resource_data` (an object) and optionally `resource_id` (a string).
+/// Splits a POST body into (client-chosen id, data): the original's envelope when the
+/// object's keys are `resource_data` and optionally `resource_id`; then `resource_data` must be
+/// an object and `resource_id` a string (else 400). Any other object is the data itself.
 fn create_args(body: Value) -> Result<(Option<String>, Value), ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     };
-    let envelope = obj.get("resource_data").is_some_and(Value::is_object)
-        && obj.get("resource_id").is_none_or(Value::is_string)
+    let envelope = obj.contains_key("resource_data")
         && obj
             .keys()
             .all(|k| k == "resource_data" || k == "resource_id");
-    if envelope {
-        let id = match obj.remove("resource_id") {
-            Some(Value::String(id)) => Some(id),
-            _ => None,
-        };
-        let data = obj.remove("resource_data").unwrap_or_default();
-        Ok((id, data))
-    } else {
-        Ok((None, Value::Object(obj)))
+    if !envelope {
+        return Ok((None, Value::Object(obj)));
+    }
+    let id = match obj.remove("resource_id") {
+        None => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => return Err(ApiError::bad_request("resource_id must be a string")),
+    };
+    match obj.remove("resource_data") {
+        Some(data @ Value::Object(_)) => Ok((id, data)),
+        _ => Err(ApiError::bad_request("resource_data must be a JSON object")),
+    }
+}
+
+/// A PATCH body as the update document: the original's `{"patch": {...}}` (its only key, an
+/// object) is unwrapped; any other object is the update itself.
+fn patch_document(body: Value) -> Value {
+    match body {
+        Value::Object(mut o) if o.len() == 1 && o.get("patch").is_some_and(Value::is_object) => {
+            o.remove("patch").unwrap_or_default()
+        }
+        other => other,
     }
 }
 
@@ -292,7 +305,7 @@ pub(crate) async fn resource(
                 .await?,
         )),
         Method::PATCH => {
-            let patch = parse_json(&body)?;
+            let patch = patch_document(parse_json(&body)?);
             if !patch.is_object() {
                 return Err(ApiError::bad_request("the patch must be a JSON object"));
             }
@@ -377,9 +390,21 @@ mod tests {
         );
         let other = json!({"resource_data": {"v": 1}, "x": 2});
         assert_eq!(create_args(other.clone()).unwrap(), (None, other));
-        let not_obj = json!({"resource_data": 5});
-        assert_eq!(create_args(not_obj.clone()).unwrap(), (None, not_obj));
+        // The envelope's keys with the wrong types: a malformed envelope, not data.
+        assert!(create_args(json!({"resource_id": "x", "resource_data": 5})).is_err());
+        assert!(create_args(json!({"resource_data": 5})).is_err());
+        assert!(create_args(json!({"resource_id": 3, "resource_data": {}})).is_err());
         assert!(create_args(json!([1])).is_err());
+    }
+
+    #[test]
+    fn the_originals_patch_envelope_is_unwrapped() {
+        let inner = json!({"$set": {"v": 1}});
+        assert_eq!(patch_document(json!({ "patch": inner })), inner);
+        let plain = json!({"patch": 5});
+        assert_eq!(patch_document(plain.clone()), plain);
+        let two = json!({"patch": {"a": 1}, "b": 2});
+        assert_eq!(patch_document(two.clone()), two);
     }
 
     #[test]
