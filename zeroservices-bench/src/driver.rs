@@ -281,32 +281,50 @@ use crate::report::{f, ratio};
 /// store, and the service + API split.
 pub(crate) const W3_MODES: [&str; 4] = ["baseline", "all", "all-embedded", "split"];
 
+impl Sizes {
+    /// The counts of WORKLOADS.md, or tiny ones for a smoke test.
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                w1_count: 300,
+                w1_warmup: 50,
+                w1_secs: 0.5,
+                w2_events: 2_000,
+                w3_warm: 0.1,
+                w3_secs: 0.5,
+                w3c_posts: 20,
+                w3c_warmup: 5,
+                fanout_posts: 5,
+            }
+        } else {
+            Sizes {
+                w1_count: 20_000,
+                w1_warmup: 1_000,
+                w1_secs: 10.0,
+                w2_events: 200_000,
+                w3_warm: 2.0,
+                w3_secs: 10.0,
+                w3c_posts: 2_000,
+                w3c_warmup: 100,
+                fanout_posts: 200,
+            }
+        }
+    }
+}
+
+/// The short hash of the commit measured (empty outside a git checkout).
+fn commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
 pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
-    let s = if quick {
-        Sizes {
-            w1_count: 300,
-            w1_warmup: 50,
-            w1_secs: 0.5,
-            w2_events: 2_000,
-            w3_warm: 0.1,
-            w3_secs: 0.5,
-            w3c_posts: 20,
-            w3c_warmup: 5,
-            fanout_posts: 5,
-        }
-    } else {
-        Sizes {
-            w1_count: 20_000,
-            w1_warmup: 1_000,
-            w1_secs: 10.0,
-            w2_events: 200_000,
-            w3_warm: 2.0,
-            w3_secs: 10.0,
-            w3c_posts: 2_000,
-            w3c_warmup: 100,
-            fanout_posts: 200,
-        }
-    };
+    let s = Sizes::new(quick);
     let started = Instant::now();
     let mut w1s = serde_json::Map::new();
     for imp in ["raw", "core", "resource", "resource-create"] {
@@ -338,13 +356,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
         "w3_split_vs_axum_post": ratio(f(&w3v, &["split", "post", "req_per_s"]), f(&w3v, &["baseline", "post", "req_per_s"])),
         "w3_split_vs_axum_get": ratio(f(&w3v, &["split", "get", "req_per_s"]), f(&w3v, &["baseline", "get", "req_per_s"])),
     });
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+    let commit = commit();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);

@@ -61,6 +61,30 @@ async fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Resul
 }
 
 /// Drives the load against the API node at `addr` for `secs` seconds.
+/// Websocket sessions of half a second each until `stop`, half of them dropped without a
+/// close frame; answers how many.
+async fn websocket_sessions(ws_url: String, stop: Instant) -> u64 {
+    let mut sessions = 0u64;
+    while Instant::now() < stop {
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(ws_url.as_str()).await else {
+            continue;
+        };
+        let _ = ws
+            .send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
+            .await;
+        let until = Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(_)) =
+            tokio::time::timeout(until.saturating_duration_since(Instant::now()), ws.next()).await
+        {
+        }
+        sessions += 1;
+        if sessions % 2 == 0 {
+            let _ = ws.close(None).await;
+        }
+    }
+    sessions
+}
+
 pub(crate) async fn load(addr: String, secs: u64) -> anyhow::Result<()> {
     let stop = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -109,28 +133,7 @@ pub(crate) async fn load(addr: String, secs: u64) -> anyhow::Result<()> {
             (ok, bad)
         }));
     }
-    let ws_url = format!("ws://{addr}/realtime");
-    let ws_task = tokio::spawn(async move {
-        let mut sessions = 0u64;
-        while Instant::now() < stop {
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(ws_url.as_str()).await else {
-                continue;
-            };
-            let _ = ws
-                .send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
-                .await;
-            let until = Instant::now() + Duration::from_millis(500);
-            while let Ok(Some(_)) =
-                tokio::time::timeout(until.saturating_duration_since(Instant::now()), ws.next())
-                    .await
-            {}
-            sessions += 1; // dropped without a close frame half of the time
-            if sessions % 2 == 0 {
-                let _ = ws.close(None).await;
-            }
-        }
-        sessions
-    });
+    let ws_task = tokio::spawn(websocket_sessions(format!("ws://{addr}/realtime"), stop));
     let (mut ok, mut bad) = (0, 0);
     for t in tasks {
         let (o, b) = t.await?;

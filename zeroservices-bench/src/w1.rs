@@ -119,27 +119,63 @@ impl Caller {
     }
 }
 
+/// What a W1 client measures, from the `BENCH_*` variables.
+struct Plan {
+    port: u16,
+    mode: String,
+    count: usize,
+    warmup: usize,
+    duration: Duration,
+    inflight: usize,
+    max_count: usize,
+    cap: Duration,
+    peer: String,
+}
+
+impl Plan {
+    fn from_env(imp: &str) -> Plan {
+        Plan {
+            port: env_or("BENCH_PORT", 0),
+            mode: env_or("BENCH_MODE", "latency".to_string()),
+            count: env_or("BENCH_COUNT", 20_000),
+            warmup: env_or("BENCH_WARMUP", 1_000),
+            duration: Duration::from_secs_f64(env_or("BENCH_DURATION_S", 10.0)),
+            inflight: env_or("BENCH_INFLIGHT", 64),
+            max_count: env_or("BENCH_MAX_COUNT", 5_000_000),
+            cap: Duration::from_secs_f64(env_or("BENCH_TIME_CAP_S", 60.0)),
+            peer: format!("w1-{imp}"),
+        }
+    }
+
+    /// Emits the result line of a latency run.
+    fn latency_result(&self, mut samples: Vec<Duration>, errors: usize, elapsed: f64) {
+        emit(
+            json!({"event": "result", "peer": self.peer, "mode": "latency", "completed": samples.len(), "errors": errors,
+                    "elapsed_s": elapsed, "latency": summary(&mut samples)}),
+        );
+    }
+
+    /// Emits the result line of a throughput run.
+    fn throughput_result(&self, mut samples: Vec<Duration>, errors: usize, elapsed: f64) {
+        let n = samples.len();
+        emit(
+            json!({"event": "result", "peer": self.peer, "mode": "throughput", "inflight": self.inflight, "completed": n, "errors": errors,
+                    "elapsed_s": elapsed, "req_per_s": n as f64 / elapsed, "latency": summary(&mut samples)}),
+        );
+    }
+}
+
 pub(crate) async fn client(imp: &str) -> anyhow::Result<()> {
-    let port: u16 = env_or("BENCH_PORT", 0);
-    let mode: String = env_or("BENCH_MODE", "latency".to_string());
-    let count: usize = env_or("BENCH_COUNT", 20_000);
-    let warmup: usize = env_or("BENCH_WARMUP", 1_000);
-    let duration = Duration::from_secs_f64(env_or("BENCH_DURATION_S", 10.0));
-    let inflight: usize = env_or("BENCH_INFLIGHT", 64);
-    let max_count: usize = env_or("BENCH_MAX_COUNT", 5_000_000);
-    let cap = Duration::from_secs_f64(env_or("BENCH_TIME_CAP_S", 60.0));
-    let peer = format!("w1-{imp}");
+    let plan = Plan::from_env(imp);
     if imp == "raw" {
-        return tokio::task::spawn_blocking(move || {
-            raw_client(
-                port, &mode, count, warmup, duration, inflight, max_count, cap, &peer,
-            )
-        })
-        .await?;
+        return tokio::task::spawn_blocking(move || raw_client(&plan)).await?;
     }
     let node = Node::builder("w1-client")
         .zmq(ZmqConfig::loopback())
-        .discovery(StaticDiscovery::new([format!("tcp://127.0.0.1:{port}")]))
+        .discovery(StaticDiscovery::new([format!(
+            "tcp://127.0.0.1:{}",
+            plan.port
+        )]))
         .heartbeat(Duration::from_millis(200))
         .start()
         .await?;
@@ -158,150 +194,159 @@ pub(crate) async fn client(imp: &str) -> anyhow::Result<()> {
     } else {
         Caller::Core(node.clone(), service_id)
     };
-    for _ in 0..warmup {
+    for _ in 0..plan.warmup {
         caller.call().await;
     }
     emit(json!({"event": "ready"}));
-    if mode == "latency" {
-        let mut samples = Vec::with_capacity(count);
-        let mut errors = 0;
-        let start = Instant::now();
-        for _ in 0..count {
-            if start.elapsed() > cap {
-                break;
-            }
-            let t = Instant::now();
-            if !caller.call().await {
-                errors += 1;
-            }
-            samples.push(t.elapsed());
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        emit(
-            json!({"event": "result", "peer": peer, "mode": "latency", "completed": samples.len(), "errors": errors,
-                    "elapsed_s": elapsed, "latency": summary(&mut samples)}),
-        );
+    if plan.mode == "latency" {
+        latency(&caller, &plan).await;
     } else {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..inflight)
-            .map(|_| {
-                let c = caller.clone();
-                tokio::spawn(async move {
-                    let mut samples = Vec::new();
-                    let mut errors = 0usize;
-                    while start.elapsed() < duration.min(cap)
-                        && samples.len() < max_count / inflight.max(1)
-                    {
-                        let t = Instant::now();
-                        if !c.call().await {
-                            errors += 1;
-                        }
-                        samples.push(t.elapsed());
-                    }
-                    (samples, errors, Instant::now())
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        let mut errors = 0;
-        let mut last = start;
-        for t in tasks {
-            let (s, e, end) = t.await.context("client task")?;
-            all.extend(s);
-            errors += e;
-            last = last.max(end);
-        }
-        let elapsed = (last - start).as_secs_f64();
-        let n = all.len();
-        emit(
-            json!({"event": "result", "peer": peer, "mode": "throughput", "inflight": inflight, "completed": n, "errors": errors,
-                    "elapsed_s": elapsed, "req_per_s": n as f64 / elapsed, "latency": summary(&mut all)}),
-        );
+        throughput(&caller, &plan).await?;
     }
     node.shutdown().await;
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn raw_client(
-    port: u16,
-    mode: &str,
-    count: usize,
-    warmup: usize,
-    duration: Duration,
-    inflight: usize,
-    max_count: usize,
-    cap: Duration,
-    peer: &str,
-) -> anyhow::Result<()> {
-    let ctx = zmq::Context::new();
-    let d = ctx.socket(zmq::DEALER)?;
-    d.set_sndhwm(0)?;
-    d.set_rcvhwm(0)?;
-    d.connect(&format!("tcp://127.0.0.1:{port}"))?;
-    let body: &[u8] = br#"{"action":"get","id":"1"}"#;
-    let mut next: u64 = 0;
-    let mut send = |d: &zmq::Socket| -> anyhow::Result<()> {
-        next += 1;
-        d.send_multipart([&next.to_be_bytes()[..], b"request", body], 0)?;
+/// W1a: one request at a time.
+async fn latency(caller: &Caller, plan: &Plan) {
+    let mut samples = Vec::with_capacity(plan.count);
+    let mut errors = 0;
+    let start = Instant::now();
+    for _ in 0..plan.count {
+        if start.elapsed() > plan.cap {
+            break;
+        }
+        let t = Instant::now();
+        if !caller.call().await {
+            errors += 1;
+        }
+        samples.push(t.elapsed());
+    }
+    plan.latency_result(samples, errors, start.elapsed().as_secs_f64());
+}
+
+/// W1b: `inflight` requests kept in flight for the duration.
+async fn throughput(caller: &Caller, plan: &Plan) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let (limit, per_task) = (
+        plan.duration.min(plan.cap),
+        plan.max_count / plan.inflight.max(1),
+    );
+    let tasks: Vec<_> = (0..plan.inflight)
+        .map(|_| {
+            let c = caller.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                let mut errors = 0usize;
+                while start.elapsed() < limit && samples.len() < per_task {
+                    let t = Instant::now();
+                    if !c.call().await {
+                        errors += 1;
+                    }
+                    samples.push(t.elapsed());
+                }
+                (samples, errors, Instant::now())
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut last = start;
+    for t in tasks {
+        let (s, e, end) = t.await.context("client task")?;
+        all.extend(s);
+        errors += e;
+        last = last.max(end);
+    }
+    plan.throughput_result(all, errors, (last - start).as_secs_f64());
+    Ok(())
+}
+
+/// A raw libzmq DEALER speaking the ZeroServices request frames.
+struct RawConn {
+    socket: zmq::Socket,
+    next: u64,
+}
+
+impl RawConn {
+    const BODY: &'static [u8] = br#"{"action":"get","id":"1"}"#;
+
+    fn send(&mut self) -> anyhow::Result<()> {
+        self.next += 1;
+        self.socket
+            .send_multipart([&self.next.to_be_bytes()[..], b"request", Self::BODY], 0)?;
         Ok(())
-    };
-    let recv_ok = |d: &zmq::Socket| -> anyhow::Result<bool> {
-        let frames = d.recv_multipart(0)?;
+    }
+
+    fn recv_ok(&self) -> anyhow::Result<bool> {
+        let frames = self.socket.recv_multipart(0)?;
         let v: Value = serde_json::from_slice(frames.get(2).map(|b| &b[..]).unwrap_or(b"null"))?;
         Ok(check(&v["data"]))
-    };
-    for _ in 0..warmup {
-        send(&d)?;
-        recv_ok(&d)?;
+    }
+}
+
+fn raw_client(plan: &Plan) -> anyhow::Result<()> {
+    let ctx = zmq::Context::new();
+    let socket = ctx.socket(zmq::DEALER)?;
+    socket.set_sndhwm(0)?;
+    socket.set_rcvhwm(0)?;
+    socket.connect(&format!("tcp://127.0.0.1:{}", plan.port))?;
+    let mut conn = RawConn { socket, next: 0 };
+    for _ in 0..plan.warmup {
+        conn.send()?;
+        conn.recv_ok()?;
     }
     emit(json!({"event": "ready"}));
+    if plan.mode == "latency" {
+        raw_latency(&mut conn, plan)
+    } else {
+        raw_throughput(&mut conn, plan)
+    }
+}
+
+fn raw_latency(conn: &mut RawConn, plan: &Plan) -> anyhow::Result<()> {
+    let mut samples = Vec::with_capacity(plan.count);
     let mut errors = 0;
-    if mode == "latency" {
-        let mut samples = Vec::with_capacity(count);
-        let start = Instant::now();
-        for _ in 0..count {
-            if start.elapsed() > cap {
-                break;
-            }
-            let t = Instant::now();
-            send(&d)?;
-            if !recv_ok(&d)? {
-                errors += 1;
-            }
+    let start = Instant::now();
+    for _ in 0..plan.count {
+        if start.elapsed() > plan.cap {
+            break;
+        }
+        let t = Instant::now();
+        conn.send()?;
+        if !conn.recv_ok()? {
+            errors += 1;
+        }
+        samples.push(t.elapsed());
+    }
+    plan.latency_result(samples, errors, start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `inflight` requests on one socket: send that many, then one new request per reply.
+fn raw_throughput(conn: &mut RawConn, plan: &Plan) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut errors = 0;
+    let mut sent_at = std::collections::VecDeque::new();
+    for _ in 0..plan.inflight {
+        conn.send()?;
+        sent_at.push_back(Instant::now());
+    }
+    let mut samples = Vec::new();
+    while !sent_at.is_empty() {
+        if !conn.recv_ok()? {
+            errors += 1;
+        }
+        if let Some(t) = sent_at.pop_front() {
             samples.push(t.elapsed());
         }
-        emit(
-            json!({"event": "result", "peer": peer, "mode": "latency", "completed": samples.len(), "errors": errors,
-                    "elapsed_s": start.elapsed().as_secs_f64(), "latency": summary(&mut samples)}),
-        );
-    } else {
-        // 64 in flight on one socket: send 64, then one new request per reply.
-        let start = Instant::now();
-        let mut sent_at = std::collections::VecDeque::new();
-        for _ in 0..inflight {
-            send(&d)?;
+        if start.elapsed() < plan.duration.min(plan.cap)
+            && samples.len() + sent_at.len() < plan.max_count
+        {
+            conn.send()?;
             sent_at.push_back(Instant::now());
         }
-        let mut samples = Vec::new();
-        while !sent_at.is_empty() {
-            if !recv_ok(&d)? {
-                errors += 1;
-            }
-            if let Some(t) = sent_at.pop_front() {
-                samples.push(t.elapsed());
-            }
-            if start.elapsed() < duration.min(cap) && samples.len() + sent_at.len() < max_count {
-                send(&d)?;
-                sent_at.push_back(Instant::now());
-            }
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        let n = samples.len();
-        emit(
-            json!({"event": "result", "peer": peer, "mode": "throughput", "inflight": inflight, "completed": n, "errors": errors,
-                    "elapsed_s": elapsed, "req_per_s": n as f64 / elapsed, "latency": summary(&mut samples)}),
-        );
     }
+    plan.throughput_result(samples, errors, start.elapsed().as_secs_f64());
     Ok(())
 }

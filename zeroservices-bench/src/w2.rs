@@ -136,34 +136,40 @@ impl Source {
     }
 }
 
+impl Source {
+    /// Reads straight from the framework subscription or the raw SUB socket (no extra hop).
+    async fn open(imp: &str, index: usize, port: u16) -> anyhow::Result<Source> {
+        Ok(match imp {
+            "framework" => {
+                let node = Node::builder(&format!("w2-sub-{index}"))
+                    .zmq(ZmqConfig::loopback())
+                    .discovery(StaticDiscovery::new([format!("tcp://127.0.0.1:{port}")]))
+                    .heartbeat(Duration::from_millis(200))
+                    .start()
+                    .await?;
+                let sub = node.subscribe_many(vec!["bench".into(), "warmup".into()], 1 << 20);
+                Source::Framework { _node: node, sub }
+            }
+            "raw" => {
+                let s = zmq::Context::new().socket(zmq::SUB)?;
+                s.set_rcvhwm(0)?;
+                s.set_subscribe(b"bench")?;
+                s.set_subscribe(b"warmup")?;
+                s.connect(&format!("tcp://127.0.0.1:{port}"))?;
+                Source::Raw(s)
+            }
+            other => bail!("unknown implementation {other}"),
+        })
+    }
+}
+
 pub(crate) async fn subscriber(imp: &str, index: usize) -> anyhow::Result<()> {
     let port: u16 = env_or("BENCH_PORT", 0);
     let expected: u64 = env_or("BENCH_EVENTS", 200_000);
     let idle = Duration::from_secs_f64(env_or("BENCH_IDLE_S", 3.0));
     let cap = Duration::from_secs(env_or("BENCH_TIME_CAP_S", 90));
     let peer = format!("w2-{imp}");
-    // Read straight from the framework subscription or the raw SUB socket (no extra hop).
-    let mut source = match imp {
-        "framework" => {
-            let node = Node::builder(&format!("w2-sub-{index}"))
-                .zmq(ZmqConfig::loopback())
-                .discovery(StaticDiscovery::new([format!("tcp://127.0.0.1:{port}")]))
-                .heartbeat(Duration::from_millis(200))
-                .start()
-                .await?;
-            let sub = node.subscribe_many(vec!["bench".into(), "warmup".into()], 1 << 20);
-            Source::Framework { _node: node, sub }
-        }
-        "raw" => {
-            let s = zmq::Context::new().socket(zmq::SUB)?;
-            s.set_rcvhwm(0)?;
-            s.set_subscribe(b"bench")?;
-            s.set_subscribe(b"warmup")?;
-            s.connect(&format!("tcp://127.0.0.1:{port}"))?;
-            Source::Raw(s)
-        }
-        other => bail!("unknown implementation {other}"),
-    };
+    let mut source = Source::open(imp, index, port).await?;
     // ready on the first warmup event
     loop {
         match source.next(Duration::from_secs(30)).await {

@@ -91,38 +91,41 @@ pub(crate) async fn server(mode: &str) -> anyhow::Result<()> {
             }
             http(node).await
         }
-        "baseline" => {
-            // Same status codes and body sizes as the framework's create and get responses.
-            let resource = json!({"resource_id": "0123456789abcdef0123456789abcdef", "resource_data": serde_json::from_str::<Value>(BODY)?}).to_string();
-            let (a, b) = (resource.clone(), resource);
-            let app = Router::new()
-                .route(
-                    "/power",
-                    post(move || {
-                        let r = a.clone();
-                        async move {
-                            (
-                                StatusCode::CREATED,
-                                [("content-type", "application/json")],
-                                r,
-                            )
-                        }
-                    }),
-                )
-                .route(
-                    "/power/{id}",
-                    get(move || {
-                        let r = b.clone();
-                        async move { ([("content-type", "application/json")], r) }
-                    }),
-                );
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-            emit(json!({"event": "ready", "http": l.local_addr()?.to_string()}));
-            axum::serve(l, app).await?;
-            Ok(())
-        }
+        "baseline" => baseline(port).await,
         other => bail!("unknown mode {other}"),
     }
+}
+
+/// A bare axum server answering create and get with the framework's status codes and body
+/// sizes.
+async fn baseline(port: u16) -> anyhow::Result<()> {
+    let resource = json!({"resource_id": "0123456789abcdef0123456789abcdef", "resource_data": serde_json::from_str::<Value>(BODY)?}).to_string();
+    let (a, b) = (resource.clone(), resource);
+    let app = Router::new()
+        .route(
+            "/power",
+            post(move || {
+                let r = a.clone();
+                async move {
+                    (
+                        StatusCode::CREATED,
+                        [("content-type", "application/json")],
+                        r,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/power/{id}",
+            get(move || {
+                let r = b.clone();
+                async move { ([("content-type", "application/json")], r) }
+            }),
+        );
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    emit(json!({"event": "ready", "http": l.local_addr()?.to_string()}));
+    axum::serve(l, app).await?;
+    Ok(())
 }
 
 /// Lifts the open-file limit to `want` (up to the hard limit), for many websockets.
@@ -252,6 +255,60 @@ pub(crate) async fn load(
 }
 
 /// W3c: `clients` websockets subscribed to `power`, `posts` sequential creates with a nonce.
+/// Nonce → the instants its event reached each websocket client.
+type Arrivals = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One websocket client: says when it is subscribed, then records when each event arrives.
+async fn read_events(
+    mut ws: Ws,
+    arrivals: Arrivals,
+    stray: Arc<std::sync::atomic::AtomicU64>,
+    ready: tokio::sync::mpsc::Sender<()>,
+    arrived: Arc<tokio::sync::Notify>,
+) {
+    while let Some(Ok(m)) = ws.next().await {
+        let Message::Text(t) = m else { continue };
+        let now = Instant::now();
+        let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+        match v["type"].as_str() {
+            Some("subscribed") => {
+                let _ = ready.send(()).await;
+            }
+            Some("event") => match v["data"]["resource_data"]["nonce"].as_u64() {
+                Some(n) => {
+                    arrivals.lock().entry(n).or_default().push(now);
+                    arrived.notify_one();
+                }
+                None => {
+                    stray.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Waits until every client got event `nonce`, or `deadline`; takes its arrivals.
+async fn wait_arrivals(
+    arrivals: &Arrivals,
+    arrived: &tokio::sync::Notify,
+    nonce: u64,
+    clients: usize,
+    deadline: Instant,
+) -> Vec<Instant> {
+    loop {
+        let n = arrivals.lock().get(&nonce).map_or(0, Vec::len);
+        if n >= clients || Instant::now() > deadline {
+            return arrivals.lock().remove(&nonce).unwrap_or_default();
+        }
+        // A reader stores a permit when it notifies before we wait, so no arrival is missed.
+        let _ = tokio::time::timeout_at(deadline.into(), arrived.notified()).await;
+    }
+}
+
 pub(crate) async fn realtime_client() -> anyhow::Result<()> {
     let url: String = env_or("BENCH_URL", "http://127.0.0.1:5001".to_string());
     let clients: usize = env_or("BENCH_CLIENTS", 16);
@@ -261,7 +318,7 @@ pub(crate) async fn realtime_client() -> anyhow::Result<()> {
     let ws_url = format!("{}/realtime", url.replace("http://", "ws://"));
     raise_fd_limit(clients as u64 * 2 + 256);
     // nonce → arrival instants
-    let arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>> = Arc::default();
+    let arrivals: Arrivals = Arc::default();
     let arrived = Arc::new(tokio::sync::Notify::new());
     let stray = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients);
@@ -270,34 +327,13 @@ pub(crate) async fn realtime_client() -> anyhow::Result<()> {
         let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await?;
         ws.send(Message::text(r#"{"type":"subscribe","topics":["power"]}"#))
             .await?;
-        let (arr, stray, ready, arrived) = (
+        readers.push(tokio::spawn(read_events(
+            ws,
             arrivals.clone(),
             stray.clone(),
             ready_tx.clone(),
             arrived.clone(),
-        );
-        readers.push(tokio::spawn(async move {
-            while let Some(Ok(m)) = ws.next().await {
-                let Message::Text(t) = m else { continue };
-                let now = Instant::now();
-                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                match v["type"].as_str() {
-                    Some("subscribed") => {
-                        let _ = ready.send(()).await;
-                    }
-                    Some("event") => match v["data"]["resource_data"]["nonce"].as_u64() {
-                        Some(n) => {
-                            arr.lock().entry(n).or_default().push(now);
-                            arrived.notify_one();
-                        }
-                        None => {
-                            stray.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    },
-                    _ => {}
-                }
-            }
-        }));
+        )));
     }
     for _ in 0..clients {
         ready_rx.recv().await.context("websocket subscribe")?;
@@ -324,15 +360,7 @@ pub(crate) async fn realtime_client() -> anyhow::Result<()> {
         if st != 201 {
             bail!("create answered {st}");
         }
-        let deadline = t0 + Duration::from_secs(2);
-        let got = loop {
-            let n = arrivals.lock().get(&i).map_or(0, Vec::len);
-            if n >= clients || Instant::now() > deadline {
-                break arrivals.lock().remove(&i).unwrap_or_default();
-            }
-            // A reader stores a permit when it notifies before we wait, so no arrival is missed.
-            let _ = tokio::time::timeout_at(deadline.into(), arrived.notified()).await;
-        };
+        let got = wait_arrivals(&arrivals, &arrived, i, clients, t0 + Duration::from_secs(2)).await;
         if i >= warmup as u64 {
             done_posts += 1;
             lost += (clients - got.len().min(clients)) as u64;
