@@ -292,12 +292,12 @@ impl Collection for MongoCollection {
             })
             .collect::<Result<Vec<_>>>()?;
         // Ties in MongoDB's order of `_id`, as on the server: by kind, then by value.
-        let key = |id: &str| (kinds.get(id).copied().unwrap_or(0), id.to_owned());
+        let kind = |id: &str| kinds.get(id).copied().unwrap_or(0);
         list_in_memory_by(
             rows.iter()
                 .map(|r| (r.resource_id.as_str(), &r.resource_data)),
             query,
-            |a, b| key(a).cmp(&key(b)),
+            |a, b| (kind(a), a).cmp(&(kind(b), b)),
         )
     }
 

@@ -179,14 +179,23 @@ fn narrowed_from(
     ids: BTreeSet<String>,
     query: &ListQuery,
 ) -> Result<ListPage> {
-    let mut rows = Vec::with_capacity(ids.len());
+    let rows = read_rows(table, ids)?;
+    list_in_memory(rows.iter().map(|(k, v)| (k.as_str(), v)), query)
+}
+
+/// The records of `ids`, decoded (an id whose record is gone is skipped).
+fn read_rows(
+    table: &RecordsRead,
+    ids: impl IntoIterator<Item = String>,
+) -> Result<Vec<(String, Value)>> {
+    let mut rows = Vec::new();
     for id in ids {
         if let Some(v) = table.get(id.as_str()).map_err(storage)? {
             let data = decode(v.value())?;
             rows.push((id, data));
         }
     }
-    list_in_memory(rows.iter().map(|(k, v)| (k.as_str(), v)), query)
+    Ok(rows)
 }
 
 /// No filter, a limit, and an index on the first sort key: reads records in that key's order
@@ -217,12 +226,7 @@ fn sorted_scan(
         }
         picked.push((value, id));
     }
-    let mut rows = Vec::with_capacity(picked.len());
-    for (_, id) in picked {
-        if let Some(v) = table.get(id.as_str()).map_err(storage)? {
-            rows.push((id, decode(v.value())?));
-        }
-    }
+    let rows = read_rows(table, picked.into_iter().map(|(_, id)| id))?;
     let mut page = list_in_memory(rows.iter().map(|(k, v)| (k.as_str(), v)), query)?;
     page.total = table.len().map_err(storage)?;
     Ok(page)
