@@ -23,9 +23,14 @@
 //! A subscriber that keeps up loses nothing: the XPUB runs with `ZMQ_XPUB_NODROP`, so when a
 //! subscriber's queue is full the publisher waits for it (and `Medium::publish` waits in turn:
 //! back-pressure up to the writer). It waits at most [`STALL`]; a subscriber still full then
-//! is treated as stuck: for [`DROP_PERIOD`] the XPUB drops for full queues (ZeroMQ's usual
-//! rule, `seq` tells that subscriber), so one reader that never reads costs the others at most
-//! `STALL` per `DROP_PERIOD`.
+//! is treated as stuck, and that one event is sent with NODROP off. libzmq then takes every
+//! full queue out of the set it publishes to, until its reader drains it (a stuck subscriber
+//! loses events from there on, and `seq` tells it so), and NODROP goes back on at once. A
+//! reader that never reads costs the others one `STALL`.
+//!
+//! NODROP is not left off for a while: libzmq's writer sees how far a reader got only every
+//! `HWM - 1024` messages, so with it off a subscriber that is barely behind (about a thousand
+//! events, a few milliseconds at full speed) already counts as full and loses events.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,8 +53,6 @@ use tokio::sync::oneshot;
 const BATCH: usize = 512;
 /// Longest wait for a full subscriber queue before that subscriber is considered stuck.
 pub(super) const STALL: Duration = Duration::from_millis(100);
-/// How long the XPUB drops for full queues once a subscriber was stuck.
-pub(super) const DROP_PERIOD: Duration = Duration::from_secs(1);
 /// Longest subscription (bytes, with its `0x01`/command header): a topic is
 /// `<collection>.<action>.<id>`, ids at most 512 bytes.
 pub(super) const MAX_PREFIX: i64 = 2048;
@@ -107,8 +110,6 @@ struct Xpub {
     prefix_bytes: usize,
     key: Key,
     subscribed: Arc<AtomicBool>,
-    /// Dropping for full queues until then (a subscriber was stuck).
-    lossy_until: Option<Instant>,
 }
 
 impl Xpub {
@@ -154,7 +155,6 @@ impl Xpub {
         // Closing first frees the port (libzmq closes the listener in its I/O thread).
         self.prefixes.clear();
         self.prefix_bytes = 0;
-        self.lossy_until = None;
         let placeholder = match self
             .ctx
             .socket(zmq::XPUB)
@@ -191,10 +191,6 @@ impl Xpub {
 
     /// Sends one event, waiting (at most [`STALL`]) for a full subscriber queue.
     async fn send(&mut self, topic: &str, payload: Bytes) {
-        if self.lossy_until.is_some_and(|t| t <= Instant::now()) {
-            self.lossy_until = None;
-            self.set_lossy(false);
-        }
         let frames = envelope::seal_event(self.key.as_deref(), topic, payload);
         let deadline = Instant::now() + STALL;
         loop {
@@ -214,14 +210,12 @@ impl Xpub {
                 .await
                 .is_err()
             {
-                tracing::warn!(
-                    "publisher: a subscriber is stuck; dropping for full queues for {DROP_PERIOD:?}"
-                );
+                tracing::warn!("publisher: a subscriber is stuck; it misses events until it reads");
                 self.set_lossy(true);
-                self.lossy_until = Some(Instant::now() + DROP_PERIOD);
                 if let Err(e) = self.sock.try_send(&frames) {
                     tracing::warn!(error = %e, "publisher: send failed");
                 }
+                self.set_lossy(false);
                 return;
             }
         }
@@ -247,7 +241,6 @@ pub(super) async fn publisher(
         prefix_bytes: 0,
         key,
         subscribed,
-        lossy_until: None,
     };
     loop {
         tokio::select! {
