@@ -38,6 +38,13 @@ struct Args {
     /// HTTP listen address (roles all and api).
     #[arg(long, default_value = "127.0.0.1:5001")]
     http: String,
+    /// Worker role: how long a claimed job stays this worker's before another may run it
+    /// (the delay after a worker dies), in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Worker role: period of the catch-up listing, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    catch_up_ms: u64,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -70,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
     let node = builder.start().await?;
     let _worker = works.then(|| {
         Worker::new(node.clone())
-            .catch_up_every(Duration::from_secs(5))
+            .catch_up_every(Duration::from_millis(args.catch_up_ms.max(100)))
+            .lease(Duration::from_millis(args.lease_ms))
             .rule("power", json!({"status": "pending"}), |ctx| async move {
                 let value = ctx.resource.resource_data["value"].as_f64().unwrap_or(0.0);
                 let result = value * value;

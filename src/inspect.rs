@@ -64,7 +64,8 @@ pub(crate) async fn run_nodes(
             .map(|p| {
                 let a = &p.announcement;
                 json!({"name": a.name, "node_id": a.node_id, "node_type": a.node_type, "collections": a.collections,
-                       "endpoints": a.endpoints, "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0)})
+                       "endpoints": a.endpoints, "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                       "stores": a.stores, "refused": a.refused})
             })
             .collect();
         println!("{}", serde_json::Value::Array(list));
@@ -91,6 +92,9 @@ pub(crate) async fn run_nodes(
                 "{:<20} request {}  publish {}",
                 "", a.endpoints.request, a.endpoints.publish
             );
+            for (c, why) in &a.refused {
+                println!("{:<20} REFUSED {c}: {why}", "");
+            }
         }
     }
     if watch {

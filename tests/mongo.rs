@@ -5,57 +5,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, root, spawn_ready, Proc};
+use common::nx::{start_nx, venv_bin};
+use common::{bin, free_port, spawn_ready, Proc};
 use serde_json::Value;
-
-fn venv_bin(name: &str) -> PathBuf {
-    let p = std::env::var_os("ZS_PYTHON")
-        .map(|p| PathBuf::from(p).with_file_name(name))
-        .unwrap_or_else(|| root().join(".venv/bin").join(name));
-    assert!(
-        p.exists(),
-        "{} missing: run ./scripts/test (it installs nx-27017 and pymongo into .venv)",
-        p.display()
-    );
-    p
-}
-
-struct Nx(Child);
-
-impl Drop for Nx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_nx(port: u16, dir: &std::path::Path) -> Nx {
-    let child = Command::new(venv_bin("nx-27017"))
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .arg("--log-file")
-        .arg(dir.join("nx.log"))
-        .arg("--pid-file")
-        .arg(dir.join("nx.pid"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nx-27017");
-    common::eventually("nx-27017 to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    Nx(child)
-}
 
 fn serve(uri: &str, http: u16) -> Proc {
     let mut c = Command::new(bin());

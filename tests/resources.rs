@@ -1,5 +1,6 @@
 //! The resource layer across OS processes on ZeroMQ: a `power` service on the embedded store,
-//! the squaring worker in another process, and this test as the client node.
+//! the squaring worker in another process, and this test as the client node; two providers
+//! sharing a MongoDB database (nx-27017) spread requests and survive losing one.
 
 mod common;
 
@@ -217,11 +218,18 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Two providers of one collection share its store (here a MongoDB database; providers with
+/// separate stores refuse, see `scale_out.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_spread_over_two_providers_and_survive_losing_one() {
+    let dir = std::env::temp_dir().join(format!("zs-spread-nx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = free_port();
+    let _nx = common::nx::start_nx(db, &dir);
+    let store = format!("mongodb://127.0.0.1:{db}/spread");
     let (p1, p2) = (free_port(), free_port());
-    let _a1 = serve_power("provider-1", p1, "memory");
-    let a2 = serve_power("provider-2", p2, "memory");
+    let _a1 = serve_power("provider-1", p1, &store);
+    let a2 = serve_power("provider-2", p2, &store);
     let timeout = Duration::from_secs(1);
     let c = client(&[p1, p2], timeout).await;
     wait_providers(&c, 2).await;
@@ -296,4 +304,5 @@ async fn requests_spread_over_two_providers_and_survive_losing_one() {
     );
     assert!(ok > 50, "only {ok} requests succeeded");
     c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,6 +3,7 @@
 //! what they waited for.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod nx;
 pub mod zmtp;
 
 use std::io::{BufRead, BufReader};

@@ -41,7 +41,7 @@ pub enum Upsert {
     /// restart with a new node_id), now removed.
     Joined {
         /// The node this one replaces, if any.
-        replaced: Option<PeerInfo>,
+        replaced: Option<Box<PeerInfo>>,
         /// A peer that never answered, evicted to make room (the table is full).
         evicted: Option<Box<PeerInfo>>,
     },
@@ -149,7 +149,7 @@ impl Directory {
             return Upsert::Refused;
         }
         inner.joins = Some((window.0, window.1 + 1));
-        let replaced = old_id.and_then(|id| inner.peers.remove(&id));
+        let replaced = old_id.and_then(|id| inner.peers.remove(&id)).map(Box::new);
         let mut evicted = None;
         if inner.peers.len() >= MAX_PEERS {
             let stalest = inner
@@ -228,13 +228,11 @@ impl Directory {
         self.lock().peers.get(node_id).cloned()
     }
 
-    /// Node ids of live peers providing `collection`.
+    /// Node ids of live peers providing `collection` from the store that serves it (see
+    /// [`crate::protocol::store_winner`]: a provider with another, unshared store is left out).
     pub fn providers(&self, collection: &str) -> Vec<String> {
         let inner = self.lock();
-        let mut v: Vec<String> = inner
-            .peers
-            .values()
-            .filter(|p| !p.down && p.announcement.collections.iter().any(|c| c == collection))
+        let mut v: Vec<String> = serving(&inner, collection)
             .map(|p| p.announcement.node_id.clone())
             .collect();
         v.sort();
@@ -246,10 +244,7 @@ impl Directory {
     /// announcement) is picked only when no other is left.
     pub fn pick_provider(&self, collection: &str, exclude: &[String]) -> Option<String> {
         let mut inner = self.lock();
-        let mut candidates: Vec<(bool, &String)> = inner
-            .peers
-            .values()
-            .filter(|p| !p.down && p.announcement.collections.iter().any(|c| c == collection))
+        let mut candidates: Vec<(bool, &String)> = serving(&inner, collection)
             .filter(|p| !exclude.contains(&p.announcement.node_id))
             .map(|p| (p.rtt.is_some(), &p.announcement.node_id))
             .collect();
@@ -293,6 +288,30 @@ impl Directory {
     }
 }
 
+/// Live providers of `collection` whose store is the one serving it.
+fn serving<'a>(inner: &'a Inner, collection: &'a str) -> impl Iterator<Item = &'a PeerInfo> + 'a {
+    let store = |p: &'a PeerInfo| {
+        p.announcement
+            .stores
+            .get(collection)
+            .map_or("", String::as_str)
+    };
+    let live = move || {
+        inner
+            .peers
+            .values()
+            .filter(move |p| !p.down && p.announcement.collections.iter().any(|c| c == collection))
+    };
+    let winner = crate::protocol::store_winner(live().map(|p| {
+        (
+            store(p),
+            p.announcement.started_ms,
+            p.announcement.node_id.as_str(),
+        )
+    }));
+    live().filter(move |p| winner.is_none_or(|w| store(p).is_empty() || store(p) == w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +330,28 @@ mod tests {
                 publish: format!("{req}-pub"),
             },
             heartbeat_ms: 10,
+            stores: Default::default(),
+            started_ms: 0,
+            refused: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_providers_of_the_first_store_serve_a_collection() {
+        let d = Directory::new();
+        let with_store = |id: &str, req: &str, store: &str, started: u64| {
+            let mut a = ann(id, req, &["power"]);
+            a.stores.insert("power".into(), store.into());
+            a.started_ms = started;
+            a
+        };
+        d.upsert(with_store("late", "tcp://h:1", "embedded:b", 20), true);
+        d.upsert(with_store("early", "tcp://h:2", "embedded:a", 10), true);
+        d.upsert(with_store("sharer", "tcp://h:3", "embedded:a", 30), true);
+        d.upsert(ann("old-version", "tcp://h:4", &["power"]), true);
+        assert_eq!(d.providers("power"), vec!["early", "old-version", "sharer"]);
+        for _ in 0..6 {
+            assert_ne!(d.pick_provider("power", &[]).as_deref(), Some("late"));
         }
     }
 

@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use medium::{Event, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
 pub use node::{
     ActionContext, ActionFn, CollectionClient, CollectionSpec, Node, NodeBuilder, PeerEvent,
-    Service, Subscription, Tap, TapFn,
+    Service, Subscription, Tap, TapFn, MAX_LEASE, MAX_LEASES,
 };
 pub use protocol::{Announcement, NodeType};
 pub use query::ListQuery;

@@ -4,6 +4,8 @@
 //! [`PROTOCOL_VERSION`] is carried by every announcement; a peer with another major version is
 //! ignored (and logged).
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,6 +34,9 @@ pub mod kind {
     /// Static discovery: the body is an [`Announcement`](super::Announcement); the reply is
     /// `{"node": Announcement, "peers": [Announcement]}`.
     pub const ANNOUNCE: &str = "announce";
+    /// Worker groups: take, renew or release a lease on one resource for one rule
+    /// (see `node::claims`); answered with `{"granted": bool, "resource": ...}`.
+    pub const CLAIM: &str = "claim";
     /// Reply frame kind.
     pub const REPLY: &str = "reply";
 }
@@ -107,6 +112,28 @@ pub struct Announcement {
     /// Announce period in milliseconds (peers use it to decide when this node is gone).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// Identity of the store behind each provided collection ([`crate::Collection::identity`]):
+    /// requests are spread only over providers sharing one (see [`store_winner`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stores: BTreeMap<String, String>,
+    /// When this node started, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub started_ms: u64,
+    /// Collections this node refused to serve, each with the reason (shown by `nodes`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, String>,
+}
+
+/// Of the providers of one collection, given as `(store identity, started_ms, node_id)`, the
+/// store identity that serves it: the one of the provider that started first (ties: the
+/// smaller node id). Providers announcing no identity (older nodes) are left out.
+pub fn store_winner<'a>(
+    providers: impl Iterator<Item = (&'a str, u64, &'a str)>,
+) -> Option<&'a str> {
+    providers
+        .filter(|(store, _, _)| !store.is_empty())
+        .min_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)))
+        .map(|(store, _, _)| store)
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -136,6 +163,11 @@ impl Announcement {
             if !ep.starts_with("tcp://") && !ep.starts_with("mem://") {
                 return Err(Error::BadRequest(format!("unsupported endpoint {ep:?}")));
             }
+        }
+        let long =
+            |m: &BTreeMap<String, String>| m.iter().any(|(k, v)| k.len() > 512 || v.len() > 512);
+        if a.stores.len() > a.collections.len() || long(&a.stores) || long(&a.refused) {
+            return Err(Error::BadRequest("stores or refused out of bounds".into()));
         }
         if a.heartbeat_ms == 0 || a.heartbeat_ms > 60_000 {
             return Err(Error::BadRequest("heartbeat_ms must be 1..=60000".into()));

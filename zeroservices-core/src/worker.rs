@@ -1,6 +1,15 @@
 //! Workers: rules of collection + filter + async callback. A worker runs the callback for each
-//! change event whose resource matches, and on start and periodically lists matching resources
-//! to catch up on what it missed while down (or what an overflowing queue dropped).
+//! change event whose resource matches, and on start and periodically pages through the
+//! matching resources to catch up on what it missed while down (or what an overflowing queue
+//! dropped).
+//!
+//! Workers whose rules have the same collection and filter form a group, in one process or
+//! many: before running the callback for a resource, a worker claims a lease on it from the
+//! collection's coordinator (see `node::claims`), and runs only if granted and if the resource
+//! as stored now still matches. So each matching resource is processed once in the normal case;
+//! a worker that dies mid-job loses its lease when it expires, and the job runs again
+//! (at-least-once). A callback that fails or panics releases its lease at once; callbacks are
+//! tasks owned by the worker and are cancelled when it stops.
 //!
 //! ```no_run
 //! use serde_json::json;
@@ -23,19 +32,25 @@
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::FutureExt as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::Result;
-use crate::node::Node;
+use crate::node::{ClaimRequest, Node};
 use crate::query::{Filter, ListQuery};
 use crate::resources::{Resource, ResourceEvent};
 use crate::task::TaskGuard;
+
+/// Resources read per page of a catch-up.
+const CATCH_UP_PAGE: u64 = 1000;
 
 /// What a rule's callback receives.
 #[derive(Debug, Clone)]
@@ -44,7 +59,7 @@ pub struct WorkContext {
     pub node: Node,
     /// Collection of the resource.
     pub collection: String,
-    /// The matching resource (data as of the event or listing).
+    /// The matching resource, as stored when the worker's claim was granted.
     pub resource: Resource,
 }
 
@@ -55,8 +70,9 @@ struct Rule {
     filter_doc: Value,
     filter: Filter,
     callback: Callback,
-    /// Resource ids whose callback is running (an event and a catch-up never run it twice at
-    /// once). std Mutex: inserts and removes only.
+    /// The worker group: every rule with this collection and filter, in any process.
+    group: String,
+    /// Resource ids whose job runs here (an event and a catch-up never run it twice at once).
     running: Mutex<HashSet<String>>,
 }
 
@@ -66,6 +82,7 @@ pub struct Worker {
     rules: Vec<Arc<Rule>>,
     catch_up: Duration,
     concurrency: usize,
+    lease: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -80,12 +97,12 @@ impl std::fmt::Debug for Worker {
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop: CancellationToken,
-    /// Owns the worker's tasks.
+    /// Owns the worker's event and catch-up tasks.
     _tasks: Vec<TaskGuard>,
 }
 
 impl WorkerHandle {
-    /// Stops the worker (callbacks already running finish on their own).
+    /// Stops the worker: running callbacks are cancelled (their leases expire).
     pub fn stop(&self) {
         self.stop.cancel();
     }
@@ -98,13 +115,14 @@ impl Drop for WorkerHandle {
 }
 
 impl Worker {
-    /// A worker on `node` (catch-up every 30 s, 64 callbacks at once).
+    /// A worker on `node` (catch-up every 30 s, 64 callbacks at once, leases of 30 s).
     pub fn new(node: Node) -> Worker {
         Worker {
             node,
             rules: Vec::new(),
             catch_up: Duration::from_secs(30),
             concurrency: 64,
+            lease: Duration::from_secs(30),
         }
     }
 
@@ -117,6 +135,7 @@ impl Worker {
         let parsed = Filter::parse(&filter)?;
         self.rules.push(Arc::new(Rule {
             collection: collection.to_owned(),
+            group: format!("{collection}:{filter}"),
             filter_doc: filter,
             filter: parsed,
             callback: Arc::new(move |ctx| Box::pin(callback(ctx))),
@@ -137,26 +156,37 @@ impl Worker {
         self
     }
 
+    /// How long a claimed job stays this worker's without renewal (default 30 s, at most
+    /// [`crate::MAX_LEASE`]): the delay before the job of a worker that died runs again.
+    /// Renewed at half of it while the callback runs.
+    pub fn lease(mut self, d: Duration) -> Worker {
+        self.lease = d.clamp(Duration::from_millis(100), crate::node::MAX_LEASE);
+        self
+    }
+
     /// Starts listening and catching up.
     pub fn start(self) -> WorkerHandle {
         let stop = self.node.shutdown_token().child_token();
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let shared = Arc::new(Shared {
+            node: self.node.clone(),
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+            holder: format!("{}/{}", self.node.node_id(), uuid::Uuid::new_v4().simple()),
+            lease: self.lease,
+            stop: stop.clone(),
+            jobs: TaskTracker::new(),
+        });
         let mut tasks = Vec::new();
         for rule in self.rules {
             let sub = self.node.subscribe(&rule.collection);
             tasks.push(TaskGuard::spawn(on_events(
-                self.node.clone(),
+                shared.clone(),
                 rule.clone(),
                 sub,
-                permits.clone(),
-                stop.clone(),
             )));
             tasks.push(TaskGuard::spawn(catch_up(
-                self.node.clone(),
+                shared.clone(),
                 rule,
                 self.catch_up,
-                permits.clone(),
-                stop.clone(),
             )));
         }
         WorkerHandle {
@@ -166,43 +196,110 @@ impl Worker {
     }
 }
 
-/// Runs the rule's callback for one resource unless it is already running for it.
-async fn run(node: &Node, rule: &Arc<Rule>, resource: Resource, permits: &Arc<Semaphore>) {
-    {
-        let mut running = rule.running.lock();
-        if !running.insert(resource.resource_id.clone()) {
-            return;
-        }
+/// What every task of one started worker shares.
+struct Shared {
+    node: Node,
+    permits: Arc<Semaphore>,
+    /// This worker's name in leases.
+    holder: String,
+    lease: Duration,
+    stop: CancellationToken,
+    /// The running jobs (each cancelled by `stop`).
+    jobs: TaskTracker,
+}
+
+/// Takes `id` out of the rule's running set when the job ends, however it ends.
+struct Running {
+    rule: Arc<Rule>,
+    id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.rule.running.lock().remove(&self.id);
     }
-    let Ok(permit) = permits.clone().acquire_owned().await else {
+}
+
+/// Starts the job for one resource unless it already runs here.
+async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String) {
+    if !rule.running.lock().insert(id.clone()) {
+        return;
+    }
+    let running = Running {
+        rule: rule.clone(),
+        id,
+    };
+    let Ok(permit) = w.permits.clone().acquire_owned().await else {
         return;
     };
-    let (node, rule) = (node.clone(), rule.clone());
-    tokio::spawn(async move {
-        let id = resource.resource_id.clone();
-        let ctx = WorkContext {
-            node,
-            collection: rule.collection.clone(),
-            resource,
-        };
-        if let Err(e) = (rule.callback)(ctx).await {
-            tracing::warn!(collection = %rule.collection, resource_id = %id, error = %e, "worker callback failed");
+    let w2 = w.clone();
+    w.jobs.spawn(async move {
+        let _permit = permit;
+        tokio::select! {
+            _ = w2.stop.cancelled() => {}
+            _ = job(&w2, &running.rule, &running.id) => {}
         }
-        rule.running.lock().remove(&id);
-        drop(permit);
+        drop(running);
     });
 }
 
-async fn on_events(
-    node: Node,
-    rule: Arc<Rule>,
-    mut sub: crate::Subscription,
-    permits: Arc<Semaphore>,
-    stop: CancellationToken,
-) {
+/// Claims the resource, runs the callback if granted and still matching, then releases.
+async fn job(w: &Shared, rule: &Rule, id: &str) {
+    let mut claim = ClaimRequest {
+        collection: rule.collection.clone(),
+        group: rule.group.clone(),
+        resource_id: id.to_owned(),
+        holder: w.holder.clone(),
+        lease_ms: u64::try_from(w.lease.as_millis()).unwrap_or(u64::MAX),
+        release: false,
+    };
+    let resource = match w.node.claim(&claim).await {
+        Ok(r) if r.granted => r.resource,
+        Ok(_) => return, // another worker of the group has it
+        Err(e) => {
+            tracing::debug!(collection = %rule.collection, resource_id = %id, error = %e, "claim failed; the catch-up retries");
+            return;
+        }
+    };
+    if let Some(resource) = resource.filter(|r| rule.filter.matches(&r.resource_data)) {
+        let ctx = WorkContext {
+            node: w.node.clone(),
+            collection: rule.collection.clone(),
+            resource,
+        };
+        let work = AssertUnwindSafe((rule.callback)(ctx)).catch_unwind();
+        let renew = async {
+            loop {
+                tokio::time::sleep(w.lease / 2).await;
+                if let Err(e) = w.node.claim(&claim).await {
+                    tracing::debug!(resource_id = %id, error = %e, "lease renewal failed");
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            o = work => o,
+            () = renew => return,
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(collection = %rule.collection, resource_id = %id, error = %e, "worker callback failed")
+            }
+            Err(_) => {
+                tracing::error!(collection = %rule.collection, resource_id = %id, "worker callback panicked")
+            }
+        }
+    }
+    claim.release = true;
+    if let Err(e) = w.node.claim(&claim).await {
+        tracing::debug!(resource_id = %id, error = %e, "lease release failed; it expires");
+    }
+}
+
+async fn on_events(w: Arc<Shared>, rule: Arc<Rule>, mut sub: crate::Subscription) {
     loop {
         let ev = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = w.stop.cancelled() => return,
             ev = sub.recv() => match ev { Some(e) => e, None => return },
         };
         let Ok(ev) = serde_json::from_slice::<ResourceEvent>(&ev.payload) else {
@@ -211,45 +308,48 @@ async fn on_events(
         if ev.collection != rule.collection {
             continue;
         }
-        if let Some(data) = ev.resource_data {
-            if rule.filter.matches(&data) {
-                let r = Resource {
-                    resource_id: ev.resource_id,
-                    resource_data: data,
-                };
-                run(&node, &rule, r, &permits).await;
-            }
+        if ev.resource_data.is_some_and(|d| rule.filter.matches(&d)) {
+            run(&w, &rule, ev.resource_id).await;
         }
     }
 }
 
-async fn catch_up(
-    node: Node,
-    rule: Arc<Rule>,
-    every: Duration,
-    permits: Arc<Semaphore>,
-    stop: CancellationToken,
-) {
+/// Pages through every resource matching the rule, every `every`.
+async fn catch_up(w: Arc<Shared>, rule: Arc<Rule>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = w.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let q = ListQuery {
-            filter: rule.filter_doc.clone(),
-            limit: Some(crate::resources::MAX_LIST_LIMIT),
-            ..ListQuery::default()
-        };
-        match node.collection(&rule.collection).list(&q).await {
-            Ok(page) => {
-                for r in page.items {
-                    run(&node, &rule, r, &permits).await;
+        let mut skip = 0;
+        loop {
+            let q = ListQuery {
+                filter: rule.filter_doc.clone(),
+                skip,
+                limit: Some(CATCH_UP_PAGE),
+                ..ListQuery::default()
+            };
+            let page = match w.node.collection(&rule.collection).list(&q).await {
+                Ok(p) => p,
+                // The collection may not be discovered yet; the next tick retries.
+                Err(e) => {
+                    tracing::debug!(collection = %rule.collection, error = %e, "worker catch-up failed");
+                    break;
                 }
+            };
+            let n = page.items.len() as u64;
+            for r in page.items {
+                if w.stop.is_cancelled() {
+                    return;
+                }
+                run(&w, &rule, r.resource_id).await;
             }
-            // The collection may not be discovered yet; the next tick retries.
-            Err(e) => {
-                tracing::debug!(collection = %rule.collection, error = %e, "worker catch-up failed")
+            // Jobs finishing meanwhile leave the filter and shift the pages: what this pass
+            // skips over that way, the next one finds.
+            skip += n;
+            if n < CATCH_UP_PAGE || skip >= page.total {
+                break;
             }
         }
     }

@@ -44,13 +44,14 @@ async fn reserved_and_malformed_names_are_refused() {
     for name in RESERVED_NAMES {
         assert!(
             matches!(
-                node.register_collection(spec(name)),
+                node.register_collection(spec(name)).await,
                 Err(Error::BadRequest(_))
             ),
             "{name:?} registered later"
         );
     }
     node.register_collection(spec("power"))
+        .await
         .expect("a valid name");
     assert_eq!(node.local_collections(), vec!["power".to_owned()]);
     node.shutdown().await;

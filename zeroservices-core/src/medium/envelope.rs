@@ -32,6 +32,8 @@ pub enum MessageKind {
     Resource,
     /// `announce`: static discovery, answered with the directory.
     Announce,
+    /// `claim`: a worker's lease on a resource, answered.
+    Claim,
 }
 
 impl MessageKind {
@@ -42,6 +44,7 @@ impl MessageKind {
             MessageKind::Notify => kind::NOTIFY,
             MessageKind::Resource => kind::RESOURCE,
             MessageKind::Announce => kind::ANNOUNCE,
+            MessageKind::Claim => kind::CLAIM,
         }
     }
 }
@@ -156,6 +159,7 @@ pub fn open_request(key: Option<&ClusterKey>, frames: Vec<Bytes>) -> Opened {
         kind::REQUEST => MessageKind::Request,
         kind::RESOURCE => MessageKind::Resource,
         kind::ANNOUNCE => MessageKind::Announce,
+        kind::CLAIM => MessageKind::Claim,
         other => {
             tracing::debug!(kind = other, "unknown message type");
             if kind_str.len() > 64 {

@@ -143,6 +143,10 @@ impl NodeBuilder {
         let node_id = uuid::Uuid::new_v4().simple().to_string();
         let mut names: Vec<String> = hosted.keys().cloned().collect();
         names.sort();
+        let mut stores = std::collections::BTreeMap::new();
+        for (name, h) in &hosted {
+            stores.insert(name.clone(), h.store.identity().await?);
+        }
         let me = Announcement {
             version: PROTOCOL_VERSION,
             kind: AnnounceKind::Announce,
@@ -154,6 +158,9 @@ impl NodeBuilder {
             heartbeat_ms: u64::try_from(self.heartbeat.as_millis())
                 .unwrap_or(1000)
                 .max(1),
+            stores,
+            started_ms: super::events::now_ms(),
+            refused: Default::default(),
         };
         let (me_tx, me_rx) = watch::channel(me);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);

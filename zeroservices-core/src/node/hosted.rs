@@ -145,6 +145,8 @@ impl CollectionSpec {
             schema: self.schema,
             actions: self.actions,
             last_failure: Arc::new(parking_lot::Mutex::new(None)),
+            order: Arc::new(super::ordering::WriteOrder::new()),
+            leases: Arc::new(super::claims::Leases::default()),
         })
     }
 }
@@ -172,6 +174,10 @@ pub(crate) struct Hosted {
     pub(crate) actions: HashMap<String, ActionFn>,
     /// When the store last failed (a storage error), for `/health`.
     pub(crate) last_failure: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+    /// Keeps each resource's events in commit order (see `ordering`).
+    order: Arc<super::ordering::WriteOrder>,
+    /// Worker leases, when this node coordinates the collection's claims (see `claims`).
+    pub(crate) leases: Arc<super::claims::Leases>,
 }
 
 impl std::fmt::Debug for Hosted {
@@ -325,6 +331,7 @@ impl Hosted {
             }
             Action::Delete => {
                 let id = need_id(&action, &resource_id)?;
+                let _turn = self.order.turn(id).await;
                 self.store.delete(id).await?;
                 node.publish_change(&self.name, "delete", id, None, None)
                     .await;
@@ -362,9 +369,22 @@ impl Hosted {
         // Serialized once, before the store takes the data: the event and the answer are both
         // built from these bytes.
         let data_json = to_json(&data)?;
-        let id = self.store.insert(id, data).await?;
-        node.publish_change(&self.name, "create", &id, Some(&data_json), None)
-            .await;
+        let id = match id {
+            Some(id) => {
+                let _turn = self.order.turn(&id).await;
+                let id = self.store.insert(Some(id), data).await?;
+                node.publish_change(&self.name, "create", &id, Some(&data_json), None)
+                    .await;
+                id
+            }
+            None => {
+                let id = self.store.insert(None, data).await?;
+                let _turn = self.order.turn(&id).await;
+                node.publish_change(&self.name, "create", &id, Some(&data_json), None)
+                    .await;
+                id
+            }
+        };
         Ok(Output::Json(resource_json(&id, &data_json)?))
     }
 
@@ -385,6 +405,7 @@ impl Hosted {
 
     async fn patch(&self, node: &Node, id: &str, update: &Update) -> Result<Output> {
         // The schema is checked on the document the store writes, inside its atomic write.
+        let _turn = self.order.turn(id).await;
         let r = match &self.schema {
             Some(s) => {
                 let s = s.clone();

@@ -48,6 +48,14 @@ impl Node {
                     ))),
                 }
             }
+            MessageKind::Claim => {
+                let req: super::ClaimRequest = serde_json::from_slice(body)
+                    .map_err(|e| Error::BadRequest(format!("invalid claim: {e}")))?;
+                let reply = self.answer_claim(&req).await?;
+                serde_json::to_value(reply)
+                    .map(Output::Value)
+                    .map_err(|e| Error::Internal(e.to_string()))
+            }
             MessageKind::Announce => {
                 let a = Announcement::decode(body)?;
                 self.handle_heard(Heard {

@@ -34,9 +34,10 @@ impl Node {
             }
             return;
         }
+        let provides_mine = a.collections.iter().any(|c| self.hosted(c).is_some());
         match self.inner.directory.upsert(a.clone(), h.direct) {
             Upsert::Joined { replaced, evicted } => {
-                for old in replaced.into_iter().chain(evicted.map(|b| *b)) {
+                for old in replaced.into_iter().chain(evicted).map(|b| *b) {
                     self.peer_left(old.announcement).await;
                 }
                 if let Err(e) = self
@@ -69,6 +70,57 @@ impl Node {
                 tracing::debug!(peer = %a.node_id, "peer table full of verified peers; announcement ignored");
             }
             Upsert::Updated | Upsert::Refreshed | Upsert::Ignored => {}
+        }
+        if provides_mine {
+            self.refuse_split_collections();
+        }
+    }
+
+    /// Stops serving each collection that a peer serves from another store which came first
+    /// (see [`crate::protocol::store_winner`]): two unshared stores behind one collection would
+    /// split its data. The refusal is logged and announced (`nodes` shows it).
+    pub(super) fn refuse_split_collections(&self) {
+        let me = self.announcement();
+        let peers = self.inner.directory.peers();
+        for c in &me.collections {
+            let Some(mine) = me.stores.get(c) else {
+                continue;
+            };
+            let providers: Vec<&Announcement> = peers
+                .iter()
+                .filter(|p| !p.down && p.announcement.collections.contains(c))
+                .map(|p| &p.announcement)
+                .collect();
+            fn store<'a>(a: &'a Announcement, c: &str) -> &'a str {
+                a.stores.get(c).map_or("", String::as_str)
+            }
+            let candidates = providers
+                .iter()
+                .map(|a| (store(a, c), a.started_ms, a.node_id.as_str()))
+                .chain(std::iter::once((
+                    mine.as_str(),
+                    me.started_ms,
+                    me.node_id.as_str(),
+                )));
+            let Some(winner) = crate::protocol::store_winner(candidates) else {
+                continue;
+            };
+            if winner == mine {
+                continue;
+            }
+            let first = providers.iter().find(|a| store(a, c) == winner);
+            let reason = format!(
+                "{c:?} is already served by {} ({}) from another store ({winner}); this node's store ({mine}) is not shared with it, and serving both would split the data. Point every provider of {c:?} at one shared store (e.g. one MongoDB database) or give this collection another name.",
+                first.map_or("?", |a| a.name.as_str()),
+                first.map_or("?", |a| a.node_id.as_str()),
+            );
+            tracing::error!(collection = %c, "refusing to serve: {reason}");
+            self.inner.hosted.write().remove(c);
+            self.inner.me.send_modify(|me| {
+                me.collections.retain(|x| x != c);
+                me.stores.remove(c);
+                me.refused.insert(c.clone(), reason);
+            });
         }
     }
 
@@ -106,6 +158,7 @@ pub(super) async fn housekeeping(node: Node) {
             _ = tick.tick() => {}
         }
         round += 1;
+        node.refuse_split_collections();
         for gone in node.inner.directory.expire(MISSED_HEARTBEATS) {
             tracing::info!(peer = %gone.announcement.name, "peer silent for {MISSED_HEARTBEATS} heartbeats");
             node.peer_left(gone.announcement).await;

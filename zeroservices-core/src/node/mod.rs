@@ -20,11 +20,13 @@
 //! ```
 
 mod builder;
+mod claims;
 mod client;
 mod events;
 mod hosted;
 mod inbound;
 mod membership;
+mod ordering;
 mod routing;
 
 use parking_lot::{Mutex, RwLock};
@@ -41,6 +43,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use self::claims::ClaimRequest;
+pub use self::claims::{MAX_LEASE, MAX_LEASES};
 pub use self::client::CollectionClient;
 pub use self::hosted::{ActionContext, ActionFn, CollectionSpec};
 pub(crate) use self::hosted::{Hosted, Output};
@@ -226,17 +230,21 @@ impl Node {
         self.inner.me.borrow().collections.clone()
     }
 
-    /// Hosts another collection and announces it at once.
-    pub fn register_collection(&self, spec: CollectionSpec) -> Result<()> {
+    /// Hosts another collection and announces it at once (with its store's identity).
+    pub async fn register_collection(&self, spec: CollectionSpec) -> Result<()> {
         let h = Arc::new(spec.into_hosted(&self.inner.reserved)?);
+        let identity = h.store.identity().await?;
         let name = h.name.clone();
         self.inner.hosted.write().insert(name.clone(), h);
         self.inner.me.send_modify(|me| {
             if !me.collections.contains(&name) {
-                me.collections.push(name);
+                me.collections.push(name.clone());
                 me.collections.sort();
             }
+            me.refused.remove(&name);
+            me.stores.insert(name, identity);
         });
+        self.refuse_split_collections();
         Ok(())
     }
 

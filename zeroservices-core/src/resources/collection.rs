@@ -56,6 +56,21 @@ pub trait Collection: Send + Sync + fmt::Debug + 'static {
     async fn ensure_index(&self, _path: &str) -> Result<()> {
         Ok(())
     }
+    /// Identity of the storage behind this collection: equal for two values exactly when they
+    /// read and write the same data (a MongoDB database: one identity for every node using it;
+    /// each memory or embedded store: its own). Nodes announce it, and a collection is served
+    /// only by providers sharing one (a node whose store differs refuses the collection). The
+    /// default is unique to this value in this process: override it in a backend that nodes
+    /// can share.
+    async fn identity(&self) -> Result<String> {
+        Ok(format!("process:{}:{:p}", process_token(), self))
+    }
+}
+
+/// A random token of this process (for default store identities).
+fn process_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
 /// Checks a resource id: 1–512 bytes of UTF-8 without `/` or control characters.

@@ -26,6 +26,8 @@ pub struct MemoryCollection {
     // takes every shard's read lock in index order; writers take one.
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
+    /// This collection's own store identity (nothing else reads its data).
+    identity: String,
 }
 
 impl Default for MemoryCollection {
@@ -33,6 +35,7 @@ impl Default for MemoryCollection {
         MemoryCollection {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             hasher: RandomState::new(),
+            identity: format!("memory:{}", uuid::Uuid::new_v4().simple()),
         }
     }
 }
@@ -63,6 +66,10 @@ fn not_found(id: &str) -> Error {
 
 #[async_trait]
 impl Collection for MemoryCollection {
+    async fn identity(&self) -> Result<String> {
+        Ok(self.identity.clone())
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let shards: Vec<RwLockReadGuard<'_, Shard>> =
             self.shards.iter().map(|s| s.read()).collect();

@@ -31,6 +31,8 @@ const SERVER_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct MongoStore {
     db: Database,
+    /// Where the data lives, as far as this node can tell (see [`Collection::identity`]).
+    place: Arc<str>,
 }
 
 impl MongoStore {
@@ -47,9 +49,26 @@ impl MongoStore {
             .default_database
             .clone()
             .unwrap_or_else(|| "zeroservices".into());
+        // The hosts as written in the URI (sorted), the replica set and the database: nodes
+        // given the same servers under the same names share the identity.
+        let mut hosts: Vec<String> = opts
+            .hosts
+            .iter()
+            .map(|h| h.to_string().to_lowercase())
+            .collect();
+        hosts.sort();
+        let place = format!(
+            "{}{}/{name}",
+            hosts.join(","),
+            opts.repl_set_name
+                .as_deref()
+                .map(|r| format!("?replicaSet={r}"))
+                .unwrap_or_default()
+        );
         let client = Client::with_options(opts).map_err(map_error)?;
         Ok(MongoStore {
             db: client.database(&name),
+            place: Arc::from(place),
         })
     }
 
@@ -69,9 +88,13 @@ impl MongoStore {
     /// let store = zeroservices_mongo::MongoStore::from_client(mongodb::Client::with_options(opts)?, "power_db");
     /// # drop(store); Ok(()) }
     /// ```
+    ///
+    /// Its store identity is the database name alone (the driver does not tell which servers a
+    /// client was given): nodes using one database name must use one deployment.
     pub fn from_client(client: Client, database: &str) -> MongoStore {
         MongoStore {
             db: client.database(database),
+            place: Arc::from(format!("client/{database}")),
         }
     }
 
@@ -83,6 +106,7 @@ impl MongoStore {
     /// The collection `name`.
     pub fn collection(&self, name: &str) -> MongoCollection {
         MongoCollection {
+            identity: Arc::from(format!("mongodb:{}/{name}", self.place)),
             coll: self.db.collection(name),
             raw: self.db.collection(name),
             indexes: Vec::new(),
@@ -111,6 +135,7 @@ impl MongoStore {
 /// applied to a state that program has since changed.
 #[derive(Debug, Clone)]
 pub struct MongoCollection {
+    identity: Arc<str>,
     coll: mongodb::Collection<Document>,
     /// The same collection, read and written as raw BSON: documents nest up to
     /// `MAX_NESTING` levels, and the driver's recursive conversions to `Document` need more
@@ -264,6 +289,10 @@ fn not_found(id: &str) -> Error {
 
 #[async_trait]
 impl Collection for MongoCollection {
+    async fn identity(&self) -> Result<String> {
+        Ok(self.identity.to_string())
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         self.ensure_indexes().await?;
         query.parsed_filter()?; // reject a bad query before touching the server

@@ -321,8 +321,8 @@ impl Medium for ZmqMedium {
                 let _ = finished.await;
             }
         };
-        // The queue ahead of the flush is sent too; a subscriber that is stuck costs at most
-        // the STALL per event, so bound the whole wait as well.
+        // The queue ahead of the flush is sent too; a subscriber that is stuck costs one
+        // STALL, and one that reads slowly more, so bound the whole wait as well.
         if tokio::time::timeout(limit + Duration::from_secs(1), flush)
             .await
             .is_err()

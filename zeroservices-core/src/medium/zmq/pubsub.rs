@@ -26,7 +26,9 @@
 //! is treated as stuck, and that one event is sent with NODROP off. libzmq then takes every
 //! full queue out of the set it publishes to, until its reader drains it (a stuck subscriber
 //! loses events from there on, and `seq` tells it so), and NODROP goes back on at once. A
-//! reader that never reads costs the others one `STALL`.
+//! reader that never reads costs the others one `STALL` (it is long, a second, so that a
+//! subscriber process starved of CPU for a moment is waited for, not dropped: that costs
+//! little since a stuck one is waited for only once, until it reads again).
 //!
 //! NODROP is not left off for a while: libzmq's writer sees how far a reader got only every
 //! `HWM - 1024` messages, so with it off a subscriber that is barely behind (about a thousand
@@ -52,7 +54,7 @@ use tokio::sync::oneshot;
 /// Events (or subscriptions) handled in one go.
 const BATCH: usize = 512;
 /// Longest wait for a full subscriber queue before that subscriber is considered stuck.
-pub(super) const STALL: Duration = Duration::from_millis(100);
+pub(super) const STALL: Duration = Duration::from_secs(1);
 /// Longest subscription (bytes, with its `0x01`/command header): a topic is
 /// `<collection>.<action>.<id>`, ids at most 512 bytes.
 pub(super) const MAX_PREFIX: i64 = 2048;

@@ -30,6 +30,35 @@ use self::tables::Tables;
 pub struct EmbeddedStore {
     db: Arc<Database>,
     committer: Arc<Committer>,
+    /// Random, made when the file is created (see [`Collection::identity`]).
+    store_id: Arc<str>,
+}
+
+/// Facts about the database file itself.
+const META: TableDefinition<'_, &str, &str> = TableDefinition::new("zeroservices:meta");
+
+/// The database's identity, made and stored on first open.
+fn store_id(db: &Database) -> Result<String> {
+    {
+        let tx = db.begin_read().map_err(storage)?;
+        match tx.open_table(META) {
+            Ok(t) => {
+                if let Some(v) = t.get("store_id").map_err(storage)? {
+                    return Ok(v.value().to_owned());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(storage(e)),
+        }
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tx = db.begin_write().map_err(storage)?;
+    tx.open_table(META)
+        .map_err(storage)?
+        .insert("store_id", id.as_str())
+        .map_err(storage)?;
+    tx.commit().map_err(storage)?;
+    Ok(id)
 }
 
 fn storage(e: impl std::fmt::Display) -> Error {
@@ -66,8 +95,13 @@ impl EmbeddedStore {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)?;
         let db = Arc::new(Database::create(dir.join("zeroservices.redb")).map_err(storage)?);
+        let store_id = Arc::from(store_id(&db)?);
         let committer = Arc::new(Committer::start(db.clone(), group_commit)?);
-        Ok(EmbeddedStore { db, committer })
+        Ok(EmbeddedStore {
+            db,
+            committer,
+            store_id,
+        })
     }
 
     /// The collection `name` in this store (its table is created on first write).
@@ -76,6 +110,7 @@ impl EmbeddedStore {
             db: self.db.clone(),
             committer: self.committer.clone(),
             table: Arc::from(format!("collection:{name}")),
+            store_id: self.store_id.clone(),
         }
     }
 }
@@ -86,6 +121,7 @@ pub struct EmbeddedCollection {
     db: Arc<Database>,
     committer: Arc<Committer>,
     table: Arc<str>,
+    store_id: Arc<str>,
 }
 
 fn not_found(id: &str) -> Error {
@@ -161,6 +197,10 @@ impl EmbeddedCollection {
 
 #[async_trait]
 impl Collection for EmbeddedCollection {
+    async fn identity(&self) -> Result<String> {
+        Ok(format!("embedded:{}/{}", self.store_id, self.table))
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         query.parsed_filter()?; // a bad query is refused before reading anything
         let query = query.clone();
