@@ -72,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
         .reserve_names(&["ui"]);
     if serves {
         let store = args.store.open().await?;
+        if let Some(dir) = args.store.state_dir() {
+            builder = builder.state_dir(dir);
+        }
         builder = builder.collection(CollectionSpec::new("power", store.collection("power")));
     }
     let node = builder.start().await?;

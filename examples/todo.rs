@@ -59,12 +59,11 @@ async fn main() -> anyhow::Result<()> {
         "additionalProperties": false
     });
     let todos = CollectionSpec::new("todos", store.collection("todos")).schema(schema)?;
-    let node = args
-        .cluster
-        .apply(Node::builder("todo"))?
-        .collection(todos)
-        .start()
-        .await?;
+    let mut builder = args.cluster.apply(Node::builder("todo"))?.collection(todos);
+    if let Some(dir) = args.store.state_dir() {
+        builder = builder.state_dir(dir);
+    }
+    let node = builder.start().await?;
     let listener = tokio::net::TcpListener::bind(&args.http).await?;
     let addr = listener.local_addr()?;
     println!(

@@ -283,6 +283,9 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     let indexes = parse_indexes(&a.indexes, &a.collections)?;
     if !a.collections.is_empty() {
         let store = a.store.open().await?;
+        if let Some(dir) = a.store.state_dir() {
+            b = b.state_dir(dir);
+        }
         for c in &a.collections {
             let (name, schema) = match c.split_once('=') {
                 Some((n, path)) => (n, Some(PathBuf::from(path))),

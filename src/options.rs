@@ -56,6 +56,15 @@ pub enum Store {
 }
 
 impl StoreSpec {
+    /// Where a node serving from this store keeps its identity (see
+    /// `NodeBuilder::state_dir`): the embedded store's directory; none for the others.
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            StoreSpec::Embedded(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Opens the store (for MongoDB: prepares the client; the server may come up later).
     pub async fn open(&self) -> anyhow::Result<Store> {
         match self {

@@ -76,8 +76,66 @@ struct Replay {
     events: VecDeque<Arc<HubEvent>>,
     /// Bytes of the events' text.
     bytes: usize,
-    /// Highest seq evicted per node: a resume from below it has a gap.
-    evicted: HashMap<String, u64>,
+    /// Per node, the seqs this hub can replay without a hole (see [`Track`]).
+    tracks: HashMap<String, Track>,
+}
+
+/// Nodes whose sequence a hub follows at most; past it, it forgets them all (their resumes
+/// get `resync`, which is always safe).
+const MAX_TRACKED: usize = 4 * MAX_SINCE;
+
+/// What a hub knows of one node's sequence: it received every event of the node from `first`
+/// to `last` and still holds those from `first` on. A resume from `since` is complete exactly
+/// when `first <= since + 1`; before any event (a hub that just started, a node it never
+/// heard) nothing is proven.
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    first: u64,
+    last: u64,
+}
+
+impl Replay {
+    /// Records a live event of `node` with `seq`.
+    fn follow(&mut self, node: &str, seq: u64) {
+        match self.tracks.get_mut(node) {
+            Some(t) if seq == t.last.saturating_add(1) => t.last = seq,
+            // A hole (missed events, or a restart that skipped a reserved block of seqs):
+            // only what comes from here on is proven.
+            Some(t) if seq > t.last => {
+                *t = Track {
+                    first: seq,
+                    last: seq,
+                }
+            }
+            Some(_) => {} // a repeat or an older seq: proves nothing new
+            None => {
+                if self.tracks.len() >= MAX_TRACKED {
+                    self.tracks.clear();
+                }
+                self.tracks.insert(
+                    node.to_owned(),
+                    Track {
+                        first: seq,
+                        last: seq,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records that `node`'s event `seq` left the buffer.
+    fn evicted(&mut self, node: &str, seq: u64) {
+        if let Some(t) = self.tracks.get_mut(node) {
+            t.first = t.first.max(seq.saturating_add(1));
+        }
+    }
+
+    /// Whether every event of `node` after `since` can be replayed.
+    fn complete(&self, node: &str, since: u64) -> bool {
+        self.tracks
+            .get(node)
+            .is_some_and(|t| t.first <= since.saturating_add(1))
+    }
 }
 
 impl Hub {
@@ -94,7 +152,8 @@ impl Hub {
         let ev = Arc::new(ev);
         {
             let mut r = self.replay.lock();
-            if ev.seq.is_some() {
+            if let (Some(n), Some(s)) = (&ev.node_id, ev.seq) {
+                r.follow(n, s);
                 r.bytes += ev.text.len();
                 r.events.push_back(ev.clone());
             }
@@ -102,13 +161,7 @@ impl Hub {
                 if let Some(old) = r.events.pop_front() {
                     r.bytes -= old.text.len();
                     if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
-                        // No key copy for a node already listed (every event, once full).
-                        match r.evicted.get_mut(n.as_str()) {
-                            Some(e) => *e = (*e).max(s),
-                            None => {
-                                r.evicted.insert(n.clone(), s);
-                            }
-                        }
+                        r.evicted(n, s);
                     }
                 }
             }
@@ -369,21 +422,37 @@ impl Conn {
         topics: &HashSet<String>,
         out: &mut Vec<Utf8Bytes>,
     ) {
-        let (snapshot, evicted) = {
+        let (snapshot, unproven) = {
             let r = self.st.hub.replay.lock();
-            (
-                r.events.iter().cloned().collect::<Vec<_>>(),
-                r.evicted.clone(),
-            )
+            let unproven: Vec<String> = since
+                .iter()
+                .filter(|(n, s)| !r.complete(n, **s))
+                .map(|(n, _)| n.clone())
+                .collect();
+            (r.events.iter().cloned().collect::<Vec<_>>(), unproven)
         };
+        let covers =
+            |ev: &HubEvent| all || covering_prefixes(&ev.topic).any(|p| topics.contains(p));
+        // Nodes the client never heard of whose events it may have missed: it cannot be told
+        // what it missed of them, only to reload.
+        let mut strangers: Vec<&str> = snapshot
+            .iter()
+            .filter_map(|ev| {
+                ev.node_id
+                    .as_deref()
+                    .filter(|n| !since.contains_key(*n) && covers(ev))
+            })
+            .collect();
+        strangers.sort_unstable();
+        strangers.dedup();
+        for node_id in unproven.iter().map(String::as_str).chain(strangers) {
+            out.push(
+                json!({"type": "resync", "node_id": node_id, "reason": "gap"})
+                    .to_string()
+                    .into(),
+            );
+        }
         for (node_id, seq) in since {
-            if evicted.get(node_id).is_some_and(|e| e > seq) {
-                out.push(
-                    json!({"type": "resync", "node_id": node_id, "reason": "gap"})
-                        .to_string()
-                        .into(),
-                );
-            }
             if self.floor.len() >= MAX_SINCE {
                 self.floor.clear();
             }
@@ -391,8 +460,7 @@ impl Conn {
         }
         for ev in snapshot {
             let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
-            let covered = all || covering_prefixes(&ev.topic).any(|p| topics.contains(p));
-            if from_resumed && covered && self.wants(&ev) {
+            if from_resumed && covers(&ev) && self.wants(&ev) {
                 self.note_replayed(&ev);
                 out.push(ev.text.clone());
             }

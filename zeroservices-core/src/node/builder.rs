@@ -47,6 +47,7 @@ pub struct NodeBuilder {
     collections: Vec<CollectionSpec>,
     reserved: Vec<String>,
     cluster_key: Option<Arc<ClusterKey>>,
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -109,6 +110,14 @@ impl NodeBuilder {
         self.service = Arc::new(s);
         self
     }
+    /// Keeps this node's identity in `dir` (`node.json`): the same `node_id` after a restart,
+    /// and `seq` continuing above every value used before, so clients resuming with `since`
+    /// are never silently short of events. Give a node with a persistent store its directory
+    /// (`serve` and the examples use the embedded store's); one process per directory.
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
     /// Hosts a collection.
     pub fn collection(mut self, spec: CollectionSpec) -> Self {
         self.collections.push(spec);
@@ -140,7 +149,17 @@ impl NodeBuilder {
             let h = spec.into_hosted(&self.reserved)?;
             hosted.insert(h.name.clone(), Arc::new(h));
         }
-        let node_id = uuid::Uuid::new_v4().simple().to_string();
+        let (durable, first_seq) = match &self.state_dir {
+            Some(dir) => {
+                let (d, used) = super::durable::Durable::open(dir)?;
+                (Some(d), used)
+            }
+            None => (None, 0),
+        };
+        let node_id = durable.as_ref().map_or_else(
+            || uuid::Uuid::new_v4().simple().to_string(),
+            |d| d.node_id().to_owned(),
+        );
         let mut names: Vec<String> = hosted.keys().cloned().collect();
         names.sort();
         let mut stores = std::collections::BTreeMap::new();
@@ -181,7 +200,8 @@ impl NodeBuilder {
             hosted: RwLock::new(hosted),
             subs: Mutex::new(Vec::new()),
             next_sub: AtomicU64::new(1),
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(first_seq),
+            durable,
             events_tx,
             peer_events: broadcast::channel(256).0,
             shutdown,
@@ -281,6 +301,7 @@ impl Node {
             collections: Vec::new(),
             reserved: Vec::new(),
             cluster_key: None,
+            state_dir: None,
         }
     }
 }

@@ -273,6 +273,29 @@ impl Node {
     }
 }
 
+/// Makes sure `seq` is within the durable reservation before an event takes it.
+async fn reserve(node: &Node, seq: u64) {
+    let Some(d) = &node.inner.durable else {
+        return;
+    };
+    if seq <= d.reserved.load(Ordering::Acquire) {
+        return;
+    }
+    let n = node.clone();
+    let upto = seq.saturating_add(super::durable::SEQ_BLOCK);
+    let done = tokio::task::spawn_blocking(move || match &n.inner.durable {
+        Some(d) => d.reserve(upto),
+        None => Ok(()),
+    })
+    .await;
+    if !matches!(done, Ok(Ok(()))) {
+        tracing::error!(
+            seq,
+            "cannot save the seq reservation; after a restart, seqs may repeat"
+        );
+    }
+}
+
 pub(super) async fn event_publisher(node: Node, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
     use std::io::Write as _;
     // Runs until every sender is gone, so changes acknowledged before shutdown still go out.
@@ -288,6 +311,7 @@ pub(super) async fn event_publisher(node: Node, mut rx: mpsc::Receiver<(String, 
             return;
         };
         let seq = node.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        reserve(&node, seq).await;
         // Writing into a Vec cannot fail.
         let _ = write!(body, r#","seq":{seq},"ts":{}}}"#, now_ms());
         let ev = Event {

@@ -35,6 +35,11 @@ impl Node {
             return;
         }
         let provides_mine = a.collections.iter().any(|c| self.hosted(c).is_some());
+        let before = self
+            .inner
+            .directory
+            .peer(&a.node_id)
+            .map(|p| p.announcement.endpoints);
         match self.inner.directory.upsert(a.clone(), h.direct) {
             Upsert::Joined { replaced, evicted } => {
                 for old in replaced.into_iter().chain(evicted).map(|b| *b) {
@@ -68,6 +73,20 @@ impl Node {
             }
             Upsert::Refused => {
                 tracing::debug!(peer = %a.node_id, "peer table full of verified peers; announcement ignored");
+            }
+            // The same node_id at new endpoints: a node with a durable identity restarted
+            // before it expired here. Its old connections lead nowhere.
+            Upsert::Updated if before.is_some_and(|b| b != a.endpoints) => {
+                tracing::info!(peer = %a.name, node_id = %a.node_id, "peer restarted at new endpoints");
+                self.inner.medium.disconnect_peer(&a.node_id).await;
+                if let Err(e) = self
+                    .inner
+                    .medium
+                    .connect_peer(&a.node_id, &a.endpoints)
+                    .await
+                {
+                    tracing::warn!(peer = %a.node_id, error = %e, "cannot connect to peer");
+                }
             }
             Upsert::Updated | Upsert::Refreshed | Upsert::Ignored => {}
         }

@@ -22,6 +22,7 @@
 mod builder;
 mod claims;
 mod client;
+mod durable;
 mod events;
 mod hosted;
 mod inbound;
@@ -157,6 +158,8 @@ struct NodeInner {
     subs: Mutex<Vec<SubEntry>>,
     next_sub: AtomicU64,
     seq: AtomicU64,
+    /// Where `node_id` and the seq reservation are kept, if anywhere (see `durable`).
+    durable: Option<durable::Durable>,
     /// Changes waiting to be sequenced; drained by the event publisher task.
     events_tx: mpsc::Sender<(String, Vec<u8>)>,
     peer_events: broadcast::Sender<PeerEvent>,
