@@ -1,6 +1,6 @@
 //! The ZeroMQ medium on libzmq (the `zmq` crate, libzmq built from source): one ROUTER taking
 //! requests, one pooled DEALER per peer for outgoing requests, one XPUB for events and one SUB
-//! connected to every peer.
+//! per peer, connected to that peer only.
 //!
 //! libzmq parses the wire: frames over the body limit close the connection before they are
 //! read (`ZMQ_MAXMSGSIZE`), greetings have a deadline (`ZMQ_HANDSHAKE_IVL`), dead connections
@@ -13,7 +13,7 @@
 //! | `socket.rs` | the tokio bridge and the options every socket gets |
 //! | `router.rs` | the ROUTER task: requests in, replies out |
 //! | `dealer.rs` | [`DealerClient`]: one peer's DEALER, its connection state, fail-fast |
-//! | `pubsub.rs` | the XPUB and SUB tasks |
+//! | `pubsub.rs` | the XPUB task and the per-peer SUB tasks |
 
 mod dealer;
 mod pubsub;
@@ -33,7 +33,6 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 pub(crate) use self::dealer::DealerClient;
-use self::pubsub::SubCmd;
 use super::envelope::Key;
 use super::{Inbox, Medium, INBOX_CAPACITY};
 use crate::error::{Error, Result};
@@ -42,8 +41,6 @@ use crate::task::TaskGuard;
 
 /// Events queued for the XPUB socket before `publish` waits.
 const PUB_QUEUE: usize = 16_384;
-/// Connect and disconnect commands queued for the SUB task.
-const SUB_QUEUE: usize = 1024;
 
 /// Where and how a [`ZmqMedium`] binds.
 #[derive(Debug, Clone)]
@@ -106,21 +103,23 @@ pub struct ZmqMedium {
     /// and skips the publisher task entirely.
     subscribed: Arc<AtomicBool>,
     prefixes: watch::Sender<Vec<String>>,
-    sub_tx: mpsc::Sender<SubCmd>,
+    /// Where peer subscribers forward events.
+    inbox_tx: mpsc::Sender<super::Incoming>,
     // std Mutex: map lookups and inserts only; never held across an await.
     peers: Mutex<HashMap<String, PeerConn>>,
     /// Connections to endpoints asked directly (static discovery's seeds), by endpoint.
     // std Mutex: map lookups and inserts only; never held across an await.
     endpoints_asked: Mutex<HashMap<String, Arc<DealerClient>>>,
-    /// Own the ROUTER, XPUB and SUB tasks; they end when the medium is dropped.
-    _tasks: [TaskGuard; 3],
+    /// Own the ROUTER and XPUB tasks; they end when the medium is dropped.
+    _tasks: [TaskGuard; 2],
 }
 
 #[derive(Debug)]
 struct PeerConn {
-    endpoints: Endpoints,
     /// Owns the peer's DEALER task.
     dealer: Arc<DealerClient>,
+    /// Owns the task of the SUB socket connected to this peer only.
+    _sub: TaskGuard,
 }
 
 fn tcp_port(ep: &str) -> Result<u16> {
@@ -131,7 +130,8 @@ fn tcp_port(ep: &str) -> Result<u16> {
 }
 
 impl ZmqMedium {
-    /// Binds the ROUTER and XPUB sockets and starts their tasks (and the SUB task).
+    /// Binds the ROUTER and XPUB sockets and starts their tasks (each peer gets a SUB task when
+    /// it is connected).
     pub async fn bind(cfg: ZmqConfig) -> Result<(ZmqMedium, Inbox)> {
         let host = match cfg.bind {
             IpAddr::V6(ip) => format!("[{ip}]"),
@@ -156,8 +156,7 @@ impl ZmqMedium {
         };
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let (pub_tx, pub_rx) = mpsc::channel(PUB_QUEUE);
-        let (sub_tx, sub_rx) = mpsc::channel(SUB_QUEUE);
-        let (prefixes, prefixes_rx) = watch::channel(Vec::new());
+        let (prefixes, _) = watch::channel(Vec::new());
         let key = cfg.cluster_key.clone();
         let subscribed = Arc::new(AtomicBool::new(false));
         let tasks = [
@@ -171,13 +170,6 @@ impl ZmqMedium {
                 subscribed.clone(),
                 key.clone(),
             )),
-            TaskGuard::spawn(pubsub::subscriber(
-                cfg.bind.is_ipv6(),
-                sub_rx,
-                prefixes_rx,
-                inbox_tx,
-                key,
-            )),
         ];
         let medium = ZmqMedium {
             endpoints,
@@ -185,7 +177,7 @@ impl ZmqMedium {
             pub_tx,
             subscribed,
             prefixes,
-            sub_tx,
+            inbox_tx,
             peers: Mutex::new(HashMap::new()),
             endpoints_asked: Mutex::new(HashMap::new()),
             _tasks: tasks,
@@ -221,31 +213,25 @@ impl Medium for ZmqMedium {
         check_endpoint(&endpoints.publish)?;
         // Dialled at once, so the first request finds the connection up.
         let conn = PeerConn {
-            endpoints: endpoints.clone(),
             dealer: self.dealer(&endpoints.request),
+            _sub: TaskGuard::spawn(pubsub::peer_subscriber(
+                self.cfg.bind.is_ipv6(),
+                node_id.to_owned(),
+                endpoints.publish.clone(),
+                self.prefixes.subscribe(),
+                self.inbox_tx.clone(),
+                self.cfg.cluster_key.clone(),
+            )),
         };
+        // A connection replaced (a restart at new endpoints) closes with the old value.
         let old = self.peers.lock().insert(node_id.to_owned(), conn);
-        if let Some(old) = old {
-            let _ = self
-                .sub_tx
-                .send(SubCmd::Disconnect(old.endpoints.publish))
-                .await;
-        }
-        self.sub_tx
-            .send(SubCmd::Connect(endpoints.publish.clone()))
-            .await
-            .map_err(|_| Error::Shutdown)
+        drop(old);
+        Ok(())
     }
 
     async fn disconnect_peer(&self, node_id: &str) {
         let gone = self.peers.lock().remove(node_id);
-        if let Some(conn) = gone {
-            // Fails only when the medium is shutting down.
-            let _ = self
-                .sub_tx
-                .send(SubCmd::Disconnect(conn.endpoints.publish))
-                .await;
-        }
+        drop(gone);
     }
 
     async fn request(

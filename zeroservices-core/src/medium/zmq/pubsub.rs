@@ -1,5 +1,6 @@
-//! Events: one XPUB socket publishing this node's events, one SUB socket connected to every
-//! peer's publisher. Each is owned by one task.
+//! Events: one XPUB socket publishing this node's events, and per peer one SUB socket
+//! connected to that peer's publisher only (so an event's connection says which node sent
+//! it). Each socket is owned by one task.
 //!
 //! An XPUB rather than a PUB so that the publisher sees subscriptions arrive: until a first
 //! subscriber is there, publishing skips the task entirely.
@@ -34,7 +35,6 @@
 //! `HWM - 1024` messages, so with it off a subscriber that is barely behind (about a thousand
 //! events, a few milliseconds at full speed) already counts as full and loses events.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -300,20 +300,14 @@ impl Xpub {
     }
 }
 
-/// What the medium asks of the subscriber task.
-#[derive(Debug)]
-pub(super) enum SubCmd {
-    /// Start receiving from a peer's publish endpoint.
-    Connect(String),
-    /// Stop receiving from it.
-    Disconnect(String),
-}
-
-/// Owns the SUB socket: connects and disconnects peers, follows the node's subscriptions and
-/// forwards verified events to the inbox.
-pub(super) async fn subscriber(
+/// Receives one peer's events: its own SUB socket connected to the peer's publish endpoint
+/// only, so every event it reads comes from that peer. One that names another node as its
+/// publisher (`node_id`) is dropped: only the publisher speaks for itself. Follows the node's
+/// subscriptions and forwards the rest to the inbox. Ends when its owner drops it.
+pub(super) async fn peer_subscriber(
     ipv6: bool,
-    mut cmds: mpsc::Receiver<SubCmd>,
+    node_id: String,
+    endpoint: String,
     mut prefixes: watch::Receiver<Vec<String>>,
     inbox: mpsc::Sender<Incoming>,
     key: Key,
@@ -321,40 +315,20 @@ pub(super) async fn subscriber(
     let mut sub = match open_sub(ipv6, key.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "subscriber: cannot open a SUB socket; no events will arrive");
+            tracing::error!(peer = %node_id, error = %e, "subscriber: cannot open a SUB socket; no events from this peer");
             return;
         }
     };
-    // Endpoint → number of peers using it (a restarted node may briefly share one).
-    let mut connected: HashMap<String, usize> = HashMap::new();
+    if let Err(e) = sub.get().connect(&endpoint) {
+        tracing::warn!(peer = %node_id, endpoint = %endpoint, error = %e, "subscriber: cannot connect");
+        return;
+    }
     let mut everything = false;
     // What the node wants: events are matched against it here, since the SUB takes everything.
     let mut wanted: Vec<String> = prefixes.borrow_and_update().clone();
     apply_prefixes(&sub, &mut everything, &wanted);
     loop {
         tokio::select! {
-            cmd = cmds.recv() => match cmd {
-                None => return,
-                Some(SubCmd::Connect(ep)) => {
-                    let n = connected.entry(ep.clone()).or_insert(0);
-                    *n += 1;
-                    if *n == 1 {
-                        if let Err(e) = sub.get().connect(&ep) {
-                            tracing::warn!(endpoint = %ep, error = %e, "subscriber: cannot connect");
-                        }
-                    }
-                }
-                Some(SubCmd::Disconnect(ep)) => {
-                    if let Some(n) = connected.get_mut(&ep) {
-                        *n -= 1;
-                        if *n == 0 {
-                            connected.remove(&ep);
-                            // Fails only when the endpoint was never connected.
-                            let _ = sub.get().disconnect(&ep);
-                        }
-                    }
-                }
-            },
             changed = prefixes.changed() => {
                 if changed.is_err() {
                     return; // medium dropped
@@ -365,6 +339,9 @@ pub(super) async fn subscriber(
             msg = sub.recv() => match msg {
                 Ok(frames) => match envelope::open_event(key.as_deref(), frames) {
                     Ok(ev) if !wanted.iter().any(|p| topic_matches(p, &ev.topic)) => {}
+                    Ok(ev) if names_another(&ev.payload, &node_id) => {
+                        tracing::debug!(peer = %node_id, topic = %ev.topic, "subscriber: dropped an event naming another node");
+                    }
                     Ok(ev) => {
                         if inbox.send(Incoming::Event(ev)).await.is_err() {
                             return;
@@ -376,6 +353,20 @@ pub(super) async fn subscriber(
             },
         }
     }
+}
+
+/// Whether a payload is a JSON object whose `node_id` is a string other than `node_id`. Other
+/// payloads (user events of `Node::publish`, which need not name a node) pass.
+fn names_another(payload: &[u8], node_id: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Who<'a> {
+        #[serde(borrow, default)]
+        node_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Who>(payload)
+        .ok()
+        .and_then(|w| w.node_id)
+        .is_some_and(|n| n != node_id)
 }
 
 /// The SUB socket; IPv6 endpoints only when the node itself is on IPv6 (an IPv6 socket to an
