@@ -124,3 +124,64 @@ fn http_on_mongo_visible_to_pymongo_survives_restarts_and_database_outages() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn send(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let req = ureq::request(method, url).timeout(Duration::from_secs(15));
+    let r = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    let read = |r: ureq::Response| {
+        serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null)
+    };
+    match r {
+        Ok(r) => (r.status(), read(r)),
+        Err(ureq::Error::Status(s, r)) => (s, read(r)),
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+/// Node B remembers a document; node A deletes and recreates it under the same id; B's next
+/// patch must apply to the recreated document, never write B's stale copy back (versions of
+/// a recreated document never repeat the deleted one's).
+#[test]
+fn a_stale_copy_on_another_node_never_resurrects_a_deleted_document() {
+    let dir = std::env::temp_dir().join(format!("zs-mongo-stale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let _db = start_nx(port, &dir);
+    let uri = format!("mongodb://127.0.0.1:{port}/stale");
+    let (ha, hb) = (free_port(), free_port());
+    let _a = serve(&uri, ha);
+    let _b = serve(&uri, hb);
+    let (a, b) = (
+        format!("http://127.0.0.1:{ha}/power"),
+        format!("http://127.0.0.1:{hb}/power"),
+    );
+    let create = r#"{"resource_id": "x", "resource_data": {"n": 1}}"#;
+    assert_eq!(send("POST", &a, Some(create)).0, 201);
+    // B reads it, and so remembers it with its version (the first one).
+    let (st, v) = send("GET", &format!("{b}/x"), None);
+    assert_eq!(
+        (st, v["resource_data"]["n"].clone()),
+        (200, Value::from(1)),
+        "{v}"
+    );
+    assert_eq!(send("DELETE", &format!("{a}/x"), None).0, 204);
+    let recreate = r#"{"resource_id": "x", "resource_data": {"n": 100}}"#;
+    assert_eq!(send("POST", &a, Some(recreate)).0, 201);
+    let (st, v) = send(
+        "PATCH",
+        &format!("{b}/x"),
+        Some(r#"{"$set": {"again": true}}"#),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["resource_data"]["n"], 100,
+        "B wrote its stale copy back: {v}"
+    );
+    let (_, v) = send("GET", &format!("{a}/x"), None);
+    assert_eq!(v["resource_data"]["n"], 100, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -328,3 +328,64 @@ async fn a_second_provider_with_its_own_store_refuses_the_collection() {
     c.shutdown().await;
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_maximum_holds_under_concurrent_increments_and_deep_paths_are_refused() {
+    let dir = std::env::temp_dir().join(format!("zs-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let schema = dir.join("power.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"n": {"type": "integer", "maximum": 10}}}"#,
+    )
+    .expect("schema");
+    let port = free_port();
+    let mut s = Command::new(bin());
+    s.args(["serve", "--name", "schema", "--no-http"]);
+    s.args(["--collection", &format!("power={}", schema.display())]);
+    s.args([
+        "--store",
+        &format!("embedded:{}", dir.join("data").display()),
+    ]);
+    s.args(["--discovery", "none", "--bind", "127.0.0.1"]);
+    s.args(["--router-port", &port.to_string(), "--heartbeat-ms", "200"]);
+    let _service = spawn_ready("schema", s);
+    let c = client(port).await;
+    let power = c.collection("power");
+    power
+        .create(Some("capped"), json!({"n": 0}))
+        .await
+        .expect("create");
+    let results: Vec<bool> = stream::iter(0..20)
+        .map(|_| {
+            let power = power.clone();
+            async move {
+                power
+                    .patch("capped", json!({"$inc": {"n": 1}}))
+                    .await
+                    .is_ok()
+            }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    let n = power.get("capped").await.expect("get").resource_data["n"].clone();
+    assert_eq!(n, json!(10), "the stored value");
+    assert_eq!(
+        results.iter().filter(|ok| **ok).count(),
+        10,
+        "accepted increments"
+    );
+
+    // A $set path deeper than a record may nest: refused, and the collection still lists.
+    let deep = vec!["a"; 200].join(".");
+    let refused = power.patch("capped", json!({"$set": {deep: 1}})).await;
+    assert!(
+        matches!(refused, Err(zeroservices::core::Error::BadRequest(_))),
+        "{refused:?}"
+    );
+    let page = power.list(&ListQuery::default()).await.expect("list");
+    assert_eq!(page.total, 1);
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

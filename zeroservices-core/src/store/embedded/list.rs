@@ -25,8 +25,16 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-fn decode(bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Storage(format!("corrupt record: {e}")))
+/// A record's data; `None` (logged) for one that cannot be decoded, so that one bad record
+/// never makes the rest of its collection unreadable (a `get` of it still answers the error).
+fn decode(id: &str, bytes: &[u8]) -> Option<Value> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(resource_id = %id, error = %e, "a stored record cannot be decoded; lists skip it");
+            None
+        }
+    }
 }
 
 /// Answers `query` on the collection stored in table `records`.
@@ -76,7 +84,9 @@ fn full_scan(table: &RecordsRead, query: &ListQuery) -> Result<ListPage> {
     let mut rows: Vec<(String, Value)> = Vec::new();
     for row in table.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
-        rows.push((k.value().to_owned(), decode(v.value())?));
+        if let Some(data) = decode(k.value(), v.value()) {
+            rows.push((k.value().to_owned(), data));
+        }
     }
     list_in_memory(rows.iter().map(|(k, v)| (k.as_str(), v)), query)
 }
@@ -110,10 +120,14 @@ fn fetch<'a>(
 ) -> Result<Vec<Resource>> {
     let mut out = Vec::new();
     for id in ids {
-        if let Some(v) = table.get(id.as_str()).map_err(storage)? {
+        if let Some(data) = table
+            .get(id.as_str())
+            .map_err(storage)?
+            .and_then(|v| decode(id, v.value()))
+        {
             out.push(Resource {
                 resource_id: id.clone(),
-                resource_data: query.fields.apply(decode(v.value())?),
+                resource_data: query.fields.apply(data),
             });
         }
     }
@@ -190,8 +204,11 @@ fn read_rows(
 ) -> Result<Vec<(String, Value)>> {
     let mut rows = Vec::new();
     for id in ids {
-        if let Some(v) = table.get(id.as_str()).map_err(storage)? {
-            let data = decode(v.value())?;
+        let data = table
+            .get(id.as_str())
+            .map_err(storage)?
+            .and_then(|v| decode(&id, v.value()));
+        if let Some(data) = data {
             rows.push((id, data));
         }
     }
