@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod error;
 mod limits;
+mod live;
 mod ops;
 mod origin;
 mod realtime;

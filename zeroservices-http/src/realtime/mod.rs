@@ -6,7 +6,9 @@
 //! [`CONNECTION_QUEUE`] events behind, it receives `{"type":"resync","node_id":null,
 //! "reason":"overflow","missed":N}` and should reload what it shows. A client that reconnects
 //! with `since: {node_id: seq}` gets the missed events from the replay buffer, or
-//! `{"type":"resync","node_id":...}` when they are older than the buffer.
+//! `{"type":"resync","node_id":...}` when this hub cannot prove it holds all of them (older
+//! than the buffer, a hole in the node's seqs, a hub that never heard the node; see `hub`).
+//! A `subscribe` naming a `collection` and a `where` filter is a live query (see `live`).
 //!
 //! Bounds: the replay buffer holds at most [`REPLAY_CAPACITY`] events and [`REPLAY_BYTES`]
 //! bytes; a connection has at most [`MAX_TOPICS`] topics and resumes at most [`MAX_SINCE`]
@@ -15,8 +17,7 @@
 //! segments, not the number of topics). Each event is delivered only if the connection may
 //! still `get` its collection, and a connection whose token expires is closed with code 4401.
 
-use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,10 +29,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use zeroservices_core::protocol::covering_prefixes;
-use zeroservices_core::{Event, Node, Tap};
 
+mod hub;
+
+use self::hub::HubEvent;
+pub(crate) use self::hub::{tap, Hub};
 use crate::auth::Principal;
-use crate::ops::Metrics;
+use crate::live;
 use crate::AppState;
 
 /// Default number of events a connection may fall behind before it gets a `resync`.
@@ -52,163 +56,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 /// Collections whose permission a connection remembers (cleared on `auth`).
 const PERMISSION_CACHE: usize = 1024;
-
-#[derive(Debug)]
-pub(crate) struct HubEvent {
-    topic: Arc<str>,
-    node_id: Option<String>,
-    seq: Option<u64>,
-    text: Utf8Bytes,
-}
-
-/// Fan-out and replay of the cluster's events.
-#[derive(Debug)]
-pub(crate) struct Hub {
-    tx: broadcast::Sender<Arc<HubEvent>>,
-    replay_capacity: usize,
-    replay_bytes: usize,
-    // std Mutex: push/pop and snapshot only; never held across an await.
-    replay: Mutex<Replay>,
-}
-
-#[derive(Debug, Default)]
-struct Replay {
-    events: VecDeque<Arc<HubEvent>>,
-    /// Bytes of the events' text.
-    bytes: usize,
-    /// Per node, the seqs this hub can replay without a hole (see [`Track`]).
-    tracks: HashMap<String, Track>,
-}
-
-/// Nodes whose sequence a hub follows at most; past it, it forgets them all (their resumes
-/// get `resync`, which is always safe).
-const MAX_TRACKED: usize = 4 * MAX_SINCE;
-
-/// What a hub knows of one node's sequence: it received every event of the node from `first`
-/// to `last` and still holds those from `first` on. A resume from `since` is complete exactly
-/// when `first <= since + 1`; before any event (a hub that just started, a node it never
-/// heard) nothing is proven.
-#[derive(Debug, Clone, Copy)]
-struct Track {
-    first: u64,
-    last: u64,
-}
-
-impl Replay {
-    /// Records a live event of `node` with `seq`.
-    fn follow(&mut self, node: &str, seq: u64) {
-        match self.tracks.get_mut(node) {
-            Some(t) if seq == t.last.saturating_add(1) => t.last = seq,
-            // A hole (missed events, or a restart that skipped a reserved block of seqs):
-            // only what comes from here on is proven.
-            Some(t) if seq > t.last => {
-                *t = Track {
-                    first: seq,
-                    last: seq,
-                }
-            }
-            Some(_) => {} // a repeat or an older seq: proves nothing new
-            None => {
-                if self.tracks.len() >= MAX_TRACKED {
-                    self.tracks.clear();
-                }
-                self.tracks.insert(
-                    node.to_owned(),
-                    Track {
-                        first: seq,
-                        last: seq,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Records that `node`'s event `seq` left the buffer.
-    fn evicted(&mut self, node: &str, seq: u64) {
-        if let Some(t) = self.tracks.get_mut(node) {
-            t.first = t.first.max(seq.saturating_add(1));
-        }
-    }
-
-    /// Whether every event of `node` after `since` can be replayed.
-    fn complete(&self, node: &str, since: u64) -> bool {
-        self.tracks
-            .get(node)
-            .is_some_and(|t| t.first <= since.saturating_add(1))
-    }
-}
-
-impl Hub {
-    pub(crate) fn new(queue: usize, replay_capacity: usize, replay_bytes: usize) -> Hub {
-        Hub {
-            tx: broadcast::channel(queue.max(1)).0,
-            replay_capacity,
-            replay_bytes,
-            replay: Mutex::new(Replay::default()),
-        }
-    }
-
-    fn push(&self, ev: HubEvent) {
-        let ev = Arc::new(ev);
-        {
-            let mut r = self.replay.lock();
-            if let (Some(n), Some(s)) = (&ev.node_id, ev.seq) {
-                r.follow(n, s);
-                r.bytes += ev.text.len();
-                r.events.push_back(ev.clone());
-            }
-            while r.events.len() > self.replay_capacity || r.bytes > self.replay_bytes {
-                if let Some(old) = r.events.pop_front() {
-                    r.bytes -= old.text.len();
-                    if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
-                        r.evicted(n, s);
-                    }
-                }
-            }
-        }
-        // No receiver (no websocket open) is fine.
-        let _ = self.tx.send(ev);
-    }
-}
-
-/// Feeds the hub from the node's events, synchronously where each event is delivered (no
-/// task in between). Only `node_id` and `seq` are read from a payload; the websocket message
-/// is built around the payload bytes as they are.
-pub(crate) fn tap(node: &Node, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Tap {
-    #[derive(Deserialize)]
-    struct Meta<'a> {
-        #[serde(borrow, default)]
-        node_id: Option<std::borrow::Cow<'a, str>>,
-        #[serde(default)]
-        seq: Option<u64>,
-    }
-    node.tap(
-        vec!["*".into()],
-        Arc::new(move |ev: &Event| {
-            // Parsing into `Meta` also checks the whole payload is one JSON object.
-            let Ok(meta) = serde_json::from_slice::<Meta>(&ev.payload) else {
-                return;
-            };
-            metrics
-                .events_published
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let topic = serde_json::to_string(&*ev.topic).unwrap_or_default();
-            let mut text = String::with_capacity(ev.payload.len() + topic.len() + 40);
-            text.push_str(r#"{"type":"event","topic":"#);
-            text.push_str(&topic);
-            text.push_str(r#","data":"#);
-            // Checked above to be valid JSON (and so valid UTF-8).
-            text.push_str(std::str::from_utf8(&ev.payload).unwrap_or("null"));
-            text.push('}');
-            hub.push(HubEvent {
-                topic: ev.topic.clone(),
-                node_id: meta.node_id.map(|c| c.into_owned()),
-                seq: meta.seq,
-                text: Utf8Bytes::from(text),
-            });
-        }),
-    )
-}
 
 /// `GET /realtime`.
 pub(crate) async fn handler(
@@ -271,6 +118,33 @@ struct Conn {
     replayed_count: usize,
     /// May `who` get this collection? (cleared when `who` changes)
     allowed: HashMap<Arc<str>, bool>,
+    /// Server-side live queries (see `live`).
+    live: live::LiveQueries,
+}
+
+/// A message for the live queries rather than the topics.
+enum LiveMessage {
+    Subscribe(live::LiveSubscribe),
+    Unsubscribe(String),
+}
+
+/// `subscribe` naming a `collection`, or `unsubscribe` naming a `query`.
+fn live_message(text: &str) -> Option<LiveMessage> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        collection: Option<String>,
+        #[serde(default)]
+        query: Option<String>,
+    }
+    let p: Peek = serde_json::from_str(text).ok()?;
+    match (p.kind.as_str(), p.collection, p.query) {
+        ("subscribe", Some(_), _) => serde_json::from_str(text).ok().map(LiveMessage::Subscribe),
+        ("unsubscribe", _, Some(q)) => Some(LiveMessage::Unsubscribe(q)),
+        _ => None,
+    }
 }
 
 /// The collection an event topic belongs to.
@@ -306,18 +180,46 @@ impl Conn {
         ok
     }
 
-    fn wants(&mut self, ev: &HubEvent) -> bool {
-        if !self.covers(&ev.topic) {
-            return false;
-        }
-        let fresh = match (&ev.node_id, ev.seq) {
+    /// Not sent already (below the client's `since`, or by a replay).
+    fn fresh(&self, ev: &HubEvent) -> bool {
+        match (&ev.node_id, ev.seq) {
             (Some(n), Some(s)) => {
                 self.floor.get(n).is_none_or(|f| s > *f)
                     && !self.replayed.get(n).is_some_and(|seqs| seqs.contains(&s))
             }
             _ => true,
+        }
+    }
+
+    /// What one event of the hub means to this connection: the event itself (topics), and
+    /// what it does to the live queries.
+    fn deliver(&mut self, ev: &HubEvent) -> Vec<Utf8Bytes> {
+        let mut out = Vec::new();
+        if !self.fresh(ev) {
+            return out;
+        }
+        if self.covers(&ev.topic) && self.may_get(&ev.topic) {
+            out.push(ev.text.clone());
+        }
+        let collection = collection_of(&ev.topic);
+        if self.live.follows(collection) && self.may_get(&ev.topic) {
+            out.extend(self.live.on_event(ev.text.as_str()));
+        }
+        out
+    }
+
+    /// A live query (`subscribe` with a `collection`): checks, lists, registers. Its
+    /// `subscribed` answer carries the whole current result set, so a client coming back
+    /// re-subscribes and replaces what it shows: nothing missed while away can stay hidden.
+    async fn subscribe_live(&mut self, sub: live::LiveSubscribe) -> Vec<Utf8Bytes> {
+        let (q, subscribed) = match live::open(&self.st, &self.who, &sub).await {
+            Ok(x) => x,
+            Err(e) => return vec![e],
         };
-        fresh && self.may_get(&ev.topic)
+        match self.live.add(q) {
+            Ok(()) => vec![subscribed],
+            Err(e) => vec![e],
+        }
     }
 
     /// Remembers an event sent by a replay (bounded: a replay sends at most the buffer).
@@ -408,7 +310,12 @@ impl Conn {
         self.all |= new_all;
         self.topics.extend(new_topics.iter().cloned());
         if !since.is_empty() {
-            self.replay(&since, new_all, &new_topics, &mut out);
+            let covers = |ev: &HubEvent| {
+                new_all || covering_prefixes(&ev.topic).any(|p| new_topics.contains(p))
+            };
+            for ev in self.replay(&since, &covers, &mut out) {
+                out.push(ev.text.clone());
+            }
         }
         out
     }
@@ -418,10 +325,9 @@ impl Conn {
     fn replay(
         &mut self,
         since: &HashMap<String, u64>,
-        all: bool,
-        topics: &HashSet<String>,
+        covers: &dyn Fn(&HubEvent) -> bool,
         out: &mut Vec<Utf8Bytes>,
-    ) {
+    ) -> Vec<Arc<HubEvent>> {
         let (snapshot, unproven) = {
             let r = self.st.hub.replay.lock();
             let unproven: Vec<String> = since
@@ -431,8 +337,6 @@ impl Conn {
                 .collect();
             (r.events.iter().cloned().collect::<Vec<_>>(), unproven)
         };
-        let covers =
-            |ev: &HubEvent| all || covering_prefixes(&ev.topic).any(|p| topics.contains(p));
         // Nodes the client never heard of whose events it may have missed: it cannot be told
         // what it missed of them, only to reload.
         let mut strangers: Vec<&str> = snapshot
@@ -458,13 +362,15 @@ impl Conn {
             }
             self.floor.insert(node_id.clone(), *seq);
         }
+        let mut replay = Vec::new();
         for ev in snapshot {
             let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
-            if from_resumed && covers(&ev) && self.wants(&ev) {
+            if from_resumed && covers(&ev) && self.fresh(&ev) && self.may_get(&ev.topic) {
                 self.note_replayed(&ev);
-                out.push(ev.text.clone());
+                replay.push(ev);
             }
         }
+        replay
     }
 }
 
@@ -500,6 +406,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
         replayed: HashMap::new(),
         replayed_count: 0,
         allowed: HashMap::new(),
+        live: live::LiveQueries::default(),
     };
     // Far away when the credentials do not expire; moved by every `auth`.
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -515,7 +422,14 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     let before = conn.who.expires_at();
-                    let out = conn.on_text(t.as_str());
+                    let out = match live_message(t.as_str()) {
+                        Some(LiveMessage::Subscribe(sub)) => conn.subscribe_live(sub).await,
+                        Some(LiveMessage::Unsubscribe(id)) => {
+                            let removed = conn.live.remove(&id);
+                            vec![json!({"type": "unsubscribed", "query": id, "found": removed}).to_string().into()]
+                        }
+                        None => conn.on_text(t.as_str()),
+                    };
                     if conn.who.expires_at() != before {
                         expired.as_mut().reset(expiry(&conn.who).unwrap_or(far));
                     }
@@ -527,9 +441,10 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
             },
             ev = rx.recv() => match ev {
                 Ok(ev) => {
-                    if !conn.wants(&ev) { continue; }
+                    let out = conn.deliver(&ev);
+                    if out.is_empty() { continue; }
                     metrics.events_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    vec![ev.text.clone()]
+                    out
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     metrics.events_dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);

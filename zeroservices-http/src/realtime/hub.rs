@@ -1,0 +1,172 @@
+//! The hub of `/realtime`: one tap on the node feeds a bounded replay buffer and a broadcast
+//! channel that every connection reads at its own pace, and follows per publishing node the
+//! seqs it can replay without a hole (what proves a resume complete).
+
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use zeroservices_core::{Event, Node, Tap};
+
+use super::MAX_SINCE;
+use crate::ops::Metrics;
+
+#[derive(Debug)]
+pub(crate) struct HubEvent {
+    pub(super) topic: Arc<str>,
+    pub(super) node_id: Option<String>,
+    pub(super) seq: Option<u64>,
+    pub(super) text: Utf8Bytes,
+}
+
+/// Fan-out and replay of the cluster's events.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    pub(super) tx: broadcast::Sender<Arc<HubEvent>>,
+    replay_capacity: usize,
+    replay_bytes: usize,
+    // std Mutex: push/pop and snapshot only; never held across an await.
+    pub(super) replay: Mutex<Replay>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Replay {
+    pub(super) events: VecDeque<Arc<HubEvent>>,
+    /// Bytes of the events' text.
+    bytes: usize,
+    /// Per node, the seqs this hub can replay without a hole (see [`Track`]).
+    tracks: HashMap<String, Track>,
+}
+
+/// Nodes whose sequence a hub follows at most; past it, it forgets them all (their resumes
+/// get `resync`, which is always safe).
+const MAX_TRACKED: usize = 4 * MAX_SINCE;
+
+/// What a hub knows of one node's sequence: it received every event of the node from `first`
+/// to `last` and still holds those from `first` on. A resume from `since` is complete exactly
+/// when `first <= since + 1`; before any event (a hub that just started, a node it never
+/// heard) nothing is proven.
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    first: u64,
+    last: u64,
+}
+
+impl Replay {
+    /// Records a live event of `node` with `seq`.
+    fn follow(&mut self, node: &str, seq: u64) {
+        match self.tracks.get_mut(node) {
+            Some(t) if seq == t.last.saturating_add(1) => t.last = seq,
+            // A hole (missed events, or a restart that skipped a reserved block of seqs):
+            // only what comes from here on is proven.
+            Some(t) if seq > t.last => {
+                *t = Track {
+                    first: seq,
+                    last: seq,
+                }
+            }
+            Some(_) => {} // a repeat or an older seq: proves nothing new
+            None => {
+                if self.tracks.len() >= MAX_TRACKED {
+                    self.tracks.clear();
+                }
+                self.tracks.insert(
+                    node.to_owned(),
+                    Track {
+                        first: seq,
+                        last: seq,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records that `node`'s event `seq` left the buffer.
+    fn evicted(&mut self, node: &str, seq: u64) {
+        if let Some(t) = self.tracks.get_mut(node) {
+            t.first = t.first.max(seq.saturating_add(1));
+        }
+    }
+
+    /// Whether every event of `node` after `since` can be replayed.
+    pub(super) fn complete(&self, node: &str, since: u64) -> bool {
+        self.tracks
+            .get(node)
+            .is_some_and(|t| t.first <= since.saturating_add(1))
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(queue: usize, replay_capacity: usize, replay_bytes: usize) -> Hub {
+        Hub {
+            tx: broadcast::channel(queue.max(1)).0,
+            replay_capacity,
+            replay_bytes,
+            replay: Mutex::new(Replay::default()),
+        }
+    }
+
+    fn push(&self, ev: HubEvent) {
+        let ev = Arc::new(ev);
+        {
+            let mut r = self.replay.lock();
+            if let (Some(n), Some(s)) = (&ev.node_id, ev.seq) {
+                r.follow(n, s);
+                r.bytes += ev.text.len();
+                r.events.push_back(ev.clone());
+            }
+            while r.events.len() > self.replay_capacity || r.bytes > self.replay_bytes {
+                if let Some(old) = r.events.pop_front() {
+                    r.bytes -= old.text.len();
+                    if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
+                        r.evicted(n, s);
+                    }
+                }
+            }
+        }
+        // No receiver (no websocket open) is fine.
+        let _ = self.tx.send(ev);
+    }
+}
+
+/// Feeds the hub from the node's events, synchronously where each event is delivered (no
+/// task in between). Only `node_id` and `seq` are read from a payload; the websocket message
+/// is built around the payload bytes as they are.
+pub(crate) fn tap(node: &Node, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Tap {
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow, default)]
+        node_id: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        seq: Option<u64>,
+    }
+    node.tap(
+        vec!["*".into()],
+        Arc::new(move |ev: &Event| {
+            // Parsing into `Meta` also checks the whole payload is one JSON object.
+            let Ok(meta) = serde_json::from_slice::<Meta>(&ev.payload) else {
+                return;
+            };
+            metrics
+                .events_published
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let topic = serde_json::to_string(&*ev.topic).unwrap_or_default();
+            let mut text = String::with_capacity(ev.payload.len() + topic.len() + 40);
+            text.push_str(r#"{"type":"event","topic":"#);
+            text.push_str(&topic);
+            text.push_str(r#","data":"#);
+            // Checked above to be valid JSON (and so valid UTF-8).
+            text.push_str(std::str::from_utf8(&ev.payload).unwrap_or("null"));
+            text.push('}');
+            hub.push(HubEvent {
+                topic: ev.topic.clone(),
+                node_id: meta.node_id.map(|c| c.into_owned()),
+                seq: meta.seq,
+                text: Utf8Bytes::from(text),
+            });
+        }),
+    )
+}
