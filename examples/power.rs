@@ -26,6 +26,8 @@ use zeroservices::options::{init_logging, stop_signal, ClusterArgs, StoreSpec};
 
 /// The page, compiled into the binary so it works from any directory and without internet.
 const PAGE: &str = include_str!("power/index.html");
+/// A React page of the pending powers, on the client library's `useLiveQuery`.
+const PENDING: &str = include_str!("power/pending.html");
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -115,7 +117,9 @@ async fn main() -> anyhow::Result<()> {
         );
         let ui = Router::new()
             .route("/ui/", get(|| async { Html(PAGE) }))
-            .route("/ui", get(|| async { Redirect::permanent("/ui/") }));
+            .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+            .route("/ui/pending.html", get(|| async { Html(PENDING) }))
+            .merge(zeroservices::web::client_routes("/ui"));
         serve(
             listener,
             node.clone(),

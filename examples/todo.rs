@@ -6,10 +6,7 @@
 //! cargo run --release --example todo    # http://127.0.0.1:5004/todo/
 //! ```
 
-use std::path::PathBuf;
-
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, Redirect};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
@@ -33,20 +30,6 @@ struct Args {
 }
 
 /// React's UMD build from examples/todo/node_modules (installed by `npm ci`).
-async fn vendor(file: &'static str) -> Response {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/todo/node_modules")
-        .join(file);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "text/javascript")], bytes).into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{} missing: run `npm ci` in examples/todo", path.display()),
-        )
-            .into_response(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logging();
@@ -73,14 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let page = Router::new()
         .route("/todo/", get(|| async { Html(PAGE) }))
         .route("/todo", get(|| async { Redirect::permanent("/todo/") }))
-        .route(
-            "/todo/vendor/react.js",
-            get(|| vendor("react/umd/react.production.min.js")),
-        )
-        .route(
-            "/todo/vendor/react-dom.js",
-            get(|| vendor("react-dom/umd/react-dom.production.min.js")),
-        );
+        .merge(zeroservices::web::client_routes("/todo"));
     serve(
         listener,
         node.clone(),

@@ -12,6 +12,7 @@
 //!   (store, discovery, sockets) and how they build a node.
 //! - [`config`]: `--config FILE` (TOML) for `serve`.
 //! - [`skeleton`]: `zeroservices new NAME`, a project skeleton.
+//! - [`web`]: the JavaScript client (and React) as the example pages load them.
 //! - `src/main.rs`: the `zeroservices` CLI (`serve`, `sniff`, `nodes`, `new`).
 
 pub use zeroservices_core as core;
@@ -20,3 +21,4 @@ pub use zeroservices_http as http;
 pub mod config;
 pub mod options;
 pub mod skeleton;
+pub mod web;

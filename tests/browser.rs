@@ -1,7 +1,8 @@
 //! The power page in a real browser: headless Chromium driven over WebDriver (chromedriver)
 //! adds a power through the form and sees its row turn done with the right result, and sees a
-//! row created by a separate HTTP client appear without a reload. Saves a screenshot as
-//! `target/power-ui.png`.
+//! row created by a separate HTTP client appear without a reload (saves `target/power-ui.png`);
+//! the React page of pending powers on the client library's `useLiveQuery`; the React todo page
+//! in sync across tabs. Both example pages run on the client library (`clients/js`).
 
 mod common;
 
@@ -270,6 +271,90 @@ fn the_power_page_updates_live_in_headless_chromium() {
     );
 
     screenshot(&d, "power-ui.png");
+    d.cmd("DELETE", "", None);
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// The React page on the client library's `useLiveQuery(power, {where: {status: "pending"}})`:
+/// a power created by curl appears, and leaves when a worker (started afterwards, so the
+/// page is seen to hold it first) marks it done.
+#[test]
+fn a_react_live_query_page_shows_pending_powers_until_the_worker_is_done() {
+    let router = free_port();
+    let mut svc = Command::new(example("power"));
+    svc.args([
+        "--role",
+        "service",
+        "--store",
+        "memory",
+        "--discovery",
+        "none",
+    ]);
+    svc.args(["--bind", "127.0.0.1", "--router-port", &router.to_string()]);
+    svc.args(["--heartbeat-ms", "200"]);
+    let _svc = spawn_ready("power-service", svc);
+    let http = free_port();
+    let seed = format!("static:127.0.0.1:{router}");
+    let mut api = Command::new(example("power"));
+    api.args(["--role", "api", "--discovery", &seed, "--bind", "127.0.0.1"]);
+    api.args([
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--heartbeat-ms",
+        "200",
+    ]);
+    let _api = spawn_ready("power-api", api);
+
+    let (_driver, d, profile) = start_browser();
+    d.cmd(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("http://127.0.0.1:{http}/ui/pending.html")})),
+    );
+    let shown = || -> Vec<String> {
+        serde_json::from_value(d.script(
+            "return Array.from(document.querySelectorAll('#pending li')).map(li => li.dataset.id);",
+        ))
+        .unwrap_or_default()
+    };
+    common::eventually(
+        "the page to render its list",
+        Duration::from_secs(10),
+        || (d.script("return !!document.getElementById('pending');") == json!(true)).then_some(()),
+    );
+    let id = common::eventually(
+        "the API node to serve power",
+        Duration::from_secs(10),
+        || {
+            let r = ureq::post(&format!("http://127.0.0.1:{http}/power"))
+                .send_string(r#"{"value": 7, "status": "pending"}"#)
+                .ok()?;
+            let v: Value = serde_json::from_str(&r.into_string().ok()?).ok()?;
+            v["resource_id"].as_str().map(str::to_owned)
+        },
+    );
+    common::eventually(
+        "the pending power on the page",
+        Duration::from_secs(10),
+        || shown().contains(&id).then_some(()),
+    );
+    let mut w = Command::new(example("power"));
+    w.args([
+        "--role",
+        "worker",
+        "--discovery",
+        &seed,
+        "--bind",
+        "127.0.0.1",
+    ]);
+    w.args(["--heartbeat-ms", "200", "--catch-up-ms", "200"]);
+    let _worker = spawn_ready("power-worker", w);
+    common::eventually(
+        "the power to leave once done",
+        Duration::from_secs(15),
+        || (!shown().contains(&id)).then_some(()),
+    );
+    screenshot(&d, "power-pending.png");
     d.cmd("DELETE", "", None);
     let _ = std::fs::remove_dir_all(&profile);
 }
