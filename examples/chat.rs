@@ -95,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let page = Router::new()
         .route("/chat/", get(|| async { Html(PAGE) }))
         .route("/chat/say", post(say))
+        .merge(zeroservices::web::client_routes("/chat"))
         .with_state(node.clone());
     serve(
         listener,

@@ -43,8 +43,8 @@ async fn vendor(file: &'static str) -> Response {
 }
 
 /// Under `prefix`: `client.js`, `client-react.js`, `react-shim.js`, `vendor/react.js` and
-/// `vendor/react-dom.js`.
-pub fn client_routes(prefix: &str) -> Router {
+/// `vendor/react-dom.js`, in a router of any state `S` (to merge into the page's own).
+pub fn client_routes<S: Clone + Send + Sync + 'static>(prefix: &str) -> Router<S> {
     Router::new()
         .route(
             &format!("{prefix}/client.js"),
