@@ -141,6 +141,10 @@ struct ServeArgs {
     /// Grants of callers without credentials when users are configured, e.g. `*/list,*/get`.
     #[arg(long, env = "ZEROSERVICES_ANONYMOUS")]
     anonymous: Option<String>,
+    /// A per-user read rule, `COLLECTION=FILTER` where `"$user"` is the caller, e.g.
+    /// `todos={"owner":"$user"}`: each user sees and writes only their resources (repeatable).
+    #[arg(long = "read-rule", value_name = "COLLECTION=FILTER")]
+    read_rules: Vec<String>,
     /// Largest request body in bytes (larger is 413).
     #[arg(long, env = "ZEROSERVICES_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
@@ -278,6 +282,7 @@ fn parse_indexes(
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     a.cluster.key()?; // report a bad key or auth setting before starting anything
     auth_from(&a)?;
+    let read_rules = read_rules_from(&a.read_rules)?;
     let mut b = a.cluster.apply(Node::builder(&a.name))?;
     // A node without collections (an API node) opens no store and creates no data directory.
     let indexes = parse_indexes(&a.indexes, &a.collections)?;
@@ -334,6 +339,7 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
             header_timeout: Duration::from_secs_f64(a.header_timeout),
             body_timeout: Duration::from_secs_f64(a.body_timeout),
             shutdown_timeout: Duration::from_secs_f64(a.shutdown_timeout),
+            read_rules,
         };
         serve(listener, node.clone(), cfg, None, stop_signal()).await?;
     }
@@ -352,6 +358,24 @@ fn grants(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
             Ok((c.to_owned(), a.to_owned()))
         })
         .collect()
+}
+
+/// `--read-rule COLLECTION=FILTER` values.
+fn read_rules_from(
+    values: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, zeroservices::http::ReadRule>> {
+    let mut rules = std::collections::HashMap::new();
+    for v in values {
+        let (c, filter) = v
+            .split_once('=')
+            .with_context(|| format!("--read-rule {v:?}: expected COLLECTION=FILTER"))?;
+        let filter: serde_json::Value = serde_json::from_str(filter)
+            .with_context(|| format!("--read-rule {v:?}: the filter is not JSON"))?;
+        let rule = zeroservices::http::ReadRule::new(filter)
+            .map_err(|e| anyhow::anyhow!("--read-rule {v:?}: {e}"))?;
+        rules.insert(c.to_owned(), rule);
+    }
+    Ok(rules)
 }
 
 fn auth_from(a: &ServeArgs) -> anyhow::Result<Arc<dyn Auth>> {

@@ -113,7 +113,7 @@ fn screenshot(d: &Driver, name: &str) {
 }
 
 #[test]
-fn the_todo_page_in_react_stays_in_sync_across_tabs_and_clients() {
+fn the_per_user_todo_page_stays_in_sync_and_users_never_see_each_others_items() {
     assert!(
         root()
             .join("examples/todo/node_modules/react/umd/react.production.min.js")
@@ -156,35 +156,79 @@ fn the_todo_page_in_react_stays_in_sync_across_tabs_and_clients() {
             (done == json!(1) && count == json!("1 item left")).then_some(())
         },
     );
-    // Another client adds one: it appears without a reload; the server stored what the page did.
-    let r = ureq::post(&format!("http://127.0.0.1:{http}/todos"))
+    // Another client of alice's adds one: it appears without a reload; the server stored what
+    // the page did.
+    let base = format!("http://127.0.0.1:{http}/todos");
+    let (alice, bob) = (todo_token(http, "alice"), todo_token(http, "bob"));
+    let r = ureq::post(&base)
+        .set("authorization", &format!("Bearer {alice}"))
         .send_string(r#"{"title": "from curl", "completed": false}"#)
         .expect("POST");
     assert_eq!(r.status(), 201);
     common::eventually("the curl todo to appear", Duration::from_secs(10), || {
         titles().contains(&"from curl".to_string()).then_some(())
     });
-    let stored: Value = serde_json::from_str(
-        &ureq::get(&format!(
-            "http://127.0.0.1:{http}/todos?where=%7B%22completed%22:true%7D"
-        ))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap(),
-    )
-    .unwrap();
+    let list = |token: &str, query: &str| -> Value {
+        let r = ureq::get(&format!("{base}{query}"))
+            .set("authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("GET");
+        serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null)
+    };
+    let stored = list(&alice, "?where=%7B%22completed%22:true%7D");
     assert_eq!(stored.as_array().map(Vec::len), Some(1), "{stored}");
     assert_eq!(stored[0]["resource_data"]["title"], "write tests");
     // The schema rejects what the page would never send.
-    let bad = ureq::post(&format!("http://127.0.0.1:{http}/todos")).send_string(r#"{"title": ""}"#);
+    let bad = ureq::post(&base)
+        .set("authorization", &format!("Bearer {alice}"))
+        .send_string(r#"{"title": ""}"#);
     assert!(
         matches!(bad, Err(ureq::Error::Status(422, _))),
         "empty title accepted"
     );
+
+    // Bob's todos never reach alice's page (realtime), nor her REST list, and back.
+    let r = ureq::post(&base)
+        .set("authorization", &format!("Bearer {bob}"))
+        .send_string(r#"{"title": "bob's secret", "completed": false}"#)
+        .expect("POST as bob");
+    assert_eq!(r.status(), 201);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !titles().contains(&"bob's secret".to_string()),
+        "bob's todo reached alice's page"
+    );
+    let alices = list(&alice, "").to_string();
+    assert!(!alices.contains("bob's secret"), "{alices}");
+    d.cmd(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("http://127.0.0.1:{http}/todo/?user=bob")})),
+    );
+    common::eventually(
+        "bob's page to show only bob's todo",
+        Duration::from_secs(10),
+        || (titles() == ["bob's secret"]).then_some(()),
+    );
+    let bobs = list(&bob, "").to_string();
+    assert!(
+        !bobs.contains("write tests") && !bobs.contains("from curl"),
+        "{bobs}"
+    );
     screenshot(&d, "todo-ui.png");
     d.cmd("DELETE", "", None);
     let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// A token of the todo example's demo user `user`.
+fn todo_token(http: u16, user: &str) -> String {
+    let r = ureq::post(&format!("http://127.0.0.1:{http}/todo/login"))
+        .set("content-type", "application/json")
+        .send_string(&json!({"user": user, "password": user}).to_string())
+        .expect("login");
+    let v: Value =
+        serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null);
+    v["token"].as_str().expect("token").to_owned()
 }
 
 /// An example on a free port, alone (no discovery) with the memory store, once it is ready.

@@ -31,13 +31,16 @@ mod origin;
 mod realtime;
 mod rest;
 mod server;
+mod visibility;
 
 pub use auth::{AllowAll, Auth, BasicAuth, JwtAuth, Principal};
 pub use error::ApiError;
 pub use ops::Metrics;
 pub use origin::origin_allowed;
 pub use realtime::{CONNECTION_QUEUE, MAX_SINCE, MAX_TOPICS, REPLAY_BYTES, REPLAY_CAPACITY};
+pub use visibility::ReadRule;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +80,8 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// Longest wait, at shutdown, for the requests in progress (default 30 s).
     pub shutdown_timeout: Duration,
+    /// Per-user read rules by collection (see [`ReadRule`]): what each user may see.
+    pub read_rules: HashMap<String, ReadRule>,
 }
 
 impl Default for HttpConfig {
@@ -91,6 +96,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            read_rules: HashMap::new(),
         }
     }
 }
@@ -107,6 +113,7 @@ pub struct Shared {
     pub(crate) auth: Arc<dyn Auth>,
     pub(crate) hub: Arc<realtime::Hub>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) read_rules: Arc<HashMap<String, ReadRule>>,
     /// Feeds `hub`; removed with the state.
     _tap: zeroservices_core::Tap,
 }
@@ -136,6 +143,7 @@ impl AppState {
             auth: cfg.auth.clone(),
             hub,
             metrics,
+            read_rules: Arc::new(cfg.read_rules.clone()),
             _tap: tap,
         }))
     }

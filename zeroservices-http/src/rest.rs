@@ -15,10 +15,11 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use zeroservices_core::query::{Projection, Sort};
 use zeroservices_core::resources::{validate_id, MAX_LIST_LIMIT};
-use zeroservices_core::{ListQuery, ResourceRequest};
+use zeroservices_core::{Action, ListQuery, ResourceRequest};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::visibility;
 use crate::AppState;
 
 /// Default `limit` of a list.
@@ -69,12 +70,70 @@ fn check_segment(s: &str) -> Result<(), ApiError> {
 }
 
 impl AppState {
-    /// Runs a resource request with authorization and metrics; answers the result's JSON.
+    /// Runs a resource request with authorization, the collection's read rule (see
+    /// `visibility`) and metrics; answers the result's JSON.
     pub(crate) async fn call(
         &self,
         who: &Principal,
-        req: ResourceRequest,
+        mut req: ResourceRequest,
     ) -> Result<Bytes, ApiError> {
+        let Some(rule) = self.read_rules.get(&req.collection) else {
+            return self.call_plain(who, req).await;
+        };
+        self.auth
+            .authorize(who, &req.collection, req.action.as_str())?;
+        let user = visibility::user_of(who).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!("sign in to use {:?}", req.collection),
+            )
+        })?;
+        let id = req.resource_id.clone();
+        match (&req.action, id) {
+            (Action::List, _) => {
+                if let Value::Object(args) = &mut req.args {
+                    let mine = rule.filter_for(user);
+                    let asked = args.remove("where").unwrap_or(Value::Null);
+                    args.insert("where".into(), visibility::and(asked, mine));
+                }
+            }
+            (Action::Create, _) => {
+                if let Some(data) = req.args.get_mut("resource_data") {
+                    rule.own_create(user, data)?;
+                }
+            }
+            (Action::Get, _) => {
+                let json = self.call_plain(who, req).await?;
+                return if visible(rule, user, &json) {
+                    Ok(json)
+                } else {
+                    Err(hidden())
+                };
+            }
+            (_, None) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "collection actions are not available on a collection with a read rule",
+                ));
+            }
+            (action, Some(id)) => {
+                if *action == Action::Patch {
+                    rule.check_patch(user, req.args.get("patch").unwrap_or(&Value::Null))?;
+                }
+                let get = ResourceRequest::new(&req.collection, "get", Value::Null).on(&id);
+                let json = self.node.send_json(get).await.map_err(ApiError::from)?;
+                if !visible(rule, user, &json) {
+                    return Err(hidden());
+                }
+            }
+        }
+        self.call_plain(who, req).await
+    }
+
+    /// [`AppState::call`] without the read rule.
+    async fn call_plain(&self, who: &Principal, req: ResourceRequest) -> Result<Bytes, ApiError> {
         self.auth
             .authorize(who, &req.collection, req.action.as_str())?;
         let start = Instant::now();
@@ -98,6 +157,23 @@ impl AppState {
             .observe_request(label, action.as_str(), status, start.elapsed());
         res
     }
+}
+
+/// Whether the resource JSON `json` is visible to `user` under `rule`.
+fn visible(rule: &visibility::ReadRule, user: &str, json: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct One {
+        resource_data: Value,
+    }
+    match (serde_json::from_slice::<One>(json), rule.matcher(user)) {
+        (Ok(r), Some(f)) => f.matches(&r.resource_data),
+        _ => false,
+    }
+}
+
+/// What a resource hidden by a read rule answers: the same as a missing one.
+fn hidden() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "resource not found")
 }
 
 /// `GET /`: collections and nodes.

@@ -31,11 +31,14 @@ use tokio::sync::broadcast;
 use zeroservices_core::protocol::covering_prefixes;
 
 mod hub;
+mod messages;
 
 use self::hub::HubEvent;
 pub(crate) use self::hub::{tap, Hub};
+use self::messages::{error_msg, live_message, ClientMessage, LiveMessage, Topics};
 use crate::auth::Principal;
 use crate::live;
+use crate::visibility;
 use crate::AppState;
 
 /// Default number of events a connection may fall behind before it gets a `resync`.
@@ -68,40 +71,6 @@ pub(crate) async fn handler(
         .on_upgrade(move |socket| connection(st, who, socket))
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum ClientMessage {
-    Subscribe {
-        topics: Vec<String>,
-        #[serde(default)]
-        since: HashMap<String, u64>,
-    },
-    Unsubscribe {
-        topics: Vec<String>,
-    },
-    Auth {
-        token: String,
-    },
-    Ping,
-    /// The original's `{"type":"join","data":{"topics":[...]}}`: subscribe.
-    Join {
-        data: Topics,
-    },
-    /// The original's `{"type":"leave","data":{"topics":[...]}}`: unsubscribe.
-    Leave {
-        data: Topics,
-    },
-}
-
-#[derive(Deserialize)]
-struct Topics {
-    topics: Vec<String>,
-}
-
-fn error_msg(code: &str, message: &str) -> String {
-    json!({"type": "error", "error": {"code": code, "message": message}}).to_string()
-}
-
 struct Conn {
     st: AppState,
     who: Principal,
@@ -120,32 +89,13 @@ struct Conn {
     allowed: HashMap<Arc<str>, bool>,
     /// Server-side live queries (see `live`).
     live: live::LiveQueries,
+    /// Resources of collections with a read rule that this connection saw as visible (so it
+    /// may hear of their deletion); bounded.
+    seen_visible: HashSet<(String, String)>,
 }
 
-/// A message for the live queries rather than the topics.
-enum LiveMessage {
-    Subscribe(live::LiveSubscribe),
-    Unsubscribe(String),
-}
-
-/// `subscribe` naming a `collection`, or `unsubscribe` naming a `query`.
-fn live_message(text: &str) -> Option<LiveMessage> {
-    #[derive(Deserialize)]
-    struct Peek {
-        #[serde(rename = "type")]
-        kind: String,
-        #[serde(default)]
-        collection: Option<String>,
-        #[serde(default)]
-        query: Option<String>,
-    }
-    let p: Peek = serde_json::from_str(text).ok()?;
-    match (p.kind.as_str(), p.collection, p.query) {
-        ("subscribe", Some(_), _) => serde_json::from_str(text).ok().map(LiveMessage::Subscribe),
-        ("unsubscribe", _, Some(q)) => Some(LiveMessage::Unsubscribe(q)),
-        _ => None,
-    }
-}
+/// Visible resources a connection remembers at most (then it starts over).
+const SEEN_VISIBLE: usize = 10_000;
 
 /// The collection an event topic belongs to.
 fn collection_of(topic: &str) -> &str {
@@ -195,7 +145,7 @@ impl Conn {
     /// what it does to the live queries.
     fn deliver(&mut self, ev: &HubEvent) -> Vec<Utf8Bytes> {
         let mut out = Vec::new();
-        if !self.fresh(ev) {
+        if !self.fresh(ev) || !self.visible(ev) {
             return out;
         }
         if self.covers(&ev.topic) && self.may_get(&ev.topic) {
@@ -208,10 +158,59 @@ impl Conn {
         out
     }
 
+    /// Whether the collection's read rule (if any) lets this connection see the event: the
+    /// changed data matches it, or, for a delete, the resource was seen as visible.
+    fn visible(&mut self, ev: &HubEvent) -> bool {
+        #[derive(Deserialize)]
+        struct Env {
+            data: Data,
+        }
+        #[derive(Deserialize)]
+        struct Data {
+            resource_id: String,
+            #[serde(default)]
+            resource_data: Option<serde_json::Value>,
+        }
+        let collection = collection_of(&ev.topic);
+        let Some(rule) = self.st.read_rules.get(collection) else {
+            return true;
+        };
+        let Some(user) = visibility::user_of(&self.who) else {
+            return false;
+        };
+        let Ok(Env { data }) = serde_json::from_str::<Env>(ev.text.as_str()) else {
+            return false;
+        };
+        let key = (collection.to_owned(), data.resource_id);
+        match data.resource_data {
+            Some(d) => {
+                let ok = rule.matcher(user).is_some_and(|f| f.matches(&d));
+                if ok {
+                    if self.seen_visible.len() >= SEEN_VISIBLE {
+                        self.seen_visible.clear();
+                    }
+                    self.seen_visible.insert(key);
+                } else {
+                    self.seen_visible.remove(&key);
+                }
+                ok
+            }
+            None => self.seen_visible.remove(&key),
+        }
+    }
+
     /// A live query (`subscribe` with a `collection`): checks, lists, registers. Its
     /// `subscribed` answer carries the whole current result set, so a client coming back
     /// re-subscribes and replaces what it shows: nothing missed while away can stay hidden.
-    async fn subscribe_live(&mut self, sub: live::LiveSubscribe) -> Vec<Utf8Bytes> {
+    async fn subscribe_live(&mut self, mut sub: live::LiveSubscribe) -> Vec<Utf8Bytes> {
+        if let Some(rule) = self.st.read_rules.get(&sub.collection) {
+            let Some(user) = visibility::user_of(&self.who) else {
+                let m = format!("sign in to use {:?}", sub.collection);
+                return vec![error_msg("unauthorized", &m).into()];
+            };
+            let asked = std::mem::take(&mut sub.filter);
+            sub.filter = visibility::and(asked, rule.filter_for(user));
+        }
         let (q, subscribed) = match live::open(&self.st, &self.who, &sub).await {
             Ok(x) => x,
             Err(e) => return vec![e],
@@ -253,6 +252,9 @@ impl Conn {
                 Ok(p) => {
                     self.who = p;
                     self.allowed.clear();
+                    // What the old credentials could see is not the new ones' business.
+                    self.seen_visible.clear();
+                    self.live = live::LiveQueries::default();
                     vec![json!({"type": "authenticated"}).to_string().into()]
                 }
                 Err(_) => vec![error_msg("unauthorized", "invalid token").into()],
@@ -365,7 +367,12 @@ impl Conn {
         let mut replay = Vec::new();
         for ev in snapshot {
             let from_resumed = ev.node_id.as_ref().is_some_and(|n| since.contains_key(n));
-            if from_resumed && covers(&ev) && self.fresh(&ev) && self.may_get(&ev.topic) {
+            if from_resumed
+                && covers(&ev)
+                && self.fresh(&ev)
+                && self.may_get(&ev.topic)
+                && self.visible(&ev)
+            {
                 self.note_replayed(&ev);
                 replay.push(ev);
             }
@@ -407,6 +414,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
         replayed_count: 0,
         allowed: HashMap::new(),
         live: live::LiveQueries::default(),
+        seen_visible: HashSet::new(),
     };
     // Far away when the credentials do not expire; moved by every `auth`.
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
