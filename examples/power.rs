@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use serde_json::json;
-use zeroservices::core::{CollectionSpec, Node, NodeType, Worker};
+use zeroservices::core::{CollectionSpec, Node, NodeType, Worker, WorkerHandle};
 use zeroservices::http::{serve, HttpConfig};
 use zeroservices::options::{init_logging, stop_signal, ClusterArgs, StoreSpec};
 
@@ -49,6 +49,33 @@ struct Args {
     catch_up_ms: u64,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// The FOSDEM worker: squares `value` for every power in status `pending`.
+fn squaring_worker(node: &Node, args: &Args) -> anyhow::Result<WorkerHandle> {
+    let worker = Worker::new(node.clone())
+        .catch_up_every(Duration::from_millis(args.catch_up_ms.max(100)))
+        .lease(Duration::from_millis(args.lease_ms))
+        .rule("power", json!({"status": "pending"}), |ctx| async move {
+            let value = ctx.resource.resource_data["value"].as_f64().unwrap_or(0.0);
+            let result = value * value;
+            // Integers stay integers in the result (7 → 49, not 49.0).
+            let result = if result.fract() == 0.0 && result.abs() < 9e15 {
+                json!(result as i64)
+            } else {
+                json!(result)
+            };
+            ctx.node
+                .collection("power")
+                .patch(
+                    &ctx.resource.resource_id,
+                    json!({"$set": {"status": "done", "result": result}}),
+                )
+                .await?;
+            Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("worker rule: {e}"))?;
+    Ok(worker.start())
 }
 
 #[tokio::main]
@@ -80,33 +107,11 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.collection(CollectionSpec::new("power", store.collection("power")));
     }
     let node = builder.start().await?;
-    let _worker = works.then(|| {
-        Worker::new(node.clone())
-            .catch_up_every(Duration::from_millis(args.catch_up_ms.max(100)))
-            .lease(Duration::from_millis(args.lease_ms))
-            .rule("power", json!({"status": "pending"}), |ctx| async move {
-                let value = ctx.resource.resource_data["value"].as_f64().unwrap_or(0.0);
-                let result = value * value;
-                // Integers stay integers in the result (7 → 49, not 49.0).
-                let result = if result.fract() == 0.0 && result.abs() < 9e15 {
-                    json!(result as i64)
-                } else {
-                    json!(result)
-                };
-                ctx.node
-                    .collection("power")
-                    .patch(
-                        &ctx.resource.resource_id,
-                        json!({"$set": {"status": "done", "result": result}}),
-                    )
-                    .await?;
-                Ok(())
-            })
-            .map(|w| w.start())
-    });
-    if let Some(Err(e)) = &_worker {
-        anyhow::bail!("worker rule: {e}");
-    }
+    let _worker = if works {
+        Some(squaring_worker(&node, &args)?)
+    } else {
+        None
+    };
     if http {
         let listener = tokio::net::TcpListener::bind(&args.http).await?;
         let addr = listener.local_addr()?;

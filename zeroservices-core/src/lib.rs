@@ -47,4 +47,4 @@ pub use protocol::{Announcement, NodeType};
 pub use query::ListQuery;
 pub use resources::{Action, Collection, ListPage, Resource, ResourceEvent, ResourceRequest};
 pub use store::{EmbeddedStore, GroupCommit, MemoryCollection};
-pub use worker::Worker;
+pub use worker::{Worker, WorkerHandle};

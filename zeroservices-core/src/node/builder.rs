@@ -160,27 +160,9 @@ impl NodeBuilder {
             || uuid::Uuid::new_v4().simple().to_string(),
             |d| d.node_id().to_owned(),
         );
-        let mut names: Vec<String> = hosted.keys().cloned().collect();
-        names.sort();
-        let mut stores = std::collections::BTreeMap::new();
-        for (name, h) in &hosted {
-            stores.insert(name.clone(), h.store.identity().await?);
-        }
-        let me = Announcement {
-            version: PROTOCOL_VERSION,
-            kind: AnnounceKind::Announce,
-            node_id: node_id.clone(),
-            name: self.name.clone(),
-            node_type: self.node_type,
-            collections: names,
-            endpoints: medium.endpoints(),
-            heartbeat_ms: u64::try_from(self.heartbeat.as_millis())
-                .unwrap_or(1000)
-                .max(1),
-            stores,
-            started_ms: super::events::now_ms(),
-            refused: Default::default(),
-        };
+        let me = self
+            .announcement(&node_id, &hosted, medium.endpoints())
+            .await?;
         let (me_tx, me_rx) = watch::channel(me);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (heard_tx, heard_rx) = mpsc::channel(1024);
@@ -225,6 +207,36 @@ impl NodeBuilder {
         Ok(Node {
             inner,
             _guard: Some(guard),
+        })
+    }
+
+    /// What the node announces: its collections with their stores' identities.
+    async fn announcement(
+        &self,
+        node_id: &str,
+        hosted: &HashMap<String, Arc<super::Hosted>>,
+        endpoints: crate::protocol::Endpoints,
+    ) -> Result<Announcement> {
+        let mut names: Vec<String> = hosted.keys().cloned().collect();
+        names.sort();
+        let mut stores = std::collections::BTreeMap::new();
+        for (name, h) in hosted {
+            stores.insert(name.clone(), h.store.identity().await?);
+        }
+        Ok(Announcement {
+            version: PROTOCOL_VERSION,
+            kind: AnnounceKind::Announce,
+            node_id: node_id.to_owned(),
+            name: self.name.clone(),
+            node_type: self.node_type,
+            collections: names,
+            endpoints,
+            heartbeat_ms: u64::try_from(self.heartbeat.as_millis())
+                .unwrap_or(1000)
+                .max(1),
+            stores,
+            started_ms: super::events::now_ms(),
+            refused: Default::default(),
         })
     }
 

@@ -45,14 +45,7 @@ impl Node {
                 for old in replaced.into_iter().chain(evicted).map(|b| *b) {
                     self.peer_left(old.announcement).await;
                 }
-                if let Err(e) = self
-                    .inner
-                    .medium
-                    .connect_peer(&a.node_id, &a.endpoints)
-                    .await
-                {
-                    tracing::warn!(peer = %a.node_id, error = %e, "cannot connect to peer");
-                }
+                self.connect(&a).await;
                 tracing::info!(peer = %a.name, node_id = %a.node_id, "peer joined");
                 let _ = self.inner.peer_events.send(PeerEvent::Joined(a.clone()));
                 // Measure the round-trip time at once, so /health and `nodes` show it.
@@ -79,14 +72,7 @@ impl Node {
             Upsert::Updated if before.is_some_and(|b| b != a.endpoints) => {
                 tracing::info!(peer = %a.name, node_id = %a.node_id, "peer restarted at new endpoints");
                 self.inner.medium.disconnect_peer(&a.node_id).await;
-                if let Err(e) = self
-                    .inner
-                    .medium
-                    .connect_peer(&a.node_id, &a.endpoints)
-                    .await
-                {
-                    tracing::warn!(peer = %a.node_id, error = %e, "cannot connect to peer");
-                }
+                self.connect(&a).await;
             }
             Upsert::Updated | Upsert::Refreshed | Upsert::Ignored => {}
         }
@@ -140,6 +126,18 @@ impl Node {
                 me.stores.remove(c);
                 me.refused.insert(c.clone(), reason);
             });
+        }
+    }
+
+    /// Opens the connections to a peer (a failure is logged: discovery tries again).
+    async fn connect(&self, a: &Announcement) {
+        if let Err(e) = self
+            .inner
+            .medium
+            .connect_peer(&a.node_id, &a.endpoints)
+            .await
+        {
+            tracing::warn!(peer = %a.node_id, error = %e, "cannot connect to peer");
         }
     }
 

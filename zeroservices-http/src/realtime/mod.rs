@@ -199,6 +199,19 @@ impl Conn {
         }
     }
 
+    /// Handles one text message of the client: live-query forms, then the rest.
+    async fn on_message(&mut self, text: &str) -> Vec<Utf8Bytes> {
+        match live_message(text) {
+            Some(LiveMessage::Subscribe(sub)) => self.subscribe_live(sub).await,
+            Some(LiveMessage::Unsubscribe(id)) => {
+                let removed = self.live.remove(&id);
+                let m = json!({"type": "unsubscribed", "query": id, "found": removed});
+                vec![m.to_string().into()]
+            }
+            None => self.on_text(text),
+        }
+    }
+
     /// A live query (`subscribe` with a `collection`): checks, lists, registers. Its
     /// `subscribed` answer carries the whole current result set, so a client coming back
     /// re-subscribes and replaces what it shows: nothing missed while away can stay hidden.
@@ -430,14 +443,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     let before = conn.who.expires_at();
-                    let out = match live_message(t.as_str()) {
-                        Some(LiveMessage::Subscribe(sub)) => conn.subscribe_live(sub).await,
-                        Some(LiveMessage::Unsubscribe(id)) => {
-                            let removed = conn.live.remove(&id);
-                            vec![json!({"type": "unsubscribed", "query": id, "found": removed}).to_string().into()]
-                        }
-                        None => conn.on_text(t.as_str()),
-                    };
+                    let out = conn.on_message(t.as_str()).await;
                     if conn.who.expires_at() != before {
                         expired.as_mut().reset(expiry(&conn.who).unwrap_or(far));
                     }
