@@ -78,11 +78,17 @@ async fn ws_as(http: u16, user: &str) -> Ws {
         .0
 }
 
-async fn messages(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
+/// Messages until `done` holds for what was received (at most 10 s).
+async fn messages_until(ws: &mut Ws, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let mut out = Vec::new();
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(quiet, ws.next()).await {
-        if let Message::Text(t) = m {
-            out.push(serde_json::from_str(t.as_str()).unwrap_or(Value::Null));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(&out) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                out.push(serde_json::from_str(t.as_str()).unwrap_or(Value::Null));
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => panic!("waited 10 s; got {out:?}"),
         }
     }
     out
@@ -196,7 +202,12 @@ async fn each_user_sees_and_changes_only_their_own_todos() {
     ))
     .await
     .expect("send");
-    let first = messages(&mut ws, Duration::from_millis(500)).await;
+    let first = messages_until(&mut ws, |m| {
+        m.iter().any(|m| m["query"] == "mine")
+            && m.iter()
+                .any(|m| m["type"] == "subscribed" && m["topics"].is_array())
+    })
+    .await;
     let live = first
         .iter()
         .find(|m| m["query"] == "mine")
@@ -212,19 +223,17 @@ async fn each_user_sees_and_changes_only_their_own_todos() {
     let b2 = b2["resource_id"].as_str().expect("id").to_owned();
     c(Some("bob"), "DELETE", &format!("{base}/{b2}"), None);
     let (_, a2) = c(Some("alice"), "POST", &base, Some(json!({"title": "a2"})));
-    let got = messages(&mut ws, Duration::from_millis(700)).await;
+    // Bob's create and delete were published before alice's create: once hers arrived (as a
+    // topic event and as an enter), anything of his would have come first.
+    let a2 = a2["resource_id"].as_str().expect("id").to_owned();
+    let got = messages_until(&mut ws, |m| {
+        m.iter()
+            .any(|m| m["type"] == "event" && m["data"]["resource_id"] == a2.as_str())
+            && m.iter()
+                .any(|m| m["type"] == "enter" && m["resource_id"] == a2.as_str())
+    })
+    .await;
     let text = serde_json::to_string(&got).unwrap_or_default();
     assert!(!text.contains(&b2), "bob's todo reached alice: {text}");
     assert!(!text.contains("bob"), "{text}");
-    let a2 = a2["resource_id"].as_str().expect("id");
-    assert!(
-        got.iter()
-            .any(|m| m["type"] == "event" && m["data"]["resource_id"] == a2),
-        "{text}"
-    );
-    assert!(
-        got.iter()
-            .any(|m| m["type"] == "enter" && m["resource_id"] == a2),
-        "{text}"
-    );
 }
