@@ -8,37 +8,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, example, free_port, spawn, spawn_ready, Proc};
+use common::{example, free_port, serve_power, spawn};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use zeroservices::core::{ListQuery, Node, ResourceEvent, StaticDiscovery, ZmqConfig};
 
 const HB: Duration = Duration::from_millis(200);
-
-fn serve_power(name: &str, port: u16, store: &str) -> Proc {
-    let mut c = Command::new(bin());
-    c.args([
-        "serve",
-        "--name",
-        name,
-        "--no-http",
-        "--collection",
-        "power",
-        "--store",
-        store,
-        "--discovery",
-        "none",
-    ]);
-    c.args([
-        "--bind",
-        "127.0.0.1",
-        "--router-port",
-        &port.to_string(),
-        "--heartbeat-ms",
-        "200",
-    ]);
-    spawn_ready(name, c)
-}
 
 async fn client(seeds: &[u16], timeout: Duration) -> Node {
     let seeds: Vec<String> = seeds

@@ -167,15 +167,21 @@ async fn resume(c: &Cluster, node: &str, seq: u64) -> Result<BTreeSet<i64>, Valu
     Ok(vs)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_after_a_service_sigkill_gets_the_missed_events_or_resync() {
-    let mut c = Cluster::new();
+/// A cluster whose client saw one event (`node`, `seq`), disconnected, and missed 3 creates.
+async fn away_for_three_creates() -> (Cluster, String, u64) {
+    let c = Cluster::new();
     c.wait_served();
     let (ws, node, seq) = first_event(&c).await;
     drop(ws);
     for v in 1..=3 {
         assert_eq!(c.post(&format!(r#"{{"v": {v}}}"#)), 201);
     }
+    (c, node, seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_a_service_sigkill_gets_the_missed_events_or_resync() {
+    let (mut c, node, seq) = away_for_three_creates().await;
     Cluster::kill(&mut c.service);
     c.start_service();
     c.wait_served();
@@ -204,13 +210,7 @@ async fn a_resume_after_a_service_sigkill_gets_the_missed_events_or_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_on_a_restarted_api_node_gets_resync() {
-    let mut c = Cluster::new();
-    c.wait_served();
-    let (ws, node, seq) = first_event(&c).await;
-    drop(ws);
-    for v in 1..=3 {
-        assert_eq!(c.post(&format!(r#"{{"v": {v}}}"#)), 201);
-    }
+    let (mut c, node, seq) = away_for_three_creates().await;
     Cluster::kill(&mut c.api);
     c.start_api();
     c.wait_served();

@@ -8,34 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, example, free_port, spawn_ready, Proc};
+use common::{bin, example, free_port, serve_power, spawn_ready, Proc};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use zeroservices::core::{ListQuery, Node, ResourceEvent, StaticDiscovery, ZmqConfig};
 
 const HB: Duration = Duration::from_millis(200);
-
-fn serve_power(name: &str, port: u16, store: &str) -> Proc {
-    let mut c = Command::new(bin());
-    c.args([
-        "serve",
-        "--name",
-        name,
-        "--no-http",
-        "--collection",
-        "power",
-    ]);
-    c.args([
-        "--store",
-        store,
-        "--discovery",
-        "none",
-        "--bind",
-        "127.0.0.1",
-    ]);
-    c.args(["--router-port", &port.to_string(), "--heartbeat-ms", "200"]);
-    spawn_ready(name, c)
-}
 
 fn worker(name: &str, port: u16) -> Proc {
     let mut w = Command::new(example("power"));

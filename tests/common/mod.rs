@@ -345,3 +345,27 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// `zeroservices serve` of the `power` collection on `store`, without HTTP or discovery, its
+/// request port `port` on loopback, heartbeat 200 ms; once it is ready.
+pub fn serve_power(name: &str, port: u16, store: &str) -> Proc {
+    let mut c = Command::new(bin());
+    c.args([
+        "serve",
+        "--name",
+        name,
+        "--no-http",
+        "--collection",
+        "power",
+    ]);
+    c.args([
+        "--store",
+        store,
+        "--discovery",
+        "none",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    c.args(["--router-port", &port.to_string(), "--heartbeat-ms", "200"]);
+    spawn_ready(name, c)
+}

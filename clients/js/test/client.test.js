@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
+import { createServer, connect } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -183,6 +183,58 @@ test("a resume with since replays the events missed while disconnected", async (
       got.filter((m) => m.type === "event" && m.data.resource_id.startsWith("missed")).length === 2 ? true : undefined);
     ws.close();
   } finally {
+    await stop(node);
+  }
+});
+
+test("the client resumes with since after its connection drops, and gets exactly what it missed", async () => {
+  const port = await freePort();
+  const node = await serve(port, "memory");
+  // A TCP proxy between the client and the node, to cut the client's connection while the
+  // node (and its replay buffer) stays up.
+  const pipes = new Set();
+  const proxy = createServer((down) => {
+    const up = connect(port, "127.0.0.1");
+    down.pipe(up);
+    up.pipe(down);
+    const cut = () => {
+      down.destroy();
+      up.destroy();
+    };
+    for (const s of [down, up]) {
+      pipes.add(s);
+      s.on("error", cut);
+      s.on("close", cut);
+    }
+  });
+  const proxyPort = await freePort();
+  const listen = () => new Promise((r) => proxy.listen(proxyPort, "127.0.0.1", r));
+  await listen();
+  const client = createClient(`http://127.0.0.1:${proxyPort}`, { backoff: { min: 200, max: 200 } });
+  const direct = createClient(`http://127.0.0.1:${port}`).collection("power");
+  try {
+    const seen = [];
+    let resyncs = 0;
+    client.subscribe(["power"], (m) => (m.type === "resync" ? (resyncs += 1) : seen.push(m.data.resource_id)));
+    await until("the first event", async () => {
+      await direct.create({ v: 0 });
+      return seen.length ? true : undefined;
+    });
+    await new Promise((r) => {
+      proxy.close(r);
+      for (const s of pipes) s.destroy();
+    });
+    await direct.create({ v: 1 }, "missed-1");
+    await direct.create({ v: 2 }, "missed-2");
+    await listen();
+    await until("the missed events", () =>
+      seen.includes("missed-1") && seen.includes("missed-2") ? true : undefined, 10000);
+    assert.equal(resyncs, 0, "the node kept the events: no resync needed");
+    assert.equal(seen.filter((id) => id.startsWith("missed")).length, 2, "each missed event once");
+  } finally {
+    client.close();
+    proxy.close();
+    for (const s of pipes) s.destroy();
     await stop(node);
   }
 });

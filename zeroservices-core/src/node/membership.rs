@@ -175,7 +175,6 @@ pub(super) async fn housekeeping(node: Node) {
             _ = tick.tick() => {}
         }
         round += 1;
-        node.refuse_split_collections();
         for gone in node.inner.directory.expire(MISSED_HEARTBEATS) {
             tracing::info!(peer = %gone.announcement.name, "peer silent for {MISSED_HEARTBEATS} heartbeats");
             node.peer_left(gone.announcement).await;

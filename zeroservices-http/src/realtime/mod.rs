@@ -92,6 +92,8 @@ struct Conn {
     /// Resources of collections with a read rule that this connection saw as visible (so it
     /// may hear of their deletion); bounded.
     seen_visible: HashSet<(String, String)>,
+    /// The read rules of the connection's user, parsed (cleared with `who`).
+    rule_filters: HashMap<String, Option<zeroservices_core::query::Filter>>,
 }
 
 /// Visible resources a connection remembers at most (then it starts over).
@@ -184,7 +186,12 @@ impl Conn {
         let key = (collection.to_owned(), data.resource_id);
         match data.resource_data {
             Some(d) => {
-                let ok = rule.matcher(user).is_some_and(|f| f.matches(&d));
+                // Parsed once per collection and credentials, not per event.
+                let filter = self
+                    .rule_filters
+                    .entry(key.0.clone())
+                    .or_insert_with(|| rule.matcher(user));
+                let ok = filter.as_ref().is_some_and(|f| f.matches(&d));
                 if ok {
                     if self.seen_visible.len() >= SEEN_VISIBLE {
                         self.seen_visible.clear();
@@ -267,6 +274,7 @@ impl Conn {
                     self.allowed.clear();
                     // What the old credentials could see is not the new ones' business.
                     self.seen_visible.clear();
+                    self.rule_filters.clear();
                     self.live = live::LiveQueries::default();
                     vec![json!({"type": "authenticated"}).to_string().into()]
                 }
@@ -428,6 +436,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
         allowed: HashMap::new(),
         live: live::LiveQueries::default(),
         seen_visible: HashSet::new(),
+        rule_filters: HashMap::new(),
     };
     // Far away when the credentials do not expire; moved by every `auth`.
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
