@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`protocol`]: the wire format (announcements, frames, replies, topics); see docs/protocol.md.
-//! - [`medium`]: moving bytes between nodes — [`ZmqMedium`], [`MemoryMedium`].
+//! - [`medium`]: moving bytes between nodes — [`ZmqMedium`], [`NatsMedium`], [`MemoryMedium`].
 //! - [`discovery`]: finding peers — [`MulticastDiscovery`], [`StaticDiscovery`], [`MemoryDiscovery`].
 //! - [`directory`]: who is alive, what they provide, round-trip times.
 //! - [`node`]: the [`Node`] tying it together, with the [`Service`] hooks.
@@ -38,7 +38,9 @@ pub use discovery::{
     NoDiscovery, StaticDiscovery,
 };
 pub use error::{Error, Result};
-pub use medium::{Event, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
+pub use medium::{
+    Event, Medium, MemoryMedium, MemoryNetwork, NatsConfig, NatsMedium, ZmqConfig, ZmqMedium,
+};
 pub use node::{
     ActionContext, ActionFn, CollectionClient, CollectionSpec, Node, NodeBuilder, PeerEvent,
     Service, Subscription, Tap, TapFn, MAX_LEASE, MAX_LEASES,

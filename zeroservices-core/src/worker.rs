@@ -3,6 +3,11 @@
 //! matching resources to catch up on what it missed while down (or what an overflowing queue
 //! dropped).
 //!
+//! On a medium that keeps events (NATS with JetStream) a rule reads its group's durable work
+//! queue instead: each event goes to one worker of the group and is acknowledged when its job
+//! ends, and a worker that was down continues where the group was, from the stream, without
+//! listing.
+//!
 //! Workers whose rules have the same collection and filter form a group, in one process or
 //! many: before running the callback for a resource, a worker claims a lease on it from the
 //! collection's coordinator (see `node::claims`), and runs only if granted and if the resource
@@ -44,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Result;
+use crate::medium::{WorkAck, WorkQueue};
 use crate::node::{ClaimRequest, Node};
 use crate::query::{Filter, ListQuery};
 use crate::resources::{Resource, ResourceEvent};
@@ -178,14 +184,10 @@ impl Worker {
         let mut tasks = Vec::new();
         for rule in self.rules {
             let sub = self.node.subscribe(&rule.collection);
-            tasks.push(TaskGuard::spawn(on_events(
-                shared.clone(),
-                rule.clone(),
-                sub,
-            )));
-            tasks.push(TaskGuard::spawn(catch_up(
+            tasks.push(TaskGuard::spawn(follow(
                 shared.clone(),
                 rule,
+                sub,
                 self.catch_up,
             )));
         }
@@ -220,9 +222,56 @@ impl Drop for Running {
     }
 }
 
-/// Starts the job for one resource unless it already runs here.
-async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String) {
+/// Reads the group's work queue when the medium has one; otherwise follows events and
+/// catches up by listing.
+async fn follow(w: Arc<Shared>, rule: Arc<Rule>, sub: crate::Subscription, every: Duration) {
+    match w.node.work_queue(&rule.group, &rule.collection, w.lease).await {
+        Ok(Some(queue)) => {
+            drop(sub);
+            from_queue(w, rule, queue).await;
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(collection = %rule.collection, error = %e, "no work queue; following events and listing instead")
+        }
+    }
+    tokio::join!(
+        on_events(w.clone(), rule.clone(), sub),
+        catch_up(w, rule, every)
+    );
+}
+
+/// Runs the jobs the work queue hands out, acknowledging each event when its job ends.
+async fn from_queue(w: Arc<Shared>, rule: Arc<Rule>, mut queue: WorkQueue) {
+    loop {
+        let item = tokio::select! {
+            _ = w.stop.cancelled() => return,
+            item = queue.recv() => match item { Some(i) => i, None => return },
+        };
+        let id = match serde_json::from_slice::<ResourceEvent>(&item.event.payload) {
+            Ok(ev)
+                if ev.collection == rule.collection
+                    && ev.resource_data.as_ref().is_some_and(|d| rule.filter.matches(d)) =>
+            {
+                ev.resource_id
+            }
+            _ => {
+                item.ack.done().await;
+                continue;
+            }
+        };
+        run(&w, &rule, id, Some(item.ack)).await;
+    }
+}
+
+/// Starts the job for one resource unless it already runs here; `ack` (from a work queue)
+/// is acknowledged when the job ends.
+async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String, ack: Option<Box<dyn WorkAck>>) {
     if !rule.running.lock().insert(id.clone()) {
+        if let Some(a) = ack {
+            a.done().await;
+        }
         return;
     }
     let running = Running {
@@ -236,15 +285,32 @@ async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String) {
     w.jobs.spawn(async move {
         let _permit = permit;
         tokio::select! {
+            // Not acknowledged: the queue hands the event out again.
             _ = w2.stop.cancelled() => {}
-            _ = job(&w2, &running.rule, &running.id) => {}
+            outcome = job(&w2, &running.rule, &running.id, ack.as_deref()) => {
+                if let Some(a) = &ack {
+                    match outcome {
+                        Claimed::Done => a.done().await,
+                        Claimed::Failed => a.retry(w2.lease.min(Duration::from_secs(1))).await,
+                    }
+                }
+            }
         }
         drop(running);
     });
 }
 
+/// How a job ended, for its work-queue event.
+enum Claimed {
+    /// Ran, or belongs to another worker, or no longer matches.
+    Done,
+    /// The claim could not be made: try again later.
+    Failed,
+}
+
 /// Claims the resource, runs the callback if granted and still matching, then releases.
-async fn job(w: &Shared, rule: &Rule, id: &str) {
+/// While it runs, the lease is renewed and `ack` told the event is in progress.
+async fn job(w: &Shared, rule: &Rule, id: &str, ack: Option<&dyn WorkAck>) -> Claimed {
     let mut claim = ClaimRequest {
         collection: rule.collection.clone(),
         group: rule.group.clone(),
@@ -255,10 +321,10 @@ async fn job(w: &Shared, rule: &Rule, id: &str) {
     };
     let resource = match w.node.claim(&claim).await {
         Ok(r) if r.granted => r.resource,
-        Ok(_) => return, // another worker of the group has it
+        Ok(_) => return Claimed::Done, // another worker of the group has it
         Err(e) => {
-            tracing::debug!(collection = %rule.collection, resource_id = %id, error = %e, "claim failed; the catch-up retries");
-            return;
+            tracing::debug!(collection = %rule.collection, resource_id = %id, error = %e, "claim failed; tried again later");
+            return Claimed::Failed;
         }
     };
     if let Some(resource) = resource.filter(|r| rule.filter.matches(&r.resource_data)) {
@@ -274,11 +340,14 @@ async fn job(w: &Shared, rule: &Rule, id: &str) {
                 if let Err(e) = w.node.claim(&claim).await {
                     tracing::debug!(resource_id = %id, error = %e, "lease renewal failed");
                 }
+                if let Some(a) = ack {
+                    a.progress().await;
+                }
             }
         };
         let outcome = tokio::select! {
             o = work => o,
-            () = renew => return,
+            () = renew => return Claimed::Done,
         };
         match outcome {
             Ok(Ok(())) => {}
@@ -294,6 +363,7 @@ async fn job(w: &Shared, rule: &Rule, id: &str) {
     if let Err(e) = w.node.claim(&claim).await {
         tracing::debug!(resource_id = %id, error = %e, "lease release failed; it expires");
     }
+    Claimed::Done
 }
 
 async fn on_events(w: Arc<Shared>, rule: Arc<Rule>, mut sub: crate::Subscription) {
@@ -309,7 +379,7 @@ async fn on_events(w: Arc<Shared>, rule: Arc<Rule>, mut sub: crate::Subscription
             continue;
         }
         if ev.resource_data.is_some_and(|d| rule.filter.matches(&d)) {
-            run(&w, &rule, ev.resource_id).await;
+            run(&w, &rule, ev.resource_id, None).await;
         }
     }
 }
@@ -343,7 +413,7 @@ async fn catch_up(w: Arc<Shared>, rule: Arc<Rule>, every: Duration) {
                 if w.stop.is_cancelled() {
                     return;
                 }
-                run(&w, &rule, r.resource_id).await;
+                run(&w, &rule, r.resource_id, None).await;
             }
             // Jobs finishing meanwhile leave the filter and shift the pages: what this pass
             // skips over that way, the next one finds.

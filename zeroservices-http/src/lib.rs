@@ -116,6 +116,8 @@ pub struct Shared {
     pub(crate) read_rules: Arc<HashMap<String, ReadRule>>,
     /// Feeds `hub`; removed with the state.
     _tap: zeroservices_core::Tap,
+    /// Loads the medium's history into `hub` at start.
+    _prefill: Option<realtime::Prefill>,
 }
 
 impl std::ops::Deref for AppState {
@@ -138,6 +140,7 @@ impl AppState {
         // The tap's callback holds the hub and the metrics, not the state: dropping the last
         // state (which removes the tap) can then never happen inside the callback.
         let tap = realtime::tap(&node, hub.clone(), metrics.clone());
+        let prefill = realtime::Prefill::start(&node, hub.clone(), cfg.replay_capacity);
         AppState(Arc::new(Shared {
             node,
             auth: cfg.auth.clone(),
@@ -145,6 +148,7 @@ impl AppState {
             metrics,
             read_rules: Arc::new(cfg.read_rules.clone()),
             _tap: tap,
+            _prefill: prefill,
         }))
     }
 }

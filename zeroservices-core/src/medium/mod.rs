@@ -10,10 +10,14 @@
 
 pub mod envelope;
 mod memory;
+mod nats;
+mod work;
 mod zmq;
 
 pub use self::envelope::MessageKind;
 pub use self::memory::{MemoryMedium, MemoryNetwork};
+pub use self::nats::{JetStreamMode, NatsConfig, NatsDiscovery, NatsMedium};
+pub use self::work::{WorkAck, WorkItem, WorkQueue};
 pub use self::zmq::{ZmqConfig, ZmqMedium};
 
 use std::fmt;
@@ -183,5 +187,47 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
     /// at most about `limit`; publishing after it may fail. The default has nothing queued.
     async fn flush(&self, limit: Duration) {
         let _ = limit;
+    }
+
+    /// Tells the medium which collections this node serves now (at start and on every
+    /// change). A medium that routes requests by collection (NATS: one queue group per
+    /// collection) listens for exactly these. The default routes by node and ignores it.
+    fn serve_collections(&self, names: Vec<String>) {
+        let _ = names;
+    }
+
+    /// Sends a resource request to a provider of `collection` that the medium chooses, and
+    /// waits for the reply body, at most `timeout`. `None` when this medium leaves the choice
+    /// to the node (the default): the node then picks a provider and calls
+    /// [`Medium::request`].
+    async fn request_collection(
+        &self,
+        collection: &str,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Option<Result<Bytes>> {
+        let _ = (collection, kind, body, timeout);
+        None
+    }
+
+    /// The last events (at most `max`, oldest first) the medium keeps durably, for a realtime
+    /// hub that starts and must replay what its clients missed. The default keeps none.
+    async fn history(&self, max: usize) -> Result<Vec<Event>> {
+        let _ = max;
+        Ok(Vec::new())
+    }
+
+    /// The durable work queue of worker `group`, holding the events of `collection`;
+    /// each event goes to one reader of the group and comes back after `ack_wait` without an
+    /// acknowledgement. `None` when the medium keeps no events (the default).
+    async fn work_queue(
+        &self,
+        group: &str,
+        collection: &str,
+        ack_wait: Duration,
+    ) -> Result<Option<WorkQueue>> {
+        let _ = (group, collection, ack_wait);
+        Ok(None)
     }
 }

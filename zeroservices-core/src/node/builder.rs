@@ -18,7 +18,9 @@ use crate::cluster_key::ClusterKey;
 use crate::directory::Directory;
 use crate::discovery::{Discovery, DiscoveryContext, Heard, NoDiscovery};
 use crate::error::Result;
-use crate::medium::{Inbox, Medium, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium};
+use crate::medium::{
+    Inbox, Medium, MemoryMedium, MemoryNetwork, NatsConfig, NatsMedium, ZmqConfig, ZmqMedium,
+};
 use crate::protocol::{AnnounceKind, Announcement, NodeType, PROTOCOL_VERSION};
 
 use super::events::event_publisher;
@@ -32,6 +34,7 @@ use super::{
 pub(super) enum MediumChoice {
     Zmq(ZmqConfig),
     Memory(MemoryNetwork),
+    Nats(Box<NatsConfig>),
     Custom(Arc<dyn Medium>, Inbox),
 }
 
@@ -78,6 +81,12 @@ impl NodeBuilder {
     /// ZeroMQ medium (the default, on all interfaces with random ports).
     pub fn zmq(mut self, cfg: ZmqConfig) -> Self {
         self.medium = MediumChoice::Zmq(cfg);
+        self
+    }
+    /// NATS medium (see [`NatsMedium`]); peers are then found through NATS as well
+    /// ([`crate::medium::NatsDiscovery`]), whatever discovery was set.
+    pub fn nats(mut self, cfg: NatsConfig) -> Self {
+        self.medium = MediumChoice::Nats(Box::new(cfg));
         self
     }
     /// In-process medium on `net`.
@@ -200,6 +209,9 @@ impl NodeBuilder {
             cluster_key: self.cluster_key.clone(),
             medium: inner.medium.clone(),
         };
+        inner
+            .medium
+            .serve_collections(inner.me.borrow().collections.clone());
         let tasks = spawn_tasks(&inner, self.discovery, ctx, inbox, events_rx, heard_rx);
         *inner.tasks.lock() = tasks;
         let guard = Arc::new(ShutdownGuard(inner.shutdown.clone()));
@@ -249,6 +261,14 @@ impl NodeBuilder {
                     cfg.cluster_key = self.cluster_key.clone();
                 }
                 let (m, i) = ZmqMedium::bind(cfg).await?;
+                (Arc::new(m), i)
+            }
+            MediumChoice::Nats(mut cfg) => {
+                if self.cluster_key.is_some() {
+                    cfg.cluster_key = self.cluster_key.clone();
+                }
+                let (m, i) = NatsMedium::connect(*cfg).await?;
+                self.discovery = Box::new(m.discovery());
                 (Arc::new(m), i)
             }
             MediumChoice::Memory(net) => {

@@ -166,6 +166,27 @@ impl Node {
         self.inner.medium.publish(topic, payload).await
     }
 
+    /// The last events (at most `max`, oldest first) that the medium keeps durably — the
+    /// JetStream stream on NATS — for a realtime hub that starts. Empty on media that keep
+    /// none (ZeroMQ, memory).
+    pub async fn event_history(&self, max: usize) -> Result<Vec<Event>> {
+        self.inner.medium.history(max).await
+    }
+
+    /// The medium's durable work queue of a worker group (see [`crate::medium::WorkQueue`]),
+    /// `None` when the medium keeps no events.
+    pub(crate) async fn work_queue(
+        &self,
+        group: &str,
+        collection: &str,
+        ack_wait: std::time::Duration,
+    ) -> Result<Option<crate::medium::WorkQueue>> {
+        self.inner
+            .medium
+            .work_queue(group, collection, ack_wait)
+            .await
+    }
+
     /// Delivers an event to this node's own subscribers only (nothing goes to peers).
     pub fn publish_local(&self, topic: &str, data: &Value) {
         let ev = Event {

@@ -126,6 +126,7 @@ impl Node {
                 me.stores.remove(c);
                 me.refused.insert(c.clone(), reason);
             });
+            self.inner.medium.serve_collections(self.local_collections());
         }
     }
 

@@ -247,6 +247,9 @@ impl Node {
             me.refused.remove(&name);
             me.stores.insert(name, identity);
         });
+        self.inner
+            .medium
+            .serve_collections(self.local_collections());
         self.refuse_split_collections();
         Ok(())
     }

@@ -67,6 +67,9 @@ impl Node {
         }
         let body =
             Bytes::from(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
+        if let Some(answer) = self.route_by_medium(&req, &body).await {
+            return answer;
+        }
         let mut tried: Vec<String> = Vec::new();
         let mut last_failure: Option<Error> = None;
         loop {
@@ -107,6 +110,30 @@ impl Node {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Lets a medium that balances requests itself (NATS: a queue group per collection) carry
+    /// the request; `None` when the medium leaves the choice of provider to the node. A read
+    /// that times out is sent once more (NATS hands it to the group again).
+    async fn route_by_medium(&self, req: &ResourceRequest, body: &Bytes) -> Option<Result<Answer>> {
+        let tries = if req.is_read_only() { 2 } else { 1 };
+        let mut outcome = None;
+        for _ in 0..tries {
+            let reply = self
+                .inner
+                .medium
+                .request_collection(&req.collection, kind::RESOURCE, body.clone(), self.inner.timeout)
+                .await?;
+            outcome = Some(match reply {
+                Ok(b) => return Some(Ok(Answer::There(b))),
+                Err(Error::Unavailable(c)) if !self.inner.directory.has_seen(&c) => {
+                    return Some(Err(Error::NotFound(format!("unknown collection {c:?}"))))
+                }
+                Err(e @ Error::Timeout(_)) => Err(e),
+                Err(e) => return Some(Err(e)),
+            });
+        }
+        outcome
     }
 
     /// Sends a message to a peer's `on_message` and waits for its reply.

@@ -26,6 +26,8 @@ pub(crate) struct HubEvent {
 #[derive(Debug)]
 pub(crate) struct Hub {
     pub(super) tx: broadcast::Sender<Arc<HubEvent>>,
+    /// `true` once the history kept by the medium (if any) is loaded; resumes wait for it.
+    loaded: tokio::sync::watch::Sender<bool>,
     replay_capacity: usize,
     replay_bytes: usize,
     // std Mutex: push/pop and snapshot only; never held across an await.
@@ -106,6 +108,55 @@ impl Hub {
             replay_capacity,
             replay_bytes,
             replay: Mutex::new(Replay::default()),
+            loaded: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Waits (at most [`LOAD_LIMIT`]) until the medium's history is in the buffer, so a
+    /// resume right after this node started is answered from it rather than with `resync`.
+    pub(super) async fn loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        let _ = tokio::time::timeout(LOAD_LIMIT, rx.wait_for(|l| *l)).await;
+    }
+
+    /// Puts the events the medium kept from before this hub started (oldest first) in front
+    /// of those received live meanwhile, skipping those received both ways, and recomputes
+    /// what each node's sequence proves. They are not broadcast: they are past.
+    fn prefill(&self, history: Vec<HubEvent>) {
+        let mut r = self.replay.lock();
+        let mut live_first: HashMap<String, u64> = HashMap::new();
+        for ev in &r.events {
+            if let (Some(n), Some(s)) = (&ev.node_id, ev.seq) {
+                live_first.entry(n.clone()).or_insert(s);
+            }
+        }
+        let older = history.into_iter().filter(|ev| match (&ev.node_id, ev.seq) {
+            (Some(n), Some(s)) => live_first.get(n).is_none_or(|f| s < *f),
+            _ => false,
+        });
+        let mut events: VecDeque<Arc<HubEvent>> = older.map(Arc::new).collect();
+        events.extend(r.events.drain(..));
+        r.tracks.clear();
+        r.bytes = 0;
+        for ev in &events {
+            if let (Some(n), Some(s)) = (&ev.node_id, ev.seq) {
+                r.follow(n, s);
+            }
+            r.bytes += ev.text.len();
+        }
+        r.events = events;
+        self.trim(&mut r);
+    }
+
+    /// Evicts the oldest events past the buffer's bounds.
+    fn trim(&self, r: &mut Replay) {
+        while r.events.len() > self.replay_capacity || r.bytes > self.replay_bytes {
+            if let Some(old) = r.events.pop_front() {
+                r.bytes -= old.text.len();
+                if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
+                    r.evicted(n, s);
+                }
+            }
         }
     }
 
@@ -118,24 +169,20 @@ impl Hub {
                 r.bytes += ev.text.len();
                 r.events.push_back(ev.clone());
             }
-            while r.events.len() > self.replay_capacity || r.bytes > self.replay_bytes {
-                if let Some(old) = r.events.pop_front() {
-                    r.bytes -= old.text.len();
-                    if let (Some(n), Some(s)) = (&old.node_id, old.seq) {
-                        r.evicted(n, s);
-                    }
-                }
-            }
+            self.trim(&mut r);
         }
         // No receiver (no websocket open) is fine.
         let _ = self.tx.send(ev);
     }
 }
 
-/// Feeds the hub from the node's events, synchronously where each event is delivered (no
-/// task in between). Only `node_id` and `seq` are read from a payload; the websocket message
-/// is built around the payload bytes as they are.
-pub(crate) fn tap(node: &Node, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Tap {
+/// Longest a resume waits for the history of the medium to load.
+const LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The hub's form of an event: only `node_id` and `seq` are read from the payload; the
+/// websocket message is built around the payload bytes as they are. `None` when the payload
+/// is not one JSON object.
+fn hub_event(ev: &Event) -> Option<HubEvent> {
     #[derive(Deserialize)]
     struct Meta<'a> {
         #[serde(borrow, default)]
@@ -143,30 +190,71 @@ pub(crate) fn tap(node: &Node, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Tap {
         #[serde(default)]
         seq: Option<u64>,
     }
+    // Parsing into `Meta` also checks the whole payload is one JSON object.
+    let meta = serde_json::from_slice::<Meta>(&ev.payload).ok()?;
+    let topic = serde_json::to_string(&*ev.topic).unwrap_or_default();
+    let mut text = String::with_capacity(ev.payload.len() + topic.len() + 40);
+    text.push_str(r#"{"type":"event","topic":"#);
+    text.push_str(&topic);
+    text.push_str(r#","data":"#);
+    // Checked above to be valid JSON (and so valid UTF-8).
+    text.push_str(std::str::from_utf8(&ev.payload).unwrap_or("null"));
+    text.push('}');
+    Some(HubEvent {
+        topic: ev.topic.clone(),
+        node_id: meta.node_id.map(|c| c.into_owned()),
+        seq: meta.seq,
+        text: Utf8Bytes::from(text),
+    })
+}
+
+/// Feeds the hub from the node's events, synchronously where each event is delivered (no
+/// task in between).
+pub(crate) fn tap(node: &Node, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Tap {
     node.tap(
         vec!["*".into()],
         Arc::new(move |ev: &Event| {
-            // Parsing into `Meta` also checks the whole payload is one JSON object.
-            let Ok(meta) = serde_json::from_slice::<Meta>(&ev.payload) else {
+            let Some(hev) = hub_event(ev) else {
                 return;
             };
             metrics
                 .events_published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let topic = serde_json::to_string(&*ev.topic).unwrap_or_default();
-            let mut text = String::with_capacity(ev.payload.len() + topic.len() + 40);
-            text.push_str(r#"{"type":"event","topic":"#);
-            text.push_str(&topic);
-            text.push_str(r#","data":"#);
-            // Checked above to be valid JSON (and so valid UTF-8).
-            text.push_str(std::str::from_utf8(&ev.payload).unwrap_or("null"));
-            text.push('}');
-            hub.push(HubEvent {
-                topic: ev.topic.clone(),
-                node_id: meta.node_id.map(|c| c.into_owned()),
-                seq: meta.seq,
-                text: Utf8Bytes::from(text),
-            });
+            hub.push(hev);
         }),
     )
+}
+
+/// Loads into the hub the events the node's medium kept (the JetStream stream on NATS),
+/// after the tap is in place so nothing falls between the two. Aborted when dropped.
+#[derive(Debug)]
+pub(crate) struct Prefill(tokio::task::JoinHandle<()>);
+
+impl Prefill {
+    /// Starts loading, or marks the hub loaded at once outside a runtime.
+    pub(crate) fn start(node: &Node, hub: Arc<Hub>, max: usize) -> Option<Prefill> {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            hub.loaded.send_replace(true);
+            return None;
+        };
+        let node = node.clone();
+        Some(Prefill(rt.spawn(async move {
+            match node.event_history(max).await {
+                Ok(h) if !h.is_empty() => {
+                    let n = h.len();
+                    hub.prefill(h.iter().filter_map(hub_event).collect());
+                    tracing::info!(events = n, "realtime: history loaded from the medium");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "realtime: history not loaded; resumes from before this start get resync"),
+            }
+            hub.loaded.send_replace(true);
+        })))
+    }
+}
+
+impl Drop for Prefill {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -34,7 +34,7 @@ mod hub;
 mod messages;
 
 use self::hub::HubEvent;
-pub(crate) use self::hub::{tap, Hub};
+pub(crate) use self::hub::{tap, Hub, Prefill};
 use self::messages::{error_msg, live_message, ClientMessage, LiveMessage, Topics};
 use crate::auth::Principal;
 use crate::live;
@@ -215,7 +215,14 @@ impl Conn {
                 let m = json!({"type": "unsubscribed", "query": id, "found": removed});
                 vec![m.to_string().into()]
             }
-            None => self.on_text(text),
+            None => {
+                // A resume right after this node started waits for the medium's history
+                // (loaded once, in the first seconds at most).
+                if text.contains("\"since\"") {
+                    self.st.hub.loaded().await;
+                }
+                self.on_text(text)
+            }
         }
     }
 

@@ -1,5 +1,10 @@
 //! Settings shared by the CLI and the examples: where collections are stored, how peers are
-//! discovered, where sockets bind — each flag also readable from a `ZEROSERVICES_*` variable.
+//! discovered, where sockets bind, which medium carries messages (see [`medium`]) — each flag
+//! also readable from a `ZEROSERVICES_*` variable.
+
+pub mod medium;
+
+pub use self::medium::{MediumSpec, NatsArgs};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -155,6 +160,14 @@ impl FromStr for DiscoverySpec {
 /// The cluster flags every node command shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
+    /// zmq (the nodes connect to each other; zero configuration on one LAN) |
+    /// nats://HOST:PORT[,HOST:PORT...] (every node connects to NATS; peers are found there and
+    /// --discovery, --bind and the ports are not used)
+    #[arg(long, env = "ZEROSERVICES_MEDIUM", default_value = "zmq")]
+    pub medium: MediumSpec,
+    /// NATS settings.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// multicast[:GROUP:PORT] | static:HOST:ROUTER_PORT,... | none
     #[arg(long, env = "ZEROSERVICES_DISCOVERY", default_value = "multicast")]
     pub discovery: DiscoverySpec,
@@ -239,6 +252,17 @@ impl ClusterArgs {
     pub fn apply(&self, b: NodeBuilder) -> anyhow::Result<NodeBuilder> {
         let b = b.reserve_names(crate::http::RESERVED_ROUTES);
         let key = self.key()?;
+        let timing = |b: NodeBuilder| {
+            b.heartbeat(Duration::from_millis(self.heartbeat_ms.max(10)))
+                .timeout(Duration::from_millis(self.timeout_ms.max(1)))
+        };
+        if let MediumSpec::Nats(servers) = &self.medium {
+            let b = match key {
+                Some(k) => b.cluster_key(k),
+                None => b,
+            };
+            return Ok(timing(b.nats(self.nats.config(servers)?)));
+        }
         let bind = self.bind_address(key.is_some())?;
         if key.is_none() && !self.open_cluster {
             tracing::info!(
@@ -279,10 +303,7 @@ impl ClusterArgs {
             Some(k) => b.cluster_key(k),
             None => b,
         };
-        Ok(b.zmq(zmq)
-            .boxed_discovery(discovery)
-            .heartbeat(Duration::from_millis(self.heartbeat_ms.max(10)))
-            .timeout(Duration::from_millis(self.timeout_ms.max(1))))
+        Ok(timing(b.zmq(zmq).boxed_discovery(discovery)))
     }
 }
 

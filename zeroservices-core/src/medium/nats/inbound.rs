@@ -1,0 +1,154 @@
+//! The NATS medium's tasks: requests from this node's subject and its collections' queue
+//! groups, events from the subject patterns of the node's subscriptions, and the replies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::{Message, Subscriber};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use tokio::sync::{mpsc, watch};
+
+use super::subjects::{collection_subject, event_patterns, pack, unpack};
+use super::Shared;
+use crate::medium::envelope::{self, Opened};
+use crate::medium::{InboundRequest, Incoming, Replier};
+use crate::protocol::topic_matches;
+use crate::task::TaskGuard;
+
+/// Publishes the replies the node queued.
+pub(super) async fn reply_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<[Bytes; 3]>) {
+    while let Some([subject, rid, body]) = rx.recv().await {
+        let Ok(subject) = String::from_utf8(subject.to_vec()) else {
+            continue;
+        };
+        let frames = envelope::seal_reply(shared.key.as_deref(), rid, body);
+        if let Err(e) = shared.client.publish(subject, pack(&frames)).await {
+            tracing::debug!(error = %e, "NATS reply not sent");
+        }
+    }
+}
+
+/// Hands every request of `sub` to the node.
+pub(super) async fn request_loop(shared: Arc<Shared>, mut sub: Subscriber) {
+    while let Some(msg) = sub.next().await {
+        if !on_request(&shared, msg).await {
+            return;
+        }
+    }
+}
+
+/// Opens one request and queues it for the node; `false` once the node is gone.
+async fn on_request(shared: &Shared, msg: Message) -> bool {
+    let Some(frames) = unpack(&msg.payload) else {
+        tracing::debug!(subject = %msg.subject, "NATS request with malformed frames dropped");
+        return true;
+    };
+    let reply_to = msg.reply.map(|s| Bytes::copy_from_slice(s.as_bytes()));
+    match envelope::open_request(shared.key.as_deref(), frames) {
+        Opened::Drop(why) => {
+            tracing::debug!(why, "NATS request dropped");
+            true
+        }
+        Opened::Answer { rid, body } => {
+            if let Some(to) = reply_to {
+                let _ = shared.replies.try_send([to, rid, body]);
+            }
+            true
+        }
+        Opened::Deliver { rid, kind, body } => {
+            let reply = match (rid, reply_to) {
+                (Some(rid), Some(to)) => Some(Replier::queued(shared.replies.clone(), to, rid)),
+                _ => None,
+            };
+            let req = InboundRequest { kind, body, reply };
+            shared.inbox.send(Incoming::Request(req)).await.is_ok()
+        }
+    }
+}
+
+/// Keeps one queue subscription per served collection: NATS hands each request of the
+/// collection's subject to one member of the group of its providers.
+pub(super) async fn serve_collections(shared: Arc<Shared>, mut served: watch::Receiver<Vec<String>>) {
+    let mut subs: HashMap<String, TaskGuard> = HashMap::new();
+    loop {
+        let names = served.borrow_and_update().clone();
+        subs.retain(|name, _| names.contains(name));
+        for name in names {
+            if subs.contains_key(&name) {
+                continue;
+            }
+            let subject = collection_subject(&shared.prefix, &name);
+            match shared
+                .client
+                .queue_subscribe(subject.clone(), subject.clone())
+                .await
+            {
+                Ok(sub) => {
+                    subs.insert(name, TaskGuard::spawn(request_loop(shared.clone(), sub)));
+                }
+                Err(e) => tracing::warn!(%subject, error = %e, "cannot serve a collection on NATS"),
+            }
+        }
+        if served.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps the subject subscriptions that deliver exactly the node's topic prefixes (see
+/// [`event_patterns`]).
+pub(super) async fn follow_events(shared: Arc<Shared>, mut prefixes: watch::Receiver<Vec<String>>) {
+    let mut subs: HashMap<String, TaskGuard> = HashMap::new();
+    loop {
+        let wanted = event_patterns(&shared.prefix, &prefixes.borrow_and_update());
+        subs.retain(|p, _| wanted.contains(p));
+        for pattern in wanted {
+            if subs.contains_key(&pattern) {
+                continue;
+            }
+            match shared.client.subscribe(pattern.clone()).await {
+                Ok(sub) => {
+                    subs.insert(pattern, TaskGuard::spawn(event_loop(shared.clone(), sub)));
+                }
+                Err(e) => tracing::warn!(%pattern, error = %e, "cannot subscribe on NATS"),
+            }
+        }
+        if prefixes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands the events of one subscription to the node, waiting when its inbox is full.
+async fn event_loop(shared: Arc<Shared>, mut sub: Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let Some(ev) = open_event(&shared, &msg.payload) else {
+            continue;
+        };
+        let wanted = shared
+            .prefixes
+            .borrow()
+            .iter()
+            .any(|p| topic_matches(p, &ev.topic));
+        if wanted && shared.inbox.send(Incoming::Event(ev)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Unpacks and opens an event payload (a live one or one kept in the stream); malformed or
+/// unauthenticated ones are logged and dropped.
+pub(super) fn open_event(shared: &Shared, payload: &Bytes) -> Option<crate::medium::Event> {
+    let Some(frames) = unpack(payload) else {
+        tracing::debug!("NATS event with malformed frames dropped");
+        return None;
+    };
+    match envelope::open_event(shared.key.as_deref(), frames) {
+        Ok(ev) => Some(ev),
+        Err(why) => {
+            tracing::debug!(why, "NATS event dropped");
+            None
+        }
+    }
+}
