@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use zeroservices_core::medium::{Inbox, Medium};
+use zeroservices_core::medium::{Inbox, Medium, NatsConfig, NatsMedium};
 use zeroservices_core::{
     Collection, EmbeddedStore, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium,
 };
@@ -29,6 +29,20 @@ fn zmq_medium() -> MediumFactory {
                 ..ZmqConfig::loopback()
             })
             .await?;
+            Ok((Arc::new(m) as Arc<dyn Medium>, i))
+        })
+    })
+}
+
+/// NATS media on a server of their own (killed when the factory is dropped).
+fn nats_medium() -> MediumFactory {
+    let server = Arc::new(zeroservices_testkit::nats::NatsServer::start());
+    Box::new(move |key| {
+        let server = server.clone();
+        Box::pin(async move {
+            let mut cfg = NatsConfig::new([server.url()]);
+            cfg.cluster_key = key;
+            let (m, i) = NatsMedium::connect(cfg).await?;
             Ok((Arc::new(m) as Arc<dyn Medium>, i))
         })
     })
@@ -86,6 +100,10 @@ mod memory_medium {
 
 mod zmq_medium {
     zeroservices_testkit::medium_suite!(super::zmq_medium());
+}
+
+mod nats_medium {
+    zeroservices_testkit::medium_suite!(super::nats_medium());
 }
 
 mod memory_collection {

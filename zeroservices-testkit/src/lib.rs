@@ -17,6 +17,7 @@
 
 pub mod collection;
 pub mod medium;
+pub mod nats;
 
 use std::sync::Arc;
 

@@ -90,6 +90,7 @@ pub(super) async fn serve_collections(shared: Arc<Shared>, mut served: watch::Re
                 Err(e) => tracing::warn!(%subject, error = %e, "cannot serve a collection on NATS"),
             }
         }
+        let _ = shared.client.flush().await;
         if served.changed().await.is_err() {
             return;
         }
@@ -114,6 +115,7 @@ pub(super) async fn follow_events(shared: Arc<Shared>, mut prefixes: watch::Rece
                 Err(e) => tracing::warn!(%pattern, error = %e, "cannot subscribe on NATS"),
             }
         }
+        let _ = shared.client.flush().await;
         if prefixes.changed().await.is_err() {
             return;
         }

@@ -174,6 +174,12 @@ impl NatsMedium {
             .subscribe(me.clone())
             .await
             .map_err(|e| Error::Transport(format!("subscribing to {me}: {e}")))?;
+        // Once flushed, the server has the subscription: a peer that hears of this node can
+        // reach it.
+        client
+            .flush()
+            .await
+            .map_err(|e| Error::Transport(format!("NATS flush: {e}")))?;
         let (served, served_rx) = watch::channel(Vec::new());
         let tasks = vec![
             TaskGuard::spawn(inbound::reply_writer(shared.clone(), replies_rx)),
@@ -207,6 +213,7 @@ impl NatsMedium {
     /// `PeerGone(subject)`, for the caller to name better.
     async fn call(&self, subject: String, kind: &str, body: Bytes, timeout: Duration) -> Result<Bytes> {
         envelope::check_size(&body)?;
+        let started = tokio::time::Instant::now();
         let key = self.shared.key.as_deref();
         let frames = envelope::seal_request(
             key,
@@ -228,11 +235,20 @@ impl NatsMedium {
                 })
             }
         };
-        let frames = subjects::unpack(&msg.payload)
-            .ok_or_else(|| Error::Transport("malformed reply".into()))?;
-        envelope::open_reply(key, frames)
-            .map(|(_, body)| body)
-            .map_err(|why| Error::Transport(format!("reply dropped: {why}")))
+        let opened = match subjects::unpack(&msg.payload) {
+            Some(frames) => envelope::open_reply(key, frames),
+            None => Err("malformed frames"),
+        };
+        match opened {
+            Ok((_, body)) => Ok(body),
+            // Dropped, as every medium drops a reply it cannot open: the caller's timeout
+            // reports it.
+            Err(why) => {
+                tracing::debug!(why, %subject, "NATS reply dropped");
+                tokio::time::sleep_until(started + timeout).await;
+                Err(Error::Timeout(timeout))
+            }
+        }
     }
 }
 
@@ -399,14 +415,18 @@ impl Medium for NatsMedium {
         timeout: Duration,
     ) -> Option<Result<Bytes>> {
         let subject = subjects::collection_subject(&self.shared.prefix, collection);
-        Some(
-            self.call(subject, kind, body, timeout)
-                .await
-                .map_err(|e| match e {
-                    Error::PeerGone(_) => Error::Unavailable(collection.to_owned()),
-                    e => e,
-                }),
-        )
+        let mut reply = self.call(subject.clone(), kind, body.clone(), timeout).await;
+        if matches!(reply, Err(Error::PeerGone(_))) {
+            // No member in the group: perhaps a provider that just announced itself and whose
+            // subscription is on its way. One more try, still well within the 50 ms a caller
+            // waits to hear that nobody serves the collection.
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            reply = self.call(subject, kind, body, timeout).await;
+        }
+        Some(reply.map_err(|e| match e {
+            Error::PeerGone(_) => Error::Unavailable(collection.to_owned()),
+            e => e,
+        }))
     }
 
     async fn history(&self, max: usize) -> Result<Vec<Event>> {
