@@ -69,7 +69,8 @@ fn squaring_worker(node: &Node, args: &Args) -> anyhow::Result<WorkerHandle> {
                 .collection("power")
                 .patch(
                     &ctx.resource.resource_id,
-                    json!({"$set": {"status": "done", "result": result}}),
+                    // `worker`: which worker process did it (one per job, even with several).
+                    json!({"$set": {"status": "done", "result": result, "worker": ctx.node.node_id()}}),
                 )
                 .await?;
             Ok(())

@@ -72,7 +72,12 @@ pub struct NatsArgs {
     #[arg(long, env = "ZEROSERVICES_NATS_PREFIX", default_value = "zs")]
     pub nats_prefix: String,
     /// Keep events in a JetStream stream (replay after restarts, durable worker queues).
-    #[arg(long, env = "ZEROSERVICES_JETSTREAM", value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        env = "ZEROSERVICES_JETSTREAM",
+        value_enum,
+        default_value = "auto"
+    )]
     pub jetstream: JetStreamArg,
     /// Copies of the events stream in a NATS cluster (3 survives losing a server).
     #[arg(long, env = "ZEROSERVICES_JETSTREAM_REPLICAS", default_value_t = 1)]
@@ -81,7 +86,11 @@ pub struct NatsArgs {
     #[arg(long, env = "ZEROSERVICES_JETSTREAM_MAX_AGE", default_value_t = 86_400)]
     pub jetstream_max_age_s: u64,
     /// Events the stream keeps at most.
-    #[arg(long, env = "ZEROSERVICES_JETSTREAM_MAX_MSGS", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        env = "ZEROSERVICES_JETSTREAM_MAX_MSGS",
+        default_value_t = 1_000_000
+    )]
     pub jetstream_max_msgs: i64,
 }
 

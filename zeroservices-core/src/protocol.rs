@@ -160,7 +160,10 @@ impl Announcement {
             return Err(Error::BadRequest("node_id must be 1-128 bytes".into()));
         }
         for ep in [&a.endpoints.request, &a.endpoints.publish] {
-            if !["tcp://", "mem://", "nats:"].iter().any(|p| ep.starts_with(p)) {
+            if !["tcp://", "mem://", "nats:"]
+                .iter()
+                .any(|p| ep.starts_with(p))
+            {
                 return Err(Error::BadRequest(format!("unsupported endpoint {ep:?}")));
             }
         }

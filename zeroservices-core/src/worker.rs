@@ -225,7 +225,11 @@ impl Drop for Running {
 /// Reads the group's work queue when the medium has one; otherwise follows events and
 /// catches up by listing.
 async fn follow(w: Arc<Shared>, rule: Arc<Rule>, sub: crate::Subscription, every: Duration) {
-    match w.node.work_queue(&rule.group, &rule.collection, w.lease).await {
+    match w
+        .node
+        .work_queue(&rule.group, &rule.collection, w.lease)
+        .await
+    {
         Ok(Some(queue)) => {
             drop(sub);
             from_queue(w, rule, queue).await;
@@ -252,7 +256,10 @@ async fn from_queue(w: Arc<Shared>, rule: Arc<Rule>, mut queue: WorkQueue) {
         let id = match serde_json::from_slice::<ResourceEvent>(&item.event.payload) {
             Ok(ev)
                 if ev.collection == rule.collection
-                    && ev.resource_data.as_ref().is_some_and(|d| rule.filter.matches(d)) =>
+                    && ev
+                        .resource_data
+                        .as_ref()
+                        .is_some_and(|d| rule.filter.matches(d)) =>
             {
                 ev.resource_id
             }

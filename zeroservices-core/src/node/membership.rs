@@ -126,7 +126,9 @@ impl Node {
                 me.stores.remove(c);
                 me.refused.insert(c.clone(), reason);
             });
-            self.inner.medium.serve_collections(self.local_collections());
+            self.inner
+                .medium
+                .serve_collections(self.local_collections());
         }
     }
 

@@ -122,7 +122,12 @@ impl Node {
             let reply = self
                 .inner
                 .medium
-                .request_collection(&req.collection, kind::RESOURCE, body.clone(), self.inner.timeout)
+                .request_collection(
+                    &req.collection,
+                    kind::RESOURCE,
+                    body.clone(),
+                    self.inner.timeout,
+                )
                 .await?;
             outcome = Some(match reply {
                 Ok(b) => return Some(Ok(Answer::There(b))),

@@ -130,10 +130,12 @@ impl Hub {
                 live_first.entry(n.clone()).or_insert(s);
             }
         }
-        let older = history.into_iter().filter(|ev| match (&ev.node_id, ev.seq) {
-            (Some(n), Some(s)) => live_first.get(n).is_none_or(|f| s < *f),
-            _ => false,
-        });
+        let older = history
+            .into_iter()
+            .filter(|ev| match (&ev.node_id, ev.seq) {
+                (Some(n), Some(s)) => live_first.get(n).is_none_or(|f| s < *f),
+                _ => false,
+            });
         let mut events: VecDeque<Arc<HubEvent>> = older.map(Arc::new).collect();
         events.extend(r.events.drain(..));
         r.tracks.clear();

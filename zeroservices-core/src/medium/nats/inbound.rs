@@ -69,7 +69,10 @@ async fn on_request(shared: &Shared, msg: Message) -> bool {
 
 /// Keeps one queue subscription per served collection: NATS hands each request of the
 /// collection's subject to one member of the group of its providers.
-pub(super) async fn serve_collections(shared: Arc<Shared>, mut served: watch::Receiver<Vec<String>>) {
+pub(super) async fn serve_collections(
+    shared: Arc<Shared>,
+    mut served: watch::Receiver<Vec<String>>,
+) {
     let mut subs: HashMap<String, TaskGuard> = HashMap::new();
     loop {
         let names = served.borrow_and_update().clone();

@@ -155,11 +155,7 @@ impl NatsMedium {
     pub async fn connect(cfg: NatsConfig) -> Result<(NatsMedium, Inbox)> {
         let client = connect_client(&cfg).await?;
         let stream = stream::Events::open(&client, &cfg).await?;
-        let me = format!(
-            "{}.node.{}",
-            cfg.prefix,
-            uuid::Uuid::new_v4().simple()
-        );
+        let me = format!("{}.node.{}", cfg.prefix, uuid::Uuid::new_v4().simple());
         let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
         let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
         let shared = Arc::new(Shared {
@@ -211,7 +207,13 @@ impl NatsMedium {
 
     /// Sends a request to `subject` and opens the reply. `NoResponders` comes back as
     /// `PeerGone(subject)`, for the caller to name better.
-    async fn call(&self, subject: String, kind: &str, body: Bytes, timeout: Duration) -> Result<Bytes> {
+    async fn call(
+        &self,
+        subject: String,
+        kind: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
         envelope::check_size(&body)?;
         let started = tokio::time::Instant::now();
         let key = self.shared.key.as_deref();
@@ -256,9 +258,11 @@ impl NatsMedium {
 /// 1 s between attempts), trying the other servers of the list and those the cluster gossips.
 async fn connect_client(cfg: &NatsConfig) -> Result<Client> {
     let mut opts = match &cfg.credentials_file {
-        Some(f) => ConnectOptions::with_credentials_file(f).await.map_err(|e| {
-            Error::Transport(format!("reading NATS credentials {}: {e}", f.display()))
-        })?,
+        Some(f) => ConnectOptions::with_credentials_file(f)
+            .await
+            .map_err(|e| {
+                Error::Transport(format!("reading NATS credentials {}: {e}", f.display()))
+            })?,
         None => ConnectOptions::new(),
     };
     if let Some(ca) = &cfg.ca_file {
@@ -277,7 +281,9 @@ async fn connect_client(cfg: &NatsConfig) -> Result<Client> {
         .event_callback(|ev| async move {
             match ev {
                 async_nats::Event::Connected => tracing::info!("NATS connected"),
-                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected; reconnecting"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("NATS disconnected; reconnecting")
+                }
                 other => tracing::debug!(event = %other, "NATS"),
             }
         });
@@ -415,7 +421,9 @@ impl Medium for NatsMedium {
         timeout: Duration,
     ) -> Option<Result<Bytes>> {
         let subject = subjects::collection_subject(&self.shared.prefix, collection);
-        let mut reply = self.call(subject.clone(), kind, body.clone(), timeout).await;
+        let mut reply = self
+            .call(subject.clone(), kind, body.clone(), timeout)
+            .await;
         if matches!(reply, Err(Error::PeerGone(_))) {
             // No member in the group: perhaps a provider that just announced itself and whose
             // subscription is on its way. One more try, still well within the 50 ms a caller

@@ -89,7 +89,12 @@ impl Events {
             .get_stream(&self.name)
             .await
             .map_err(|e| js_err("stream", e))?;
-        let state = stream.info().await.map_err(|e| js_err("info", e))?.state.clone();
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| js_err("info", e))?
+            .state
+            .clone();
         if state.messages == 0 {
             return Ok(Vec::new());
         }
@@ -123,7 +128,10 @@ impl Events {
         };
         match tokio::time::timeout(HISTORY_LIMIT, read).await {
             Ok(r) => r?,
-            Err(_) => tracing::warn!(read = out.len(), "reading the event history took too long; starting with part of it"),
+            Err(_) => tracing::warn!(
+                read = out.len(),
+                "reading the event history took too long; starting with part of it"
+            ),
         }
         Ok(out)
     }

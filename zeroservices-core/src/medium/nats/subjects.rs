@@ -152,7 +152,17 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_are_valid_subject_tokens() {
-        for t in ["power", "a-b_c", "", "with space", "a.b", "*", ">", "~x", "é"] {
+        for t in [
+            "power",
+            "a-b_c",
+            "",
+            "with space",
+            "a.b",
+            "*",
+            ">",
+            "~x",
+            "é",
+        ] {
             let e = encode_token(t);
             assert!(!e.is_empty());
             assert!(!e.contains(['.', ' ', '*', '>', '\t']), "{e}");
@@ -170,9 +180,8 @@ mod tests {
 
     #[test]
     fn patterns_cover_without_overlap() {
-        let p = |v: &[&str]| {
-            event_patterns("zs", &v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        };
+        let p =
+            |v: &[&str]| event_patterns("zs", &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(p(&["", "power"]), vec!["zs.ev.>"]);
         assert_eq!(p(&["power"]), vec!["zs.ev.power", "zs.ev.power.>"]);
         assert_eq!(
@@ -189,7 +198,11 @@ mod tests {
 
     #[test]
     fn packing_round_trips_and_refuses_malformed_payloads() {
-        let frames = vec![Bytes::from_static(b"1"), Bytes::new(), Bytes::from(vec![7; 300])];
+        let frames = vec![
+            Bytes::from_static(b"1"),
+            Bytes::new(),
+            Bytes::from(vec![7; 300]),
+        ];
         let packed = pack(&frames);
         assert_eq!(unpack(&packed), Some(frames));
         assert_eq!(unpack(&Bytes::new()), None);

@@ -1,0 +1,279 @@
+//! The product on the NATS medium (issue 16), each test on a `nats-server` of its own with
+//! JetStream: the power demo split over processes, a worker group over a durable work queue,
+//! and a websocket resume across an API node restart answered from the stream.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{example, free_port, spawn_ready, Proc};
+use futures::stream::{self, StreamExt};
+use futures::SinkExt as _;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use zeroservices::core::medium::NatsConfig;
+use zeroservices::core::{ListQuery, Node, ResourceEvent};
+use zeroservices_testkit::nats::{temp_dir, NatsServer};
+
+/// `power --role ROLE` on the NATS server at `url`, with more arguments.
+fn power(role: &str, url: &str, extra: &[&str]) -> Proc {
+    let mut c = Command::new(example("power"));
+    c.args(["--role", role, "--medium", url, "--heartbeat-ms", "200"]);
+    c.args(extra);
+    spawn_ready(&format!("power-{role}"), c)
+}
+
+/// A client node on the NATS server, once it knows a provider of `power`.
+async fn client(url: &str) -> Node {
+    let c = Node::builder("client")
+        .nats(NatsConfig::new([url]))
+        .heartbeat(Duration::from_millis(200))
+        .start()
+        .await
+        .expect("client node on NATS");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.directory().providers("power").is_empty() {
+        assert!(Instant::now() < deadline, "no provider of power after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c
+}
+
+async fn count(c: &Node, filter: Value) -> u64 {
+    let q = ListQuery {
+        filter,
+        limit: Some(0),
+        ..ListQuery::default()
+    };
+    c.collection("power").list(&q).await.expect("list").total
+}
+
+/// Waits (at most 60 s) until `n` powers are done and none is pending.
+async fn wait_all_done(c: &Node, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = count(c, json!({"status": "done"})).await;
+        let pending = count(c, json!({"status": "pending"})).await;
+        if done == n && pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 60 s: {done} done, {pending} pending of {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn store(dir: &std::path::Path) -> String {
+    format!("embedded:{}", dir.join("store").display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_power_demo_split_over_three_processes_on_nats_turns_a_thousand_powers_done() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = temp_dir("nats-demo");
+    let http = free_port();
+    let _service = power("service", &url, &["--store", &store(&dir)]);
+    let _worker = power("worker", &url, &[]);
+    let _api = power("api", &url, &["--http", &format!("127.0.0.1:{http}")]);
+    // Through the API process, as a user would: every create is one HTTP POST.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let wait_api = Instant::now();
+    while agent
+        .get(&format!("http://127.0.0.1:{http}/power?limit=0"))
+        .call()
+        .is_err()
+    {
+        assert!(
+            wait_api.elapsed() < Duration::from_secs(10),
+            "API never served power"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    const N: usize = 1000;
+    let created: usize = stream::iter(0..N)
+        .map(|i| {
+            let agent = agent.clone();
+            tokio::task::spawn_blocking(move || {
+                agent
+                    .post(&format!("http://127.0.0.1:{http}/power"))
+                    .set("content-type", "application/json")
+                    .send_string(&json!({"value": i, "status": "pending"}).to_string())
+                    .map(|r| r.status())
+            })
+        })
+        .buffer_unordered(16)
+        .filter(|r| std::future::ready(matches!(r, Ok(Ok(201)))))
+        .count()
+        .await;
+    assert_eq!(created, N, "creates answered 201");
+    let c = client(&url).await;
+    wait_all_done(&c, N as u64).await;
+    let seven = c
+        .collection("power")
+        .list(&ListQuery {
+            filter: json!({"value": 7}),
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(seven.items[0].resource_data["result"], 49);
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_nats_share_the_jobs_each_done_once() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = temp_dir("nats-workers");
+    let _service = power("service", &url, &["--store", &store(&dir)]);
+    let workers: Vec<Proc> = (0..3)
+        .map(|_| power("worker", &url, &["--lease-ms", "5000"]))
+        .collect();
+    let c = client(&url).await;
+    let mut events = c.subscribe("power");
+    const N: usize = 600;
+    let power = c.collection("power");
+    stream::iter(0..N)
+        .map(|i| {
+            let power = power.clone();
+            async move {
+                power
+                    .create(None, json!({"value": i, "status": "pending"}))
+                    .await
+                    .expect("create")
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    wait_all_done(&c, N as u64).await;
+    // Each job done once: one `done` patch per power, by one worker.
+    let mut patches: HashMap<String, usize> = HashMap::new();
+    let mut by_worker: HashMap<String, BTreeSet<String>> = HashMap::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+        let e: ResourceEvent = serde_json::from_slice(&ev.payload).expect("event JSON");
+        let Some(d) = e.resource_data.filter(|d| d["status"] == "done") else {
+            continue;
+        };
+        if e.action == "patch" {
+            *patches.entry(e.resource_id.clone()).or_default() += 1;
+            let w = d["worker"].as_str().expect("worker").to_owned();
+            by_worker.entry(w).or_default().insert(e.resource_id);
+        }
+    }
+    assert_eq!(
+        events.dropped(),
+        0,
+        "the test's subscription dropped events"
+    );
+    assert_eq!(patches.len(), N, "powers patched to done");
+    let twice = patches.values().filter(|n| **n > 1).count();
+    assert_eq!(twice, 0, "powers done more than once");
+    let sizes: Vec<usize> = by_worker.values().map(BTreeSet::len).collect();
+    println!("jobs per worker: {sizes:?}");
+    assert_eq!(
+        by_worker.len(),
+        workers.len(),
+        "every worker took a share: {sizes:?}"
+    );
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(http: u16) -> Ws {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http}/realtime")).await {
+            Ok((ws, _)) => return ws,
+            Err(e) => assert!(Instant::now() < deadline, "websocket: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn drain(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(quiet, ws.next()).await {
+        if let Message::Text(t) = m {
+            out.push(serde_json::from_str(t.as_str()).unwrap_or(Value::Null));
+        }
+    }
+    out
+}
+
+fn api(url: &str, http: u16) -> Proc {
+    power("api", url, &["--http", &format!("127.0.0.1:{http}")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_resumes_across_an_api_restart_from_jetstream() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir: PathBuf = temp_dir("nats-resume");
+    let http = free_port();
+    let _service = power("service", &url, &["--store", &store(&dir)]);
+    let mut api_proc = api(&url, http);
+    let c = client(&url).await;
+    let power = c.collection("power");
+    // Seen live: one event, its (node_id, seq) kept.
+    let mut ws = ws_connect(http).await;
+    ws.send(Message::text(
+        json!({"type": "subscribe", "topics": ["power"]}).to_string(),
+    ))
+    .await
+    .expect("subscribe");
+    drain(&mut ws, Duration::from_millis(300)).await;
+    power.create(None, json!({"v": 0})).await.expect("create");
+    let seen = drain(&mut ws, Duration::from_millis(500)).await;
+    let ev = seen
+        .iter()
+        .find(|m| m["type"] == "event")
+        .unwrap_or_else(|| panic!("no live event: {seen:?}"));
+    let (node, seq) = (
+        ev["data"]["node_id"].as_str().expect("node_id").to_owned(),
+        ev["data"]["seq"].as_u64().expect("seq"),
+    );
+    drop(ws);
+    // The API node dies; three creates happen while it is down; it comes back.
+    api_proc.signal(9);
+    api_proc.wait_exit(Duration::from_secs(5));
+    for v in 1..=3 {
+        power.create(None, json!({"v": v})).await.expect("create");
+    }
+    let _api = api(&url, http);
+    let mut ws = ws_connect(http).await;
+    ws.send(Message::text(
+        json!({"type": "subscribe", "topics": ["power"], "since": {node.clone(): seq}}).to_string(),
+    ))
+    .await
+    .expect("resume");
+    let got = drain(&mut ws, Duration::from_secs(2)).await;
+    assert!(
+        !got.iter().any(|m| m["type"] == "resync"),
+        "resync instead of a replay from JetStream: {got:?}"
+    );
+    let vs: Vec<i64> = got
+        .iter()
+        .filter(|m| m["type"] == "event")
+        .map(|m| m["data"]["resource_data"]["v"].as_i64().expect("v"))
+        .collect();
+    assert_eq!(
+        vs,
+        vec![1, 2, 3],
+        "missed events replayed in order, once: {got:?}"
+    );
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
