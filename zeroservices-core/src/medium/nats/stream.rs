@@ -46,7 +46,7 @@ fn js_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Events {
-    /// Makes (or updates) the stream, unless JetStream is off; in `Auto` mode a server
+    /// Makes the stream if it does not exist, unless JetStream is off; in `Auto` mode a server
     /// without JetStream means no stream.
     pub(super) async fn open(client: &Client, cfg: &NatsConfig) -> Result<Option<Events>> {
         if cfg.jetstream == JetStreamMode::Off {
@@ -65,10 +65,14 @@ impl Events {
             num_replicas: cfg.replicas.max(1),
             ..Config::default()
         };
-        let made = match js.get_or_create_stream(config.clone()).await {
-            Ok(_) => js.update_stream(config).await.map(|_| ()).or(Ok(())),
-            Err(e) => Err(e.to_string()),
-        };
+        // The first node makes the stream; later ones use it as it is (its limits and
+        // replicas are changed with the NATS tools, never silently by a node that starts
+        // with other flags).
+        let made = js
+            .get_or_create_stream(config)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         match (made, cfg.jetstream) {
             (Ok(()), _) => Ok(Some(Events { js, name })),
             (Err(e), JetStreamMode::On) => Err(js_err("stream", e)),
