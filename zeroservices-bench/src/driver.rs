@@ -108,28 +108,24 @@ struct Sizes {
     fanout_posts: usize,
 }
 
-fn w1(imp: &str, s: &Sizes) -> anyhow::Result<Value> {
+fn w1(imp: &str, s: &Sizes, extra: &[(&str, String)]) -> anyhow::Result<Value> {
     let p = port()?.to_string();
-    let svc = Part::start(
-        &format!("w1-service {imp}"),
-        &["w1-service", imp],
-        &[("BENCH_PORT", p.clone())],
-    )?;
+    let mut env = vec![("BENCH_PORT", p.clone())];
+    env.extend_from_slice(extra);
+    let svc = Part::start(&format!("w1-service {imp}"), &["w1-service", imp], &env)?;
     svc.wait("ready", Duration::from_secs(10))?;
     let idle = svc.rss();
     let run = |mode: &str| -> anyhow::Result<Value> {
-        let c = Part::start(
-            &format!("w1-client {imp} {mode}"),
-            &["w1-client", imp],
-            &[
-                ("BENCH_PORT", p.clone()),
-                ("BENCH_MODE", mode.into()),
-                ("BENCH_COUNT", s.w1_count.to_string()),
-                ("BENCH_WARMUP", s.w1_warmup.to_string()),
-                ("BENCH_DURATION_S", s.w1_secs.to_string()),
-                ("BENCH_INFLIGHT", "64".into()),
-            ],
-        )?;
+        let mut env = vec![
+            ("BENCH_PORT", p.clone()),
+            ("BENCH_MODE", mode.into()),
+            ("BENCH_COUNT", s.w1_count.to_string()),
+            ("BENCH_WARMUP", s.w1_warmup.to_string()),
+            ("BENCH_DURATION_S", s.w1_secs.to_string()),
+            ("BENCH_INFLIGHT", "64".into()),
+        ];
+        env.extend_from_slice(extra);
+        let c = Part::start(&format!("w1-client {imp} {mode}"), &["w1-client", imp], &env)?;
         c.wait("result", Duration::from_secs(90))
     };
     let latency = run("latency")?;
@@ -139,13 +135,14 @@ fn w1(imp: &str, s: &Sizes) -> anyhow::Result<Value> {
     )
 }
 
-fn w2(imp: &str, s: &Sizes) -> anyhow::Result<Value> {
+fn w2(imp: &str, s: &Sizes, extra: &[(&str, String)]) -> anyhow::Result<Value> {
     let p = port()?.to_string();
-    let env = [
+    let mut env = vec![
         ("BENCH_PORT", p),
         ("BENCH_EVENTS", s.w2_events.to_string()),
         ("BENCH_IDLE_S", "3".to_string()),
     ];
+    env.extend_from_slice(extra);
     let mut publisher = Part::start(&format!("w2-pub {imp}"), &["w2-pub", imp], &env)?;
     publisher.wait("ready", Duration::from_secs(10))?;
     let idle = publisher.rss();
@@ -325,19 +322,54 @@ fn commit() -> String {
 
 pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
     let s = Sizes::new(quick);
+    // BENCH_ONLY=w1:nats-raw,w2:nats,... runs only those (workload:implementation).
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let want = |w: &str, imp: &str| {
+        only.as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == &format!("{w}:{imp}") || x == w))
+    };
     let started = Instant::now();
     let mut w1s = serde_json::Map::new();
     for imp in ["raw", "core", "resource", "resource-create"] {
+        if !want("w1", imp) {
+            continue;
+        }
         eprintln!("W1 {imp} …");
-        w1s.insert(imp.into(), w1(imp, &s)?);
+        w1s.insert(imp.into(), w1(imp, &s, &[])?);
     }
     let mut w2s = serde_json::Map::new();
     for imp in ["raw", "framework"] {
+        if !want("w2", imp) {
+            continue;
+        }
         eprintln!("W2 {imp} …");
-        w2s.insert(imp.into(), w2(imp, &s)?);
+        w2s.insert(imp.into(), w2(imp, &s, &[])?);
     }
+    // The same over NATS, on a server started for them (JetStream not used).
+    let nats = zeroservices_testkit::nats::NatsServer::start();
+    let env = [("BENCH_NATS_URL", nats.url())];
+    for imp in ["nats-raw", "nats-core", "nats-resource"] {
+        if !want("w1", imp) {
+            continue;
+        }
+        eprintln!("W1 {imp} …");
+        w1s.insert(imp.into(), w1(imp, &s, &env)?);
+    }
+    for imp in ["nats-raw", "nats"] {
+        if !want("w2", imp) {
+            continue;
+        }
+        eprintln!("W2 {imp} …");
+        w2s.insert(imp.into(), w2(imp, &s, &env)?);
+    }
+    drop(nats);
     let mut w3s = serde_json::Map::new();
     for mode in W3_MODES {
+        if !want("w3", mode) {
+            continue;
+        }
         eprintln!("W3 {mode} …");
         w3s.insert(mode.into(), w3(mode, &s)?);
     }
@@ -349,6 +381,11 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
         "w1_resource_vs_core_throughput": ratio(tp("resource"), tp("core")),
         "w1_resource_create_vs_core_throughput": ratio(tp("resource-create"), tp("core")),
         "w1_core_vs_raw_p99_latency": ratio(f(&w1v, &["core", "latency", "latency", "p99_ms"]), f(&w1v, &["raw", "latency", "latency", "p99_ms"])),
+        "w1_nats_core_vs_nats_raw_throughput": ratio(tp("nats-core"), tp("nats-raw")),
+        "w1_nats_resource_vs_nats_raw_throughput": ratio(tp("nats-resource"), tp("nats-raw")),
+        "w1_nats_resource_vs_zmq_resource_throughput": ratio(tp("nats-resource"), tp("resource")),
+        "w2_nats_vs_nats_raw_events_per_s": ratio(f(&w2v, &["nats", "events_per_s_mean"]), f(&w2v, &["nats-raw", "events_per_s_mean"])),
+        "w2_nats_vs_zmq_framework_events_per_s": ratio(f(&w2v, &["nats", "events_per_s_mean"]), f(&w2v, &["framework", "events_per_s_mean"])),
         "w2_framework_vs_raw_events_per_s": ratio(f(&w2v, &["framework", "events_per_s_mean"]), f(&w2v, &["raw", "events_per_s_mean"])),
         "w3_all_vs_axum_post": ratio(f(&w3v, &["all", "post", "req_per_s"]), f(&w3v, &["baseline", "post", "req_per_s"])),
         "w3_all_vs_axum_get": ratio(f(&w3v, &["all", "get", "req_per_s"]), f(&w3v, &["baseline", "get", "req_per_s"])),

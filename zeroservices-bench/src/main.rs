@@ -21,6 +21,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod driver;
 mod lists;
 mod mongo;
+mod nats;
 mod report;
 mod soak;
 mod stats;

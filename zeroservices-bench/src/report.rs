@@ -24,7 +24,15 @@ pub(crate) fn table(w1v: &Value, w2v: &Value, w3v: &Value, ratios: &Value) -> St
     let tp = |imp: &str| f(w1v, &[imp, "throughput", "req_per_s"]);
     let mut table = String::new();
     let mut row = |name: &str, value: String| table.push_str(&format!("{name:<52} {value}\n"));
-    for imp in ["raw", "core", "resource", "resource-create"] {
+    for imp in [
+        "raw",
+        "core",
+        "resource",
+        "resource-create",
+        "nats-raw",
+        "nats-core",
+        "nats-resource",
+    ] {
         row(
             &format!("W1a {imp}: p50 / p99 latency (ms)"),
             format!(
@@ -38,7 +46,7 @@ pub(crate) fn table(w1v: &Value, w2v: &Value, w3v: &Value, ratios: &Value) -> St
             format!("{:.0}", tp(imp)),
         );
     }
-    for imp in ["raw", "framework"] {
+    for imp in ["raw", "framework", "nats-raw", "nats"] {
         row(
             &format!("W2 {imp}: events/s per subscriber (mean / slowest)"),
             format!(

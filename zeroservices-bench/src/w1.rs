@@ -3,7 +3,9 @@
 //! - `resource`: the resource layer (`Node::collection("items").get("1")` → MemoryCollection);
 //! - `core`: the node's request/reply (`Node::request` → `Service::on_message`);
 //! - `raw`: libzmq alone (the `zmq` crate, blocking calls), same frames (DEALER → ROUTER), no
-//!   framework: the baseline the medium is measured against.
+//!   framework: the baseline the medium is measured against;
+//! - `nats-resource`, `nats-core`: the first two on the NATS medium, and `nats-raw`: bare
+//!   async-nats request/reply, their baseline (see [`crate::nats`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +14,8 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use zeroservices_core::{
-    Collection, CollectionSpec, MemoryCollection, Node, Service, StaticDiscovery, ZmqConfig,
+    Collection, CollectionSpec, MemoryCollection, Node, NodeBuilder, Service, StaticDiscovery,
+    ZmqConfig,
 };
 
 use crate::stats::{emit, env_or, exit_on_stdin_close_or_deadline, summary};
@@ -24,6 +27,15 @@ fn zmq_on(port: u16) -> ZmqConfig {
     ZmqConfig {
         router_port: port,
         ..ZmqConfig::loopback()
+    }
+}
+
+/// The medium of an implementation: NATS for `nats-*`, ZeroMQ on `port` otherwise.
+fn on_medium(b: NodeBuilder, imp: &str, port: u16) -> NodeBuilder {
+    if imp.starts_with("nats-") {
+        b.nats(crate::nats::config())
+    } else {
+        b.zmq(zmq_on(port))
     }
 }
 
@@ -44,11 +56,10 @@ pub(crate) async fn service(imp: &str) -> anyhow::Result<()> {
     exit_on_stdin_close_or_deadline();
     let item: Value = serde_json::from_str(ITEM)?;
     match imp {
-        "resource" | "resource-create" => {
+        "resource" | "resource-create" | "nats-resource" => {
             let store = Arc::new(MemoryCollection::new());
             store.create(Some("1".into()), item).await?;
-            let node = Node::builder("w1-service")
-                .zmq(zmq_on(port))
+            let node = on_medium(Node::builder("w1-service"), imp, port)
                 .collection(CollectionSpec::new("items", store))
                 .start()
                 .await?;
@@ -56,9 +67,8 @@ pub(crate) async fn service(imp: &str) -> anyhow::Result<()> {
             std::future::pending::<()>().await;
             Ok(())
         }
-        "core" => {
-            let node = Node::builder("w1-service")
-                .zmq(zmq_on(port))
+        "core" | "nats-core" => {
+            let node = on_medium(Node::builder("w1-service"), imp, port)
                 .service(ItemService(item))
                 .start()
                 .await?;
@@ -67,6 +77,7 @@ pub(crate) async fn service(imp: &str) -> anyhow::Result<()> {
             Ok(())
         }
         "raw" => tokio::task::spawn_blocking(move || raw_service(port)).await?,
+        "nats-raw" => crate::nats::raw_service(ITEM).await,
         other => bail!("unknown implementation {other}"),
     }
 }
@@ -99,6 +110,7 @@ fn check(v: &Value) -> bool {
 enum Caller {
     Resource(Node),
     Core(Node, String),
+    NatsRaw(async_nats::Client),
 }
 
 impl Caller {
@@ -115,6 +127,7 @@ impl Caller {
                 .await
                 .map(|v| check(&v))
                 .unwrap_or(false),
+            Caller::NatsRaw(c) => crate::nats::raw_call(c, check).await,
         }
     }
 }
@@ -170,12 +183,21 @@ pub(crate) async fn client(imp: &str) -> anyhow::Result<()> {
     if imp == "raw" {
         return tokio::task::spawn_blocking(move || raw_client(&plan)).await?;
     }
-    let node = Node::builder("w1-client")
-        .zmq(ZmqConfig::loopback())
-        .discovery(StaticDiscovery::new([format!(
-            "tcp://127.0.0.1:{}",
-            plan.port
-        )]))
+    if imp == "nats-raw" {
+        let caller = Caller::NatsRaw(crate::nats::connect().await?);
+        return measure(&caller, &plan).await;
+    }
+    let builder = if imp.starts_with("nats-") {
+        Node::builder("w1-client").nats(crate::nats::config())
+    } else {
+        Node::builder("w1-client")
+            .zmq(ZmqConfig::loopback())
+            .discovery(StaticDiscovery::new([format!(
+                "tcp://127.0.0.1:{}",
+                plan.port
+            )]))
+    };
+    let node = builder
         .heartbeat(Duration::from_millis(200))
         .start()
         .await?;
@@ -189,21 +211,27 @@ pub(crate) async fn client(imp: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let caller = if imp == "resource" {
+    let caller = if imp.ends_with("resource") {
         Caller::Resource(node.clone())
     } else {
         Caller::Core(node.clone(), service_id)
     };
+    measure(&caller, &plan).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Warm-up, `ready`, then the plan's measurement.
+async fn measure(caller: &Caller, plan: &Plan) -> anyhow::Result<()> {
     for _ in 0..plan.warmup {
         caller.call().await;
     }
     emit(json!({"event": "ready"}));
     if plan.mode == "latency" {
-        latency(&caller, &plan).await;
+        latency(caller, plan).await;
     } else {
-        throughput(&caller, &plan).await?;
+        throughput(caller, plan).await?;
     }
-    node.shutdown().await;
     Ok(())
 }
 

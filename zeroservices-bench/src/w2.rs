@@ -1,7 +1,8 @@
 //! W2 — event fan-out: one publisher, several subscriber processes; `framework` publishes with
 //! `Node::publish` and subscribes with `Node::subscribe` (peers found by static discovery),
 //! `raw` uses libzmq's PUB/SUB alone (the `zmq` crate) with the same frames and no high-water
-//! mark, as the `zmq-raw` peer of WORKLOADS.md does.
+//! mark, as the `zmq-raw` peer of WORKLOADS.md does. On NATS: `nats` (the framework on the
+//! NATS medium) and `nats-raw` (bare async-nats publish/subscribe on the same server).
 
 use std::io::BufRead;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ fn event(seq: u64) -> Value {
 enum Publisher {
     Framework(Node),
     Raw(zmq::Socket),
+    NatsRaw(async_nats::Client),
 }
 
 impl Publisher {
@@ -37,6 +39,9 @@ impl Publisher {
             Publisher::Raw(p) => {
                 Ok(p.send_multipart([topic.as_bytes(), v.to_string().as_bytes()], 0)?)
             }
+            Publisher::NatsRaw(c) => Ok(c
+                .publish(topic.to_owned(), Bytes::from(v.to_string()))
+                .await?),
         }
     }
 }
@@ -60,6 +65,13 @@ pub(crate) async fn publisher(imp: &str) -> anyhow::Result<()> {
             s.bind(&format!("tcp://127.0.0.1:{port}"))?;
             Publisher::Raw(s)
         }
+        "nats" => Publisher::Framework(
+            Node::builder("w2-pub")
+                .nats(crate::nats::config())
+                .start()
+                .await?,
+        ),
+        "nats-raw" => Publisher::NatsRaw(crate::nats::connect().await?),
         other => bail!("unknown implementation {other}"),
     };
     // stdin: "go" starts the burst; EOF ends the process.
@@ -95,6 +107,9 @@ pub(crate) async fn publisher(imp: &str) -> anyhow::Result<()> {
             tokio::task::yield_now().await;
         }
     }
+    if let Publisher::NatsRaw(c) = &p {
+        c.flush().await?;
+    }
     let elapsed = start.elapsed().as_secs_f64();
     emit(
         json!({"event": "sent", "count": events, "elapsed_s": elapsed, "send_rate": events as f64 / elapsed}),
@@ -111,6 +126,7 @@ enum Source {
         sub: zeroservices_core::Subscription,
     },
     Raw(zmq::Socket),
+    NatsRaw(async_nats::Subscriber),
 }
 
 impl Source {
@@ -132,6 +148,11 @@ impl Source {
                     return Some((f[0] == b"bench", payload));
                 }
             },
+            Source::NatsRaw(sub) => {
+                use futures::StreamExt as _;
+                let m = tokio::time::timeout(wait, sub.next()).await.ok()??;
+                Some((m.subject.as_str() == "bench", m.payload))
+            }
         }
     }
 }
@@ -140,13 +161,15 @@ impl Source {
     /// Reads straight from the framework subscription or the raw SUB socket (no extra hop).
     async fn open(imp: &str, index: usize, port: u16) -> anyhow::Result<Source> {
         Ok(match imp {
-            "framework" => {
-                let node = Node::builder(&format!("w2-sub-{index}"))
-                    .zmq(ZmqConfig::loopback())
-                    .discovery(StaticDiscovery::new([format!("tcp://127.0.0.1:{port}")]))
-                    .heartbeat(Duration::from_millis(200))
-                    .start()
-                    .await?;
+            "framework" | "nats" => {
+                let b = Node::builder(&format!("w2-sub-{index}"));
+                let b = if imp == "nats" {
+                    b.nats(crate::nats::config())
+                } else {
+                    b.zmq(ZmqConfig::loopback())
+                        .discovery(StaticDiscovery::new([format!("tcp://127.0.0.1:{port}")]))
+                };
+                let node = b.heartbeat(Duration::from_millis(200)).start().await?;
                 let sub = node.subscribe_many(vec!["bench".into(), "warmup".into()], 1 << 20);
                 Source::Framework { _node: node, sub }
             }
@@ -157,6 +180,12 @@ impl Source {
                 s.set_subscribe(b"warmup")?;
                 s.connect(&format!("tcp://127.0.0.1:{port}"))?;
                 Source::Raw(s)
+            }
+            "nats-raw" => {
+                let c = crate::nats::connect().await?;
+                // One subscription for both subjects, as the framework has one stream.
+                let sub = c.subscribe("*").await?;
+                Source::NatsRaw(sub)
             }
             other => bail!("unknown implementation {other}"),
         })

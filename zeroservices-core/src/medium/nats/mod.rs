@@ -136,6 +136,9 @@ pub(crate) struct Shared {
 /// times out), which happens only when the connection is down for long.
 const REPLY_QUEUE: usize = 65_536;
 
+/// Messages one NATS subscription buffers in this process (see `connect_client`).
+const SUBSCRIPTION_BUFFER: usize = 256 * 1024;
+
 /// A medium over NATS. Dropping it stops its tasks and closes the connection.
 #[derive(Debug)]
 pub struct NatsMedium {
@@ -273,6 +276,9 @@ async fn connect_client(cfg: &NatsConfig) -> Result<Client> {
         .no_echo()
         .name(format!("zeroservices {}", cfg.prefix))
         .connection_timeout(Duration::from_secs(5))
+        // Messages the client holds per subscription while the node catches up: past it,
+        // NATS drops (core NATS is at-most-once). A burst of 200,000 events fits.
+        .subscription_capacity(SUBSCRIPTION_BUFFER)
         .ping_interval(Duration::from_secs(5))
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| {
