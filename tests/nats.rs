@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{example, free_port, spawn_ready, Proc};
+use common::{bin, example, free_port, names, nodes_json, spawn_ready, Proc};
 use futures::stream::{self, StreamExt};
 use futures::SinkExt as _;
 use serde_json::{json, Value};
@@ -125,6 +125,16 @@ async fn the_power_demo_split_over_three_processes_on_nats_turns_a_thousand_powe
         .await
         .expect("list");
     assert_eq!(seven.items[0].resource_data["result"], 49);
+    // `nodes` finds the processes through NATS as well.
+    let mut nodes = Command::new(bin());
+    nodes.args(["nodes", "--json", "--wait", "1", "--medium", &url]);
+    let listed = tokio::task::spawn_blocking(move || nodes_json(nodes))
+        .await
+        .expect("nodes");
+    let found = names(&listed);
+    for role in ["power-api", "power-service", "power-worker"] {
+        assert!(found.iter().any(|n| n == role), "nodes lists {found:?}");
+    }
     c.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,7 +15,7 @@ fn the_benchmark_runs_every_workload_with_tiny_counts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON document");
-    for imp in ["raw", "core", "resource"] {
+    for imp in ["raw", "core", "resource", "nats-raw", "nats-core", "nats-resource"] {
         assert!(
             doc["w1"][imp]["throughput"]["req_per_s"]
                 .as_f64()
@@ -27,7 +27,7 @@ fn the_benchmark_runs_every_workload_with_tiny_counts() {
         assert_eq!(doc["w1"][imp]["latency"]["errors"], 0, "W1 {imp} errors");
         assert!(doc["w1"][imp]["service_rss_kib"]["idle"].as_u64().is_some());
     }
-    for imp in ["raw", "framework"] {
+    for imp in ["raw", "framework", "nats-raw", "nats"] {
         assert!(
             doc["w2"][imp]["events_per_s_mean"].as_f64().unwrap_or(0.0) > 0.0,
             "W2 {imp}: {}",
