@@ -107,6 +107,7 @@ async fn the_power_demo_split_over_three_processes_on_nats_turns_a_thousand_powe
                     .set("content-type", "application/json")
                     .send_string(&json!({"value": i, "status": "pending"}).to_string())
                     .map(|r| r.status())
+                    .map_err(|e| e.to_string())
             })
         })
         .buffer_unordered(16)
@@ -286,4 +287,78 @@ async fn a_websocket_client_resumes_across_an_api_restart_from_jetstream() {
     );
     c.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_nats_serves_its_collection_to_other_nodes_and_a_missing_server_is_a_clear_error()
+{
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let mut s = Command::new(bin());
+    s.args([
+        "serve",
+        "--name",
+        "notes-svc",
+        "--no-http",
+        "--collection",
+        "power",
+    ]);
+    s.args([
+        "--store",
+        "memory",
+        "--medium",
+        &url,
+        "--heartbeat-ms",
+        "200",
+    ]);
+    let _serve = spawn_ready("serve", s);
+    let c = client(&url).await;
+    let mut events = c.subscribe("power");
+    // The subscription reaches the server asynchronously.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let made = c
+        .collection("power")
+        .create(Some("a b.c*>~"), json!({"n": 1}))
+        .await
+        .expect("create through NATS");
+    assert_eq!(made.resource_id, "a b.c*>~");
+    // Its event travels on a subject with the id encoded, and arrives with the id as it is.
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("event within 5 s")
+        .expect("event");
+    assert_eq!(&*ev.topic, "power.create.a b.c*>~");
+    let got = c.collection("power").get("a b.c*>~").await.expect("get");
+    assert_eq!(got.resource_data["n"], 1);
+    let e = c
+        .collection("nothing")
+        .get("x")
+        .await
+        .expect_err("unknown collection");
+    assert!(matches!(e, zeroservices::core::Error::NotFound(_)), "{e:?}");
+    c.shutdown().await;
+    // No server there: the command fails at once and says where it tried.
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin())
+            .args([
+                "serve",
+                "--no-http",
+                "--collection",
+                "power",
+                "--store",
+                "memory",
+            ])
+            .args(["--medium", &dead])
+            .output()
+            .expect("run serve")
+    })
+    .await
+    .expect("serve");
+    assert!(
+        !out.status.success(),
+        "serve without a NATS server succeeded"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to NATS"), "{err}");
 }

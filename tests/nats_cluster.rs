@@ -144,11 +144,10 @@ fn a_nats_server_sigkilled_while_creates_flow_loses_no_acknowledged_create() {
             .enable_all()
             .build()
             .expect("runtime");
-        let kill = rt.block_on(flow(urls, &mut servers));
+        rt.block_on(flow(urls, &mut servers));
         drop(service);
         drop(servers);
         let _ = std::fs::remove_dir_all(&dir2);
-        kill
     })
     .join();
     drop(ns);

@@ -125,7 +125,11 @@ fn w1(imp: &str, s: &Sizes, extra: &[(&str, String)]) -> anyhow::Result<Value> {
             ("BENCH_INFLIGHT", "64".into()),
         ];
         env.extend_from_slice(extra);
-        let c = Part::start(&format!("w1-client {imp} {mode}"), &["w1-client", imp], &env)?;
+        let c = Part::start(
+            &format!("w1-client {imp} {mode}"),
+            &["w1-client", imp],
+            &env,
+        )?;
         c.wait("result", Duration::from_secs(90))
     };
     let latency = run("latency")?;

@@ -53,7 +53,10 @@ pub(crate) async fn raw_service(item: &str) -> anyhow::Result<()> {
 /// One bare W1 request: whether the reply holds the item.
 pub(crate) async fn raw_call(c: &async_nats::Client, check: fn(&Value) -> bool) -> bool {
     match c
-        .request(W1_SUBJECT, Bytes::from_static(br#"{"action":"get","id":"1"}"#))
+        .request(
+            W1_SUBJECT,
+            Bytes::from_static(br#"{"action":"get","id":"1"}"#),
+        )
         .await
     {
         Ok(m) => serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| check(&v["data"])),

@@ -15,7 +15,14 @@ fn the_benchmark_runs_every_workload_with_tiny_counts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON document");
-    for imp in ["raw", "core", "resource", "nats-raw", "nats-core", "nats-resource"] {
+    for imp in [
+        "raw",
+        "core",
+        "resource",
+        "nats-raw",
+        "nats-core",
+        "nats-resource",
+    ] {
         assert!(
             doc["w1"][imp]["throughput"]["req_per_s"]
                 .as_f64()
