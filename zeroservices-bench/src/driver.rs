@@ -351,24 +351,7 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
         eprintln!("W2 {imp} …");
         w2s.insert(imp.into(), w2(imp, &s, &[])?);
     }
-    // The same over NATS, on a server started for them (JetStream not used).
-    let nats = zeroservices_testkit::nats::NatsServer::start();
-    let env = [("BENCH_NATS_URL", nats.url())];
-    for imp in ["nats-raw", "nats-core", "nats-resource"] {
-        if !want("w1", imp) {
-            continue;
-        }
-        eprintln!("W1 {imp} …");
-        w1s.insert(imp.into(), w1(imp, &s, &env)?);
-    }
-    for imp in ["nats-raw", "nats"] {
-        if !want("w2", imp) {
-            continue;
-        }
-        eprintln!("W2 {imp} …");
-        w2s.insert(imp.into(), w2(imp, &s, &env)?);
-    }
-    drop(nats);
+    nats_workloads(&s, &want, &mut w1s, &mut w2s)?;
     let mut w3s = serde_json::Map::new();
     for mode in W3_MODES {
         if !want("w3", mode) {
@@ -414,6 +397,30 @@ pub(crate) fn run(as_json: bool, quick: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{table}");
+    }
+    Ok(())
+}
+
+/// W1 and W2 over NATS, on a `nats-server` started for them (JetStream not used).
+fn nats_workloads(
+    s: &Sizes,
+    want: &dyn Fn(&str, &str) -> bool,
+    w1s: &mut serde_json::Map<String, Value>,
+    w2s: &mut serde_json::Map<String, Value>,
+) -> anyhow::Result<()> {
+    let nats = zeroservices_testkit::nats::NatsServer::start();
+    let env = [("BENCH_NATS_URL", nats.url())];
+    for imp in ["nats-raw", "nats-core", "nats-resource"] {
+        if want("w1", imp) {
+            eprintln!("W1 {imp} …");
+            w1s.insert(imp.into(), w1(imp, s, &env)?);
+        }
+    }
+    for imp in ["nats-raw", "nats"] {
+        if want("w2", imp) {
+            eprintln!("W2 {imp} …");
+            w2s.insert(imp.into(), w2(imp, s, &env)?);
+        }
     }
     Ok(())
 }

@@ -112,9 +112,13 @@ impl Hub {
         }
     }
 
-    /// Waits (at most [`LOAD_LIMIT`]) until the medium's history is in the buffer, so a
-    /// resume right after this node started is answered from it rather than with `resync`.
-    pub(super) async fn loaded(&self) {
+    /// Before a client message that may resume (it names `since`): waits (at most
+    /// [`LOAD_LIMIT`]) until the medium's history is in the buffer, so a resume right after
+    /// this node started is answered from it rather than with `resync`.
+    pub(super) async fn loaded_for(&self, text: &str) {
+        if !text.contains("\"since\"") {
+            return;
+        }
         let mut rx = self.loaded.subscribe();
         let _ = tokio::time::timeout(LOAD_LIMIT, rx.wait_for(|l| *l)).await;
     }

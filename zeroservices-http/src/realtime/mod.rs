@@ -216,11 +216,7 @@ impl Conn {
                 vec![m.to_string().into()]
             }
             None => {
-                // A resume right after this node started waits for the medium's history
-                // (loaded once, in the first seconds at most).
-                if text.contains("\"since\"") {
-                    self.st.hub.loaded().await;
-                }
+                self.st.hub.loaded_for(text).await;
                 self.on_text(text)
             }
         }
