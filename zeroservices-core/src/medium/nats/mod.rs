@@ -208,6 +208,15 @@ impl NatsMedium {
         NatsDiscovery::new(self.shared.client.clone(), &self.shared.prefix)
     }
 
+    /// The request subject of a connected peer; `PeerGone` for any other.
+    fn peer_subject(&self, node_id: &str) -> Result<String> {
+        self.peers
+            .lock()
+            .get(node_id)
+            .cloned()
+            .ok_or_else(|| Error::PeerGone(node_id.to_owned()))
+    }
+
     /// Sends a request to `subject` and opens the reply. `NoResponders` comes back as
     /// `PeerGone(subject)`, for the caller to name better.
     async fn call(
@@ -342,12 +351,7 @@ impl Medium for NatsMedium {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
-        let subject = self
-            .peers
-            .lock()
-            .get(node_id)
-            .cloned()
-            .ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
+        let subject = self.peer_subject(node_id)?;
         self.call(subject, kind, body, timeout)
             .await
             .map_err(|e| match e {
@@ -371,12 +375,7 @@ impl Medium for NatsMedium {
 
     async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {
         envelope::check_size(&body)?;
-        let subject = self
-            .peers
-            .lock()
-            .get(node_id)
-            .cloned()
-            .ok_or_else(|| Error::PeerGone(node_id.to_owned()))?;
+        let subject = self.peer_subject(node_id)?;
         let frames = envelope::seal_request(
             self.shared.key.as_deref(),
             Bytes::new(),
