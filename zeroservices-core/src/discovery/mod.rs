@@ -1,5 +1,6 @@
 //! Discovery tells a node who else is in the cluster: [`MulticastDiscovery`] on a LAN (zero
-//! configuration), [`StaticDiscovery`] from seed endpoints where multicast does not pass, and
+//! configuration), [`StaticDiscovery`] from seed endpoints where multicast does not pass,
+//! [`NatsDiscovery`] on the NATS medium, and
 //! [`MemoryDiscovery`] for in-process tests.
 //!
 //! A discovery re-announces the node every heartbeat, reports every announcement it hears as a
@@ -8,10 +9,12 @@
 
 mod memory;
 mod multicast;
+mod nats;
 mod static_seed;
 
 pub use self::memory::{MemoryDiscovery, MemoryDiscoveryBus};
 pub use self::multicast::{MulticastConfig, MulticastDiscovery};
+pub use self::nats::NatsDiscovery;
 pub use self::static_seed::StaticDiscovery;
 
 use std::fmt;

@@ -16,7 +16,7 @@ mod zmq;
 
 pub use self::envelope::MessageKind;
 pub use self::memory::{MemoryMedium, MemoryNetwork};
-pub use self::nats::{JetStreamMode, NatsConfig, NatsDiscovery, NatsMedium};
+pub use self::nats::{JetStreamMode, NatsConfig, NatsMedium};
 pub use self::work::{WorkAck, WorkItem, WorkQueue};
 pub use self::zmq::{ZmqConfig, ZmqMedium};
 

@@ -84,7 +84,7 @@ impl NodeBuilder {
         self
     }
     /// NATS medium (see [`NatsMedium`]); peers are then found through NATS as well
-    /// ([`crate::medium::NatsDiscovery`]), whatever discovery was set.
+    /// ([`crate::discovery::NatsDiscovery`]), whatever discovery was set.
     pub fn nats(mut self, cfg: NatsConfig) -> Self {
         self.medium = MediumChoice::Nats(Box::new(cfg));
         self
@@ -268,7 +268,7 @@ impl NodeBuilder {
                     cfg.cluster_key = self.cluster_key.clone();
                 }
                 let (m, i) = NatsMedium::connect(*cfg).await?;
-                self.discovery = Box::new(m.discovery());
+                self.discovery = Box::new(crate::discovery::NatsDiscovery::new(&m));
                 (Arc::new(m), i)
             }
             MediumChoice::Memory(net) => {

@@ -2,7 +2,7 @@
 //! (several subnets, Kubernetes, durable events). Nodes connect to NATS only, never to each
 //! other: requests for a collection go to a queue group of its providers (NATS balances),
 //! requests for one node to its own subject, events to subjects made from their topic, and
-//! announcements to one subject ([`NatsDiscovery`]). With JetStream (on by default when the
+//! announcements to one subject ([`NatsDiscovery`](crate::discovery::NatsDiscovery)). With JetStream (on by default when the
 //! server has it) a stream keeps the events: realtime hubs replay from it after a restart, and
 //! workers read it through durable consumers. Subjects are listed in [`subjects`].
 //!
@@ -20,12 +20,9 @@
 //! # drop(node); Ok(()) }
 //! ```
 
-mod discovery;
 mod inbound;
 mod stream;
 pub(crate) mod subjects;
-
-pub use self::discovery::NatsDiscovery;
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -203,9 +200,14 @@ impl NatsMedium {
         ))
     }
 
-    /// The discovery that announces this node on NATS (give it to the node builder).
-    pub fn discovery(&self) -> NatsDiscovery {
-        NatsDiscovery::new(self.shared.client.clone(), &self.shared.prefix)
+    /// The NATS client (a cheap handle on the medium's connection).
+    pub fn client(&self) -> Client {
+        self.shared.client.clone()
+    }
+
+    /// The subject announcements travel on.
+    pub fn announce_subject(&self) -> String {
+        subjects::announce_subject(&self.shared.prefix)
     }
 
     /// The request subject of a connected peer; `PeerGone` for any other.

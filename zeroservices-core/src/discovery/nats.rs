@@ -9,14 +9,14 @@ use async_nats::Client;
 use async_trait::async_trait;
 use futures::StreamExt as _;
 
-use super::subjects::announce_subject;
 use crate::cluster_key::{open_datagram, seal_datagram, ClusterKey};
 use crate::discovery::{Discovery, DiscoveryContext, Heard};
 use crate::error::{Error, Result};
+use crate::medium::NatsMedium;
 use crate::protocol::{AnnounceKind, Announcement};
 
-/// Finds peers through the NATS server (see the module doc). Made by
-/// [`NatsMedium::discovery`](super::NatsMedium::discovery).
+/// Finds peers through the NATS server of a [`NatsMedium`] (see the module doc). A node on
+/// NATS uses it whatever discovery was set.
 #[derive(Debug)]
 pub struct NatsDiscovery {
     client: Client,
@@ -24,10 +24,11 @@ pub struct NatsDiscovery {
 }
 
 impl NatsDiscovery {
-    pub(super) fn new(client: Client, prefix: &str) -> NatsDiscovery {
+    /// Announces on the server and subject of `medium`.
+    pub fn new(medium: &NatsMedium) -> NatsDiscovery {
         NatsDiscovery {
-            client,
-            subject: announce_subject(prefix),
+            client: medium.client(),
+            subject: medium.announce_subject(),
         }
     }
 
