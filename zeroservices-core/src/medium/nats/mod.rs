@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, RequestErrorKind};
+use async_nats::{Client, ConnectOptions, RequestErrorKind, Subject};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -143,7 +143,7 @@ pub struct NatsMedium {
     /// This node's own request subject.
     me: String,
     /// node_id → request subject, from announcements.
-    peers: Mutex<HashMap<String, String>>,
+    peers: Mutex<HashMap<String, Subject>>,
     served: watch::Sender<Vec<String>>,
     stream: Option<stream::Events>,
     _tasks: Vec<TaskGuard>,
@@ -211,7 +211,7 @@ impl NatsMedium {
     }
 
     /// The request subject of a connected peer; `PeerGone` for any other.
-    fn peer_subject(&self, node_id: &str) -> Result<String> {
+    fn peer_subject(&self, node_id: &str) -> Result<Subject> {
         self.peers
             .lock()
             .get(node_id)
@@ -223,7 +223,7 @@ impl NatsMedium {
     /// `PeerGone(subject)`, for the caller to name better.
     async fn call(
         &self,
-        subject: String,
+        subject: Subject,
         kind: &str,
         body: Bytes,
         timeout: Duration,
@@ -240,12 +240,13 @@ impl NatsMedium {
         let req = async_nats::Request::new()
             .payload(subjects::pack(&frames))
             .timeout(Some(timeout));
+        // A clone of a `Subject` shares its bytes.
         let msg = match self.shared.client.send_request(subject.clone(), req).await {
             Ok(m) => m,
             Err(e) => {
                 return Err(match e.kind() {
                     RequestErrorKind::TimedOut => Error::Timeout(timeout),
-                    RequestErrorKind::NoResponders => Error::PeerGone(subject),
+                    RequestErrorKind::NoResponders => Error::PeerGone(subject.to_string()),
                     RequestErrorKind::MaxPayloadExceeded => Error::TooLarge(e.to_string()),
                     _ => Error::Transport(format!("NATS request to {subject}: {e}")),
                 })
@@ -338,7 +339,7 @@ impl Medium for NatsMedium {
         };
         self.peers
             .lock()
-            .insert(node_id.to_owned(), subject.to_owned());
+            .insert(node_id.to_owned(), Subject::from(subject));
         Ok(())
     }
 
@@ -370,7 +371,7 @@ impl Medium for NatsMedium {
         timeout: Duration,
     ) -> Result<Bytes> {
         let subject = endpoint.strip_prefix("nats:").unwrap_or(endpoint);
-        self.call(subject.to_owned(), kind, body, timeout).await
+        self.call(Subject::from(subject), kind, body, timeout).await
     }
 
     fn forget_endpoints(&self, _keep: &[String]) {}
@@ -427,7 +428,10 @@ impl Medium for NatsMedium {
         body: Bytes,
         timeout: Duration,
     ) -> Option<Result<Bytes>> {
-        let subject = subjects::collection_subject(&self.shared.prefix, collection);
+        let subject = Subject::from(subjects::collection_subject(
+            &self.shared.prefix,
+            collection,
+        ));
         let mut reply = self
             .call(subject.clone(), kind, body.clone(), timeout)
             .await;
