@@ -68,62 +68,79 @@ async fn on_request(shared: &Shared, msg: Message) -> bool {
     }
 }
 
-/// Keeps one queue subscription per served collection: NATS hands each request of the
-/// collection's subject to one member of the group of its providers.
-pub(super) async fn serve_collections(
+/// What a subscription manager keeps: the subjects a watched list asks for, subscribed as a
+/// queue group (named after the subject) or not, each read by its own task.
+struct Wanted<F> {
+    subjects: fn(&str, &[String]) -> Vec<String>,
+    queue: bool,
+    reader: fn(Arc<Shared>, Subscriber) -> F,
+}
+
+/// Keeps exactly the subscriptions `list` asks for: new subjects are subscribed (then
+/// flushed, so the server has them), dropped ones end with their reader's task.
+async fn keep_subscribed<F>(
     shared: Arc<Shared>,
-    mut served: watch::Receiver<Vec<String>>,
-) {
+    mut list: watch::Receiver<Vec<String>>,
+    w: Wanted<F>,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut subs: HashMap<String, TaskGuard> = HashMap::new();
     loop {
-        let names = served.borrow_and_update().clone();
-        subs.retain(|name, _| names.contains(name));
-        for name in names {
-            if subs.contains_key(&name) {
+        let wanted = (w.subjects)(&shared.prefix, &list.borrow_and_update());
+        subs.retain(|s, _| wanted.contains(s));
+        for subject in wanted {
+            if subs.contains_key(&subject) {
                 continue;
             }
-            let subject = collection_subject(&shared.prefix, &name);
-            match shared
-                .client
-                .queue_subscribe(subject.clone(), subject.clone())
-                .await
-            {
+            let sub = if w.queue {
+                (shared.client)
+                    .queue_subscribe(subject.clone(), subject.clone())
+                    .await
+            } else {
+                shared.client.subscribe(subject.clone()).await
+            };
+            match sub {
                 Ok(sub) => {
-                    subs.insert(name, TaskGuard::spawn(request_loop(shared.clone(), sub)));
+                    let reader = TaskGuard::spawn((w.reader)(shared.clone(), sub));
+                    subs.insert(subject, reader);
                 }
-                Err(e) => tracing::warn!(%subject, error = %e, "cannot serve a collection on NATS"),
+                Err(e) => tracing::warn!(%subject, error = %e, "cannot subscribe on NATS"),
             }
         }
         let _ = shared.client.flush().await;
-        if served.changed().await.is_err() {
+        if list.changed().await.is_err() {
             return;
         }
     }
 }
 
+/// Keeps one queue subscription per served collection: NATS hands each request of the
+/// collection's subject to one member of the group of its providers.
+pub(super) async fn serve_collections(shared: Arc<Shared>, served: watch::Receiver<Vec<String>>) {
+    let subjects = |prefix: &str, names: &[String]| {
+        names
+            .iter()
+            .map(|n| collection_subject(prefix, n))
+            .collect()
+    };
+    let w = Wanted {
+        subjects,
+        queue: true,
+        reader: request_loop,
+    };
+    keep_subscribed(shared, served, w).await;
+}
+
 /// Keeps the subject subscriptions that deliver exactly the node's topic prefixes (see
 /// [`event_patterns`]).
-pub(super) async fn follow_events(shared: Arc<Shared>, mut prefixes: watch::Receiver<Vec<String>>) {
-    let mut subs: HashMap<String, TaskGuard> = HashMap::new();
-    loop {
-        let wanted = event_patterns(&shared.prefix, &prefixes.borrow_and_update());
-        subs.retain(|p, _| wanted.contains(p));
-        for pattern in wanted {
-            if subs.contains_key(&pattern) {
-                continue;
-            }
-            match shared.client.subscribe(pattern.clone()).await {
-                Ok(sub) => {
-                    subs.insert(pattern, TaskGuard::spawn(event_loop(shared.clone(), sub)));
-                }
-                Err(e) => tracing::warn!(%pattern, error = %e, "cannot subscribe on NATS"),
-            }
-        }
-        let _ = shared.client.flush().await;
-        if prefixes.changed().await.is_err() {
-            return;
-        }
-    }
+pub(super) async fn follow_events(shared: Arc<Shared>, prefixes: watch::Receiver<Vec<String>>) {
+    let w = Wanted {
+        subjects: event_patterns,
+        queue: false,
+        reader: event_loop,
+    };
+    keep_subscribed(shared, prefixes, w).await;
 }
 
 /// Hands the events of one subscription to the node, waiting when its inbox is full.
