@@ -362,3 +362,23 @@ async fn serve_on_nats_serves_its_collection_to_other_nodes_and_a_missing_server
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to NATS"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_with_other_stream_flags_leaves_the_existing_stream_as_it_is() {
+    use zeroservices::core::medium::NatsMedium;
+    let nats = NatsServer::start();
+    let mut first = NatsConfig::new([nats.url()]);
+    first.stream_max_msgs = 500;
+    let (a, _a_inbox) = NatsMedium::connect(first).await.expect("first node");
+    // A later node with the defaults (1,000,000 events) must not change the stream.
+    let later = NatsConfig::new([nats.url()]);
+    let name = later.stream_name();
+    let (_b, _b_inbox) = NatsMedium::connect(later).await.expect("later node");
+    let js = async_nats::jetstream::new(a.client());
+    let mut stream = js.get_stream(&name).await.expect("stream");
+    let info = stream.info().await.expect("info");
+    assert_eq!(
+        info.config.max_messages, 500,
+        "the stream's limit was changed"
+    );
+}
