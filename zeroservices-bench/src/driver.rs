@@ -408,15 +408,21 @@ fn nats_workloads(
     w1s: &mut serde_json::Map<String, Value>,
     w2s: &mut serde_json::Map<String, Value>,
 ) -> anyhow::Result<()> {
+    let w1_imps = ["nats-raw", "nats-core", "nats-resource"];
+    let w2_imps = ["nats-raw", "nats"];
+    let wanted = w1_imps.iter().any(|i| want("w1", i)) || w2_imps.iter().any(|i| want("w2", i));
+    if !wanted {
+        return Ok(()); // no nats-server needed
+    }
     let nats = zeroservices_testkit::nats::NatsServer::start();
     let env = [("BENCH_NATS_URL", nats.url())];
-    for imp in ["nats-raw", "nats-core", "nats-resource"] {
+    for imp in w1_imps {
         if want("w1", imp) {
             eprintln!("W1 {imp} …");
             w1s.insert(imp.into(), w1(imp, s, &env)?);
         }
     }
-    for imp in ["nats-raw", "nats"] {
+    for imp in w2_imps {
         if want("w2", imp) {
             eprintln!("W2 {imp} …");
             w2s.insert(imp.into(), w2(imp, s, &env)?);

@@ -1,6 +1,11 @@
 //! Inbound: requests from peers, dispatched to the resource layer or the service's
 //! `on_message` (refused while the node stops), and events from peers delivered locally.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::Poll;
+
 use serde_json::{json, Value};
 
 use super::Node;
@@ -80,6 +85,8 @@ impl Node {
 }
 
 pub(super) async fn dispatcher(node: Node, mut inbox: Inbox) {
+    let inline_first_poll = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread;
     loop {
         let incoming = tokio::select! {
             _ = node.inner.shutdown.cancelled() => return,
@@ -95,11 +102,38 @@ pub(super) async fn dispatcher(node: Node, mut inbox: Inbox) {
             }
             Some(Incoming::Request(req)) => {
                 let n = node.clone();
-                node.inner
-                    .tracker
-                    .spawn(async move { n.handle_request(req).await });
+                let handler = Box::pin(async move { n.handle_request(req).await });
+                if inline_first_poll {
+                    // Most answers need no waiting (a read from memory, a ping): polled here
+                    // once, they cost no task. Only on a current-thread runtime, where a task
+                    // would run on this same thread anyway.
+                    if let Some(pending) = poll_once(handler).await {
+                        node.inner.tracker.spawn(pending);
+                    }
+                } else {
+                    node.inner.tracker.spawn(handler);
+                }
             }
             Some(Incoming::Event(ev)) => node.inner.deliver_local(&ev),
         }
     }
+}
+
+/// Polls `fut` once with the caller's context: `None` when it finished (or panicked: it is
+/// dropped then, as a task's future would be, and its caller hears an internal error), else
+/// the future, still to be driven (polled again wherever it goes next, it registers its new
+/// waker; the caller's may see one spurious wake-up).
+async fn poll_once<F: Future + Unpin>(mut fut: F) -> Option<F> {
+    let pending = std::future::poll_fn(|cx| {
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut fut).poll(cx)));
+        Poll::Ready(match polled {
+            Ok(p) => p.is_pending(),
+            Err(_) => {
+                tracing::error!("request handler panicked");
+                false
+            }
+        })
+    })
+    .await;
+    pending.then_some(fut)
 }

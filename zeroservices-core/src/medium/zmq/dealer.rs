@@ -6,11 +6,11 @@
 //! fail with `PeerGone` at once; libzmq keeps reconnecting, and a new handshake makes it `Up`).
 //! With `ZMQ_IMMEDIATE`, libzmq never queues a request for a connection that is not up.
 //!
-//! A caller sends its request on the socket itself (under a short lock, non-blocking calls
-//! only), so a request costs no hand-off to another task; the connection's task only reads:
-//! replies, and monitor events. A send may consume the socket's `ZMQ_FD` signal of a reply
-//! that just arrived, so a caller reads what is waiting right after its send (see
-//! `socket.rs` for the rule).
+//! A caller queues its request (under a short lock) and wakes the connection's task when the
+//! queue was empty; the task sends everything queued in one go, so under load one wake-up
+//! carries many requests. The task also reads replies and monitor events. A send may consume
+//! the socket's `ZMQ_FD` signal of a reply that just arrived, so the task reads what is
+//! waiting right after sending (see `socket.rs` for the rule).
 
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::medium::envelope::{self, Key};
 use crate::task::TaskGuard;
 
-/// Requests waiting for the first handshake, or for their reply, at most (per peer).
+/// Requests waiting to be sent, or for their reply, at most (per peer).
 const DEALER_QUEUE: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ enum State {
 
 type ReplyTx = oneshot::Sender<Result<Bytes>>;
 
-/// A request made before the first handshake completed.
+/// A request not sent yet.
 struct Waiting {
     kind: Bytes,
     body: Bytes,
@@ -59,6 +59,8 @@ struct Shared {
     // std Mutex: held for non-blocking libzmq calls and map updates only, never across an
     // await; a libzmq socket is not thread-safe, and this lock is what serialises its use.
     inner: Mutex<Conn>,
+    /// Wakes the connection's task to send what callers queued.
+    queued: tokio::sync::Notify,
 }
 
 /// The socket and what belongs with it.
@@ -70,7 +72,7 @@ struct Conn {
     next_id: u64,
     /// Requests sent, waiting for their reply.
     pending: HashMap<u64, ReplyTx>,
-    /// Requests made before the first handshake completed.
+    /// Requests not sent yet: queued by callers, sent by the connection's task.
     waiting: VecDeque<Waiting>,
 }
 
@@ -127,6 +129,7 @@ impl DealerClient {
                         pending: HashMap::new(),
                         waiting: VecDeque::new(),
                     }),
+                    queued: tokio::sync::Notify::new(),
                 });
                 let task = TaskGuard::spawn(run(conn.clone(), monitor, connect_timeout));
                 DealerClient {
@@ -189,20 +192,23 @@ impl DealerClient {
         let mut conn = shared.lock();
         match conn.state {
             State::Down => Err(self.gone()),
-            State::Connecting if conn.waiting.len() < DEALER_QUEUE => {
+            State::Connecting | State::Up if conn.waiting.len() < DEALER_QUEUE => {
+                let first = conn.waiting.is_empty();
                 conn.waiting.push_back(Waiting { kind, body, reply });
+                if first && conn.state == State::Up {
+                    drop(conn);
+                    shared.queued.notify_one();
+                }
                 Ok(())
             }
             State::Connecting => Err(Error::Unavailable(format!(
                 "{}: too many requests waiting for the connection",
                 self.endpoint
             ))),
-            State::Up => {
-                let sent = conn.send(kind, body, reply);
-                // The send may have taken the signal of a reply that just arrived.
-                conn.read_replies();
-                sent
-            }
+            State::Up => Err(Error::Unavailable(format!(
+                "{}: too many requests waiting to be sent",
+                self.endpoint
+            ))),
         }
     }
 }
@@ -316,6 +322,18 @@ impl Conn {
         }
     }
 
+    /// Sends every queued request, then reads the replies waiting (a send may have taken the
+    /// signal of a reply that just arrived).
+    fn flush(&mut self) {
+        while let Some(w) = self.waiting.pop_front() {
+            // On failure the reply sender is dropped: that caller gets PeerGone.
+            if let Err(e) = self.send(w.kind, w.body, w.reply) {
+                tracing::debug!(endpoint = %self.endpoint, error = %e, "dealer: queued request not sent");
+            }
+        }
+        self.read_replies();
+    }
+
     /// Applies one monitor event.
     fn on_monitor(&mut self, frames: &[Bytes]) {
         let Some(head) = frames.first().filter(|f| f.len() >= 2) else {
@@ -324,13 +342,7 @@ impl Conn {
         let ev = u16::from_ne_bytes([head[0], head[1]]);
         if ev == event::HANDSHAKE_SUCCEEDED {
             self.state = State::Up;
-            while let Some(w) = self.waiting.pop_front() {
-                // On failure the reply sender is dropped: that caller gets PeerGone.
-                if let Err(e) = self.send(w.kind, w.body, w.reply) {
-                    tracing::debug!(endpoint = %self.endpoint, error = %e, "dealer: queued request not sent");
-                }
-            }
-            self.read_replies();
+            self.flush();
             return;
         }
         tracing::debug!(endpoint = %self.endpoint, event = ev, "dealer: connection down");
@@ -339,8 +351,26 @@ impl Conn {
     }
 }
 
+/// The reading end of a dealer's monitor. Dropped (the client dropped, or the runtime shutting
+/// down and dropping the task before the client), it stops the monitor before it closes: see
+/// [`socket::stop_monitor`] for the hang that order avoids.
+struct MonitorReader {
+    shared: Arc<Shared>,
+    sock: AsyncSocket,
+}
+
+impl Drop for MonitorReader {
+    fn drop(&mut self) {
+        self.shared.stop_monitor();
+    }
+}
+
 /// Reads replies and monitor events until the client is dropped.
-async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Duration) {
+async fn run(shared: Arc<Shared>, monitor: AsyncSocket, connect_timeout: Duration) {
+    let mut monitor = MonitorReader {
+        shared: shared.clone(),
+        sock: monitor,
+    };
     // Declared after `shared`: dropped first, so the registration ends before the socket.
     // SAFETY: `shared` (which owns the socket) outlives `signal`, see above.
     let signal = match unsafe { socket::register(&shared.lock().sock) } {
@@ -364,7 +394,13 @@ async fn run(shared: Arc<Shared>, mut monitor: AsyncSocket, connect_timeout: Dur
                 }
                 shared.lock().read_replies();
             }
-            ev = monitor.recv() => match ev {
+            _ = shared.queued.notified() => {
+                let mut conn = shared.lock();
+                if conn.state == State::Up {
+                    conn.flush();
+                }
+            }
+            ev = monitor.sock.recv() => match ev {
                 Ok(frames) => {
                     let mut conn = shared.lock();
                     conn.on_monitor(&frames);
