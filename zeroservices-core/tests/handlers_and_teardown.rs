@@ -22,11 +22,13 @@ impl Service for Fragile {
     }
 }
 
+/// Heartbeats of 1 s: a panic's backtrace (`RUST_BACKTRACE=1`, a debug build) stalls a
+/// current-thread node for a few hundred ms, which with 100 ms heartbeats expired the peer.
 async fn pair() -> (Node, Node, String) {
     let server = Node::builder("fragile")
         .zmq(ZmqConfig::loopback())
         .service(Fragile)
-        .heartbeat(Duration::from_millis(100))
+        .heartbeat(Duration::from_secs(1))
         .start()
         .await
         .expect("server");
@@ -37,7 +39,7 @@ async fn pair() -> (Node, Node, String) {
             .endpoints
             .request
             .clone()]))
-        .heartbeat(Duration::from_millis(100))
+        .heartbeat(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
         .start()
         .await
