@@ -102,12 +102,12 @@ pub(super) async fn dispatcher(node: Node, mut inbox: Inbox) {
             }
             Some(Incoming::Request(req)) => {
                 let n = node.clone();
-                let handler = Box::pin(async move { n.handle_request(req).await });
+                let handler = async move { n.handle_request(req).await };
                 if inline_first_poll {
                     // Most answers need no waiting (a read from memory, a ping): polled here
                     // once, they cost no task. Only on a current-thread runtime, where a task
                     // would run on this same thread anyway.
-                    if let Some(pending) = poll_once(handler).await {
+                    if let Some(pending) = poll_once(Box::pin(handler)).await {
                         node.inner.tracker.spawn(pending);
                     }
                 } else {
