@@ -14,7 +14,12 @@
 //! as stored now still matches. So each matching resource is processed once in the normal case;
 //! a worker that dies mid-job loses its lease when it expires, and the job runs again
 //! (at-least-once). A callback that fails or panics releases its lease at once; callbacks are
-//! tasks owned by the worker and are cancelled when it stops.
+//! tasks owned by the worker and are cancelled when it stops, their leases released.
+//!
+//! A work-queue event is acknowledged only when its job ran (or its resource is gone or no
+//! longer matches): refused because another worker holds the lease, it comes back after the
+//! lease's time left; for a resource whose job runs here, after that job; after a failed
+//! callback, after the catch-up period; from a stopping worker, at once.
 //!
 //! ```no_run
 //! use serde_json::json;
@@ -108,7 +113,8 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Stops the worker: running callbacks are cancelled (their leases expire).
+    /// Stops the worker: running callbacks are cancelled, their leases released and their
+    /// work-queue events handed back, so another worker of the group runs them at once.
     pub fn stop(&self) {
         self.stop.cancel();
     }
@@ -180,6 +186,7 @@ impl Worker {
             lease: self.lease,
             stop: stop.clone(),
             jobs: TaskTracker::new(),
+            retry_failed: self.catch_up,
         });
         let mut tasks = Vec::new();
         for rule in self.rules {
@@ -208,6 +215,9 @@ struct Shared {
     stop: CancellationToken,
     /// The running jobs (each cancelled by `stop`).
     jobs: TaskTracker,
+    /// Delay before a work-queue event whose callback failed comes back (the catch-up
+    /// period).
+    retry_failed: Duration,
 }
 
 /// Takes `id` out of the rule's running set when the job ends, however it ends.
@@ -276,8 +286,10 @@ async fn from_queue(w: Arc<Shared>, rule: Arc<Rule>, mut queue: WorkQueue) {
 /// is acknowledged when the job ends.
 async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String, ack: Option<Box<dyn WorkAck>>) {
     if !rule.running.lock().insert(id.clone()) {
+        // Runs here already, maybe on data older than this event's: the event comes back
+        // once that job is over (then it finds the resource done, or runs again).
         if let Some(a) = ack {
-            a.done().await;
+            a.retry(w.lease.min(BUSY_RETRY)).await;
         }
         return;
     }
@@ -292,13 +304,28 @@ async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String, ack: Option<Box<dyn 
     w.jobs.spawn(async move {
         let _permit = permit;
         tokio::select! {
-            // Not acknowledged: the queue hands the event out again.
-            _ = w2.stop.cancelled() => {}
+            () = w2.stop.cancelled() => {
+                // The job is cancelled: its lease and its event go back at once, so another
+                // worker of the group runs it without waiting for them to expire.
+                let handed_back = async {
+                    release(&w2, &running.rule, &running.id).await;
+                    if let Some(a) = &ack {
+                        a.retry(Duration::ZERO).await;
+                    }
+                };
+                if tokio::time::timeout(HAND_BACK, handed_back).await.is_err() {
+                    tracing::debug!(resource_id = %running.id, "stopping worker: lease and event not handed back in time; they expire");
+                }
+            }
             outcome = job(&w2, &running.rule, &running.id, ack.as_deref()) => {
                 if let Some(a) = &ack {
                     match outcome {
                         Claimed::Done => a.done().await,
                         Claimed::Failed => a.retry(w2.lease.min(Duration::from_secs(1))).await,
+                        // Never dropped: back after the other worker's lease, when it will
+                        // have finished (the event then no longer matches) or died.
+                        Claimed::Held(left) => a.retry(left + HELD_MARGIN).await,
+                        Claimed::Again => a.retry(w2.retry_failed).await,
                     }
                 }
             }
@@ -309,16 +336,43 @@ async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String, ack: Option<Box<dyn 
 
 /// How a job ended, for its work-queue event.
 enum Claimed {
-    /// Ran, or belongs to another worker, or no longer matches.
+    /// Ran, or the resource is gone or no longer matches.
     Done,
-    /// The claim could not be made: try again later.
+    /// The claim could not be made (no coordinator): try again soon.
     Failed,
+    /// Another worker holds the lease for this long.
+    Held(Duration),
+    /// The callback failed or panicked: try again later, as the catch-up listing does when
+    /// there is no work queue.
+    Again,
+}
+
+/// Delay before an event for a resource whose job runs here is handed out again.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// Added to the other holder's lease time left before a refused event comes back.
+const HELD_MARGIN: Duration = Duration::from_millis(100);
+/// Longest a stopping worker spends giving a cancelled job's lease and event back.
+const HAND_BACK: Duration = Duration::from_secs(2);
+
+/// Gives the lease on `id` back (if this worker holds it).
+async fn release(w: &Shared, rule: &Rule, id: &str) {
+    let claim = ClaimRequest {
+        collection: rule.collection.clone(),
+        group: rule.group.clone(),
+        resource_id: id.to_owned(),
+        holder: w.holder.clone(),
+        lease_ms: 0,
+        release: true,
+    };
+    if let Err(e) = w.node.claim(&claim).await {
+        tracing::debug!(resource_id = %id, error = %e, "lease release failed; it expires");
+    }
 }
 
 /// Claims the resource, runs the callback if granted and still matching, then releases.
 /// While it runs, the lease is renewed and `ack` told the event is in progress.
 async fn job(w: &Shared, rule: &Rule, id: &str, ack: Option<&dyn WorkAck>) -> Claimed {
-    let mut claim = ClaimRequest {
+    let claim = ClaimRequest {
         collection: rule.collection.clone(),
         group: rule.group.clone(),
         resource_id: id.to_owned(),
@@ -328,7 +382,12 @@ async fn job(w: &Shared, rule: &Rule, id: &str, ack: Option<&dyn WorkAck>) -> Cl
     };
     let resource = match w.node.claim(&claim).await {
         Ok(r) if r.granted => r.resource,
-        Ok(_) => return Claimed::Done, // another worker of the group has it
+        Ok(r) => {
+            return match r.held_ms {
+                Some(ms) => Claimed::Held(Duration::from_millis(ms)),
+                None => Claimed::Done, // the resource is gone
+            };
+        }
         Err(e) => {
             tracing::debug!(collection = %rule.collection, resource_id = %id, error = %e, "claim failed; tried again later");
             return Claimed::Failed;
@@ -356,20 +415,21 @@ async fn job(w: &Shared, rule: &Rule, id: &str, ack: Option<&dyn WorkAck>) -> Cl
             o = work => o,
             () = renew => return Claimed::Done,
         };
-        match outcome {
-            Ok(Ok(())) => {}
+        let ended = match outcome {
+            Ok(Ok(())) => Claimed::Done,
             Ok(Err(e)) => {
-                tracing::warn!(collection = %rule.collection, resource_id = %id, error = %e, "worker callback failed")
+                tracing::warn!(collection = %rule.collection, resource_id = %id, error = %e, "worker callback failed");
+                Claimed::Again
             }
             Err(_) => {
-                tracing::error!(collection = %rule.collection, resource_id = %id, "worker callback panicked")
+                tracing::error!(collection = %rule.collection, resource_id = %id, "worker callback panicked");
+                Claimed::Again
             }
-        }
+        };
+        release(w, rule, id).await;
+        return ended;
     }
-    claim.release = true;
-    if let Err(e) = w.node.claim(&claim).await {
-        tracing::debug!(resource_id = %id, error = %e, "lease release failed; it expires");
-    }
+    release(w, rule, id).await;
     Claimed::Done
 }
 

@@ -74,8 +74,25 @@ impl Auth for AllowAll {
 /// get only the grants of user `""` (none unless configured).
 #[derive(Debug, Default, Clone)]
 pub struct BasicAuth {
-    users: HashMap<String, (String, Vec<(String, String)>)>,
+    /// Per user: the SHA-256 of the password (compared in constant time, whatever the
+    /// lengths) and the grants.
+    users: HashMap<String, (Digest, Vec<(String, String)>)>,
     anonymous: Vec<(String, String)>,
+}
+
+/// A password's SHA-256.
+type Digest = [u8; 32];
+
+fn digest(password: &str) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(password.as_bytes()).into()
+}
+
+/// What an unknown user's password is compared with, so that the answer for an unknown user
+/// takes as long as a wrong password does.
+fn dummy() -> &'static Digest {
+    static DUMMY: std::sync::OnceLock<Digest> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| digest("zeroservices: no such user"))
 }
 
 impl BasicAuth {
@@ -89,7 +106,7 @@ impl BasicAuth {
             .iter()
             .map(|(c, a)| (c.to_string(), a.to_string()))
             .collect();
-        self.users.insert(name.to_owned(), (password.to_owned(), g));
+        self.users.insert(name.to_owned(), (digest(password), g));
         self
     }
     /// Grants for callers without credentials, e.g. `[("*", "list"), ("*", "get")]`.
@@ -146,11 +163,16 @@ impl Auth for BasicAuth {
         let (user, pass) = text
             .split_once(':')
             .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
-        match self.users.get(user) {
-            Some((p, _)) if bool::from(p.as_bytes().ct_eq(pass.as_bytes())) => {
-                Ok(Principal::User(user.to_owned()))
-            }
-            _ => Err(unauthorized("wrong user or password")),
+        let (known, expected) = match self.users.get(user) {
+            Some((d, _)) => (true, d),
+            None => (false, dummy()),
+        };
+        // Hashed and compared whether or not the user exists: equal work either way.
+        let same = bool::from(expected.ct_eq(&digest(pass)));
+        if known && same {
+            Ok(Principal::User(user.to_owned()))
+        } else {
+            Err(unauthorized("wrong user or password"))
         }
     }
 

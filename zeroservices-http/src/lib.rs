@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - `rest`: `GET /`, list/create/get/patch/delete and custom actions on `/{c}` routes.
+//! - `calls`: what every route's resource request goes through: authorization, read rules,
+//!   metrics.
 //! - `realtime`: `/realtime` websocket with prefix subscriptions, overflow `resync` and resume.
 //! - `ops`: `/health`, `/metrics`, `/openapi.json`.
 //! - [`auth`]: the [`Auth`] trait, [`AllowAll`], [`BasicAuth`], [`JwtAuth`] (HS256, RS256).
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod auth;
+mod calls;
 pub mod error;
 mod limits;
 mod live;

@@ -115,6 +115,13 @@ pub(crate) async fn open(
     Ok((q, msg.to_string().into()))
 }
 
+impl LiveQuery {
+    /// The ids of the resources in the query now.
+    pub(crate) fn members(&self) -> impl Iterator<Item = &String> {
+        self.members.iter()
+    }
+}
+
 /// The live queries of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct LiveQueries {
@@ -146,8 +153,9 @@ impl LiveQueries {
     }
 
     /// What the hub message `text` (`{"type":"event","topic":..,"data":<event>}`) means to
-    /// each query.
-    pub(crate) fn on_event(&mut self, text: &str) -> Vec<Utf8Bytes> {
+    /// each query; `visible`: false when the caller's read rule now hides the resource (a
+    /// member then leaves, and its data is not sent).
+    pub(crate) fn on_event(&mut self, text: &str, visible: bool) -> Vec<Utf8Bytes> {
         #[derive(Deserialize)]
         struct Envelope {
             data: ResourceEvent,
@@ -162,10 +170,11 @@ impl LiveQueries {
                 continue;
             }
             let was = q.members.contains(&ev.resource_id);
-            let now = ev
-                .resource_data
-                .as_ref()
-                .is_some_and(|d| q.filter.matches(d));
+            let now = visible
+                && ev
+                    .resource_data
+                    .as_ref()
+                    .is_some_and(|d| q.filter.matches(d));
             let kind = match (was, now) {
                 (false, true) => "enter",
                 (true, true) => "update",

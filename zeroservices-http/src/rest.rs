@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -19,7 +18,6 @@ use zeroservices_core::{Action, ListQuery, ResourceRequest};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::visibility;
 use crate::AppState;
 
 /// Default `limit` of a list.
@@ -67,113 +65,6 @@ fn malformed(action: &str, e: impl std::fmt::Display) -> ApiError {
 
 fn check_segment(s: &str) -> Result<(), ApiError> {
     validate_id(s).map_err(ApiError::from)
-}
-
-impl AppState {
-    /// Runs a resource request with authorization, the collection's read rule (see
-    /// `visibility`) and metrics; answers the result's JSON.
-    pub(crate) async fn call(
-        &self,
-        who: &Principal,
-        mut req: ResourceRequest,
-    ) -> Result<Bytes, ApiError> {
-        let Some(rule) = self.read_rules.get(&req.collection) else {
-            return self.call_plain(who, req).await;
-        };
-        self.auth
-            .authorize(who, &req.collection, req.action.as_str())?;
-        let user = visibility::user_of(who).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!("sign in to use {:?}", req.collection),
-            )
-        })?;
-        let id = req.resource_id.clone();
-        match (&req.action, id) {
-            (Action::List, _) => {
-                if let Value::Object(args) = &mut req.args {
-                    let mine = rule.filter_for(user);
-                    let asked = args.remove("where").unwrap_or(Value::Null);
-                    args.insert("where".into(), visibility::and(asked, mine));
-                }
-            }
-            (Action::Create, _) => {
-                if let Some(data) = req.args.get_mut("resource_data") {
-                    rule.own_create(user, data)?;
-                }
-            }
-            (Action::Get, _) => {
-                let json = self.call_plain(who, req).await?;
-                return if visible(rule, user, &json) {
-                    Ok(json)
-                } else {
-                    Err(hidden())
-                };
-            }
-            (_, None) => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "collection actions are not available on a collection with a read rule",
-                ));
-            }
-            (action, Some(id)) => {
-                if *action == Action::Patch {
-                    rule.check_patch(user, req.args.get("patch").unwrap_or(&Value::Null))?;
-                }
-                let get = ResourceRequest::new(&req.collection, "get", Value::Null).on(&id);
-                let json = self.node.send_json(get).await.map_err(ApiError::from)?;
-                if !visible(rule, user, &json) {
-                    return Err(hidden());
-                }
-            }
-        }
-        self.call_plain(who, req).await
-    }
-
-    /// [`AppState::call`] without the read rule.
-    async fn call_plain(&self, who: &Principal, req: ResourceRequest) -> Result<Bytes, ApiError> {
-        self.auth
-            .authorize(who, &req.collection, req.action.as_str())?;
-        let start = Instant::now();
-        let (collection, action) = (req.collection.clone(), req.action.clone());
-        let res = self.node.send_json(req).await.map_err(ApiError::from);
-        let status = match &res {
-            Ok(_) => 200,
-            Err(e) => e.status().as_u16(),
-        };
-        // Names of collections that do not exist come from clients: one series for them all,
-        // so the metrics stay bounded (checked on 404 only, off the hot path).
-        let label = if status == 404
-            && !self.node.directory().has_seen(&collection)
-            && !self.node.local_collections().contains(&collection)
-        {
-            "_unknown"
-        } else {
-            collection.as_str()
-        };
-        self.metrics
-            .observe_request(label, action.as_str(), status, start.elapsed());
-        res
-    }
-}
-
-/// Whether the resource JSON `json` is visible to `user` under `rule`.
-fn visible(rule: &visibility::ReadRule, user: &str, json: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct One {
-        resource_data: Value,
-    }
-    match (serde_json::from_slice::<One>(json), rule.matcher(user)) {
-        (Ok(r), Some(f)) => f.matches(&r.resource_data),
-        _ => false,
-    }
-}
-
-/// What a resource hidden by a read rule answers: the same as a missing one.
-fn hidden() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "resource not found")
 }
 
 /// `GET /`: collections and nodes.
@@ -403,11 +294,7 @@ pub(crate) async fn resource(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Method::POST => {
-            let args = if body.is_empty() {
-                json!({})
-            } else {
-                parse_json(&body)?
-            };
+            let args = action_args(&id, &body)?;
             Ok(json_response(
                 StatusCode::OK,
                 st.call(&who, ResourceRequest::new(&c, &id, args)).await?,
@@ -421,6 +308,22 @@ pub(crate) async fn resource(
     }
 }
 
+/// The arguments of an action route's body: `{}` when empty; a standard action's must be a
+/// JSON object (400 otherwise: `null` or an array would reach the provider in a form that no
+/// check on the object form saw).
+fn action_args(action: &str, body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    let args = parse_json(body)?;
+    if Action::parse(action).is_standard() && !args.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "the arguments of {action} must be a JSON object"
+        )));
+    }
+    Ok(args)
+}
+
 /// `POST /{c}/{id}/{action}`: a resource action.
 pub(crate) async fn resource_action(
     State(st): State<AppState>,
@@ -432,12 +335,7 @@ pub(crate) async fn resource_action(
     for s in [&c, &id, &action] {
         check_segment(s)?;
     }
-    let body = body.map_err(body_error)?;
-    let args = if body.is_empty() {
-        json!({})
-    } else {
-        parse_json(&body)?
-    };
+    let args = action_args(&action, &body.map_err(body_error)?)?;
     Ok(json_response(
         StatusCode::OK,
         st.call(&who, ResourceRequest::new(&c, &action, args).on(&id))

@@ -16,7 +16,7 @@
 //! - anonymous callers get 401.
 
 use serde_json::{Map, Value};
-use zeroservices_core::query::Filter;
+use zeroservices_core::query::{Filter, Update};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -79,13 +79,17 @@ impl ReadRule {
 
     /// Create data as `user` may write it: owner fields filled in, or 403.
     pub(crate) fn own_create(&self, user: &str, data: &mut Value) -> Result<(), ApiError> {
-        let Value::Object(m) = data else {
+        if !data.is_object() {
             return Ok(()); // not an object: the store refuses it
-        };
+        }
         for f in &self.owner_fields {
-            match m.get(f) {
+            match lookup(data, f) {
                 None => {
-                    m.insert(f.clone(), Value::String(user.to_owned()));
+                    let fill = Update::parse(&serde_json::json!({ "$set": { f.as_str(): user } }))
+                        .and_then(|u| u.apply(data));
+                    if fill.is_err() {
+                        return Err(forbidden(f)); // a parent of the owner field is not an object
+                    }
                 }
                 Some(Value::String(s)) if s == user => {}
                 Some(_) => return Err(forbidden(f)),
@@ -94,36 +98,31 @@ impl ReadRule {
         Ok(())
     }
 
-    /// 403 when the update document would set an owner field to anything but `user`, or
-    /// touch it otherwise.
-    pub(crate) fn check_patch(&self, user: &str, update: &Value) -> Result<(), ApiError> {
-        let Value::Object(ops) = update else {
-            return Ok(());
-        };
-        for (op, fields) in ops {
-            let Value::Object(fields) = fields else {
-                continue;
-            };
+    /// 403 when the update would set an owner field to anything but `user`, or change it (or
+    /// a parent or child of it) in any other way. Runs on the parsed update, the one the store
+    /// applies.
+    pub(crate) fn check_patch(&self, user: &str, update: &Update) -> Result<(), ApiError> {
+        for (op, path, value) in update.changes() {
             for f in &self.owner_fields {
-                let touched: Vec<(&String, &Value)> = fields
-                    .iter()
-                    .filter(|(k, _)| *k == f || k.starts_with(&format!("{f}.")))
-                    .collect();
-                for (k, v) in touched {
-                    let to_self = op == "$set" && k == f && v.as_str() == Some(user);
-                    if !to_self {
-                        return Err(forbidden(f));
-                    }
+                let related = path == f
+                    || path
+                        .strip_prefix(f.as_str())
+                        .is_some_and(|r| r.starts_with('.'))
+                    || f.strip_prefix(path).is_some_and(|r| r.starts_with('.'));
+                let to_self =
+                    op == "$set" && path == f && value.and_then(Value::as_str) == Some(user);
+                if related && !to_self {
+                    return Err(forbidden(f));
                 }
             }
         }
-        // A plain object without operators replaces the data: it must keep the owner.
-        if !ops.keys().any(|k| k.starts_with('$')) {
-            let mut data = Value::Object(ops.clone());
-            self.own_create(user, &mut data)?;
-        }
         Ok(())
     }
+}
+
+/// The value at a dotted path of an object, if any.
+fn lookup<'a>(data: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(data, |v, k| v.as_object()?.get(k))
 }
 
 fn forbidden(field: &str) -> ApiError {

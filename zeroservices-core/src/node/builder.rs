@@ -51,6 +51,7 @@ pub struct NodeBuilder {
     reserved: Vec<String>,
     cluster_key: Option<Arc<ClusterKey>>,
     state_dir: Option<std::path::PathBuf>,
+    seq_block: u64,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -147,6 +148,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Seqs reserved at a time in the state directory (default 2^20): for tests of what
+    /// happens when a reservation cannot be saved, which they would otherwise reach only
+    /// after a million events.
+    #[doc(hidden)]
+    pub fn seq_reservation_block(mut self, block: u64) -> Self {
+        self.seq_block = block.max(1);
+        self
+    }
+
     /// Binds the medium, starts discovery and every background task.
     pub async fn start(mut self) -> Result<Node> {
         for spec in &self.collections {
@@ -160,7 +170,7 @@ impl NodeBuilder {
         }
         let (durable, first_seq) = match &self.state_dir {
             Some(dir) => {
-                let (d, used) = super::durable::Durable::open(dir)?;
+                let (d, used) = super::durable::Durable::open(dir, self.seq_block)?;
                 (Some(d), used)
             }
             None => (None, 0),
@@ -334,6 +344,7 @@ impl Node {
             reserved: Vec::new(),
             cluster_key: None,
             state_dir: None,
+            seq_block: super::durable::SEQ_BLOCK,
         }
     }
 }

@@ -52,6 +52,20 @@ pub(crate) struct ClaimReply {
     /// The resource as stored now (granted claims only; `None` when it is gone).
     #[serde(default)]
     pub(crate) resource: Option<Resource>,
+    /// Refused because another worker holds the lease: milliseconds it has left (a work
+    /// queue's event is handed out again after them, never dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) held_ms: Option<u64>,
+}
+
+impl ClaimReply {
+    fn refused(held_ms: Option<u64>) -> ClaimReply {
+        ClaimReply {
+            granted: false,
+            resource: None,
+            held_ms,
+        }
+    }
 }
 
 struct Lease {
@@ -75,19 +89,19 @@ impl std::fmt::Debug for Leases {
 }
 
 impl Leases {
-    /// Takes or renews the lease; `false` when another holder has it.
-    pub(crate) fn take(&self, req: &ClaimRequest) -> Result<bool> {
+    /// Takes or renews the lease; `Err(left)` when another holder has it for `left` more.
+    pub(crate) fn take(&self, req: &ClaimRequest) -> Result<std::result::Result<(), Duration>> {
         let lease = Duration::from_millis(req.lease_ms).min(MAX_LEASE);
         let now = Instant::now();
         let mut t = self.table.lock();
         let key = (req.group.clone(), req.resource_id.clone());
         if let Some(l) = t.get_mut(&key) {
             if l.until > now && l.holder != req.holder {
-                return Ok(false);
+                return Ok(Err(l.until - now));
             }
             l.holder.clone_from(&req.holder);
             l.until = now + lease;
-            return Ok(true);
+            return Ok(Ok(()));
         }
         if t.len() >= MAX_LEASES {
             t.retain(|_, l| l.until > now);
@@ -105,7 +119,7 @@ impl Leases {
                 until: now + lease,
             },
         );
-        Ok(true)
+        Ok(Ok(()))
     }
 
     /// Gives the lease back if `req.holder` holds it.
@@ -155,28 +169,21 @@ impl Node {
             .ok_or_else(|| Error::Unavailable(format!("{} is not served here", req.collection)))?;
         if req.release {
             h.leases.release(req);
-            return Ok(ClaimReply {
-                granted: false,
-                resource: None,
-            });
+            return Ok(ClaimReply::refused(None));
         }
-        if !h.leases.take(req)? {
-            return Ok(ClaimReply {
-                granted: false,
-                resource: None,
-            });
+        if let Err(left) = h.leases.take(req)? {
+            let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
+            return Ok(ClaimReply::refused(Some(ms)));
         }
         match h.store.get(&req.resource_id).await {
             Ok(r) => Ok(ClaimReply {
                 granted: true,
                 resource: Some(r),
+                held_ms: None,
             }),
             Err(Error::NotFound(_)) => {
                 h.leases.release(req);
-                Ok(ClaimReply {
-                    granted: false,
-                    resource: None,
-                })
+                Ok(ClaimReply::refused(None))
             }
             Err(e) => {
                 h.leases.release(req);

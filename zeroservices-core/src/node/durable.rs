@@ -31,14 +31,19 @@ struct Saved {
 pub(crate) struct Durable {
     dir: PathBuf,
     node_id: String,
+    /// Seqs reserved at a time ([`SEQ_BLOCK`] but in tests).
+    pub(crate) block: u64,
     /// No event took a seq above it (written before it is used).
     pub(crate) reserved: std::sync::atomic::AtomicU64,
+    /// The last reservation could not be saved: events wait and writes are refused until it
+    /// is (see `events::reserve`).
+    pub(crate) failing: std::sync::atomic::AtomicBool,
 }
 
 impl Durable {
     /// Loads the identity of `dir` (a new one when there is none) and reserves the next block.
     /// Answers it with the last seq the previous runs may have used.
-    pub(crate) fn open(dir: &Path) -> Result<(Durable, u64)> {
+    pub(crate) fn open(dir: &Path, block: u64) -> Result<(Durable, u64)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE);
         let (node_id, used) = match std::fs::read(&path) {
@@ -56,9 +61,11 @@ impl Durable {
         let d = Durable {
             dir: dir.to_owned(),
             node_id,
+            block: block.max(1),
             reserved: std::sync::atomic::AtomicU64::new(used),
+            failing: std::sync::atomic::AtomicBool::new(false),
         };
-        d.reserve(used.saturating_add(SEQ_BLOCK))?;
+        d.reserve(used.saturating_add(d.block))?;
         Ok((d, used))
     }
 
@@ -95,11 +102,11 @@ mod tests {
     #[test]
     fn the_id_stays_and_seqs_never_repeat_across_reopens() {
         let dir = std::env::temp_dir().join(format!("zs-durable-{}", uuid::Uuid::new_v4()));
-        let (a, used_a) = Durable::open(&dir).expect("first");
+        let (a, used_a) = Durable::open(&dir, SEQ_BLOCK).expect("first");
         assert_eq!(used_a, 0);
         let id = a.node_id().to_owned();
         drop(a);
-        let (b, used_b) = Durable::open(&dir).expect("second");
+        let (b, used_b) = Durable::open(&dir, SEQ_BLOCK).expect("second");
         assert_eq!(b.node_id(), id);
         assert_eq!(
             used_b, SEQ_BLOCK,
@@ -107,7 +114,7 @@ mod tests {
         );
         std::fs::write(dir.join(FILE), b"garbage").expect("write");
         assert!(
-            Durable::open(&dir).is_err(),
+            Durable::open(&dir, SEQ_BLOCK).is_err(),
             "a corrupt file is an error, not a new id"
         );
         let _ = std::fs::remove_dir_all(&dir);

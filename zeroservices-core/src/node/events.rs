@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -294,26 +294,46 @@ impl Node {
     }
 }
 
-/// Makes sure `seq` is within the durable reservation before an event takes it.
-async fn reserve(node: &Node, seq: u64) {
+/// Makes sure `seq` is within the durable reservation before an event takes it; `false` when
+/// it cannot be (the node is stopping and the reservation still fails).
+///
+/// While the reservation cannot be saved (a full disk), the event waits, retried with
+/// backoff, and the node refuses new writes (`Node::writes_refused`): an event published
+/// past the durable reservation could see its seq used again after a restart, and a resuming
+/// client's `since` would then hide the new events.
+async fn reserve(node: &Node, seq: u64) -> bool {
     let Some(d) = &node.inner.durable else {
-        return;
+        return true;
     };
-    if seq <= d.reserved.load(Ordering::Acquire) {
-        return;
-    }
-    let n = node.clone();
-    let upto = seq.saturating_add(super::durable::SEQ_BLOCK);
-    let done = tokio::task::spawn_blocking(move || match &n.inner.durable {
-        Some(d) => d.reserve(upto),
-        None => Ok(()),
-    })
-    .await;
-    if !matches!(done, Ok(Ok(()))) {
-        tracing::error!(
-            seq,
-            "cannot save the seq reservation; after a restart, seqs may repeat"
-        );
+    let mut wait = Duration::from_millis(20);
+    loop {
+        if seq <= d.reserved.load(Ordering::Acquire) {
+            return true;
+        }
+        let n = node.clone();
+        let upto = seq.saturating_add(d.block);
+        let done = tokio::task::spawn_blocking(move || match &n.inner.durable {
+            Some(d) => d.reserve(upto),
+            None => Ok(()),
+        })
+        .await;
+        if matches!(done, Ok(Ok(()))) {
+            if d.failing.swap(false, Ordering::AcqRel) {
+                tracing::info!(seq, "seq reservation saved again: writes accepted");
+            }
+            return true;
+        }
+        if !d.failing.swap(true, Ordering::AcqRel) {
+            tracing::error!(seq, error = ?done, "cannot save the seq reservation: events wait and writes are refused until it can be saved");
+        }
+        if node.inner.shutdown.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = node.inner.shutdown.cancelled() => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -332,7 +352,11 @@ pub(super) async fn event_publisher(node: Node, mut rx: mpsc::Receiver<(String, 
             return;
         };
         let seq = node.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        reserve(&node, seq).await;
+        if !reserve(&node, seq).await {
+            // Its seq is skipped: hubs see a hole, and resuming clients get `resync`.
+            tracing::error!(topic = %topic, seq, "node stopping without a durable seq reservation: event not published");
+            continue;
+        }
         // Writing into a Vec cannot fail.
         let _ = write!(body, r#","seq":{seq},"ts":{}}}"#, now_ms());
         let ev = Event {

@@ -6,15 +6,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::Node;
 use crate::error::{Error, Result};
-use crate::query::{ListQuery, Update};
+use crate::query::Update;
 use crate::resources::{
-    validate_id, Action, Collection, Resource, ResourceRequest, Schema, DEFAULT_LIST_LIMIT,
-    MAX_LIST_LIMIT,
+    validate_id, Action, Collection, LinkArgs, Resource, ResourceRequest, Schema, StandardArgs,
+    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 
 /// What a custom action receives.
@@ -249,44 +249,36 @@ fn to_value<T: Serialize>(v: &T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// Splits create arguments `{"resource_data": {...}, "resource_id"?: "..."}` by moving the data
-/// out (a `serde_json::from_value` would copy it).
-fn create_args(args: Value) -> Result<(Option<String>, Value)> {
-    let bad = |m: &str| Error::BadRequest(format!("invalid create arguments: {m}"));
-    let Value::Object(mut obj) = args else {
-        return Err(bad("expected an object"));
-    };
-    let data = obj
-        .remove("resource_data")
-        .ok_or_else(|| bad("missing field `resource_data`"))?;
-    let id = match obj.remove("resource_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => Some(id),
-        Some(_) => return Err(bad("`resource_id` must be a string")),
-    };
-    if let Some(k) = obj.keys().next() {
-        return Err(bad(&format!("unknown field `{k}`")));
-    }
-    Ok((id, data))
-}
-
-#[derive(Deserialize)]
-struct PatchArgs {
-    patch: Value,
-}
-
-#[derive(Deserialize)]
-struct LinkArgs {
-    relation: String,
-    target: (String, String),
-    #[serde(default)]
-    title: Option<String>,
-}
-
 impl Hosted {
+    /// [`Hosted::execute`] for a caller that may stop waiting (a local call made from an HTTP
+    /// request, which its client can cancel by closing the connection): a change runs in a
+    /// task of the node's tracker, so once it started its write and its event complete
+    /// together whether or not anyone still waits, and the node's shutdown waits for it.
+    /// Requests from peers need none: the dispatcher already runs them apart from the peer.
+    pub(crate) async fn execute_detached(
+        self: &Arc<Self>,
+        node: &Node,
+        req: ResourceRequest,
+    ) -> Result<Output> {
+        if req.is_read_only() {
+            return self.execute(node, req).await;
+        }
+        let (h, n) = (self.clone(), node.clone());
+        node.inner
+            .tracker
+            .spawn(async move { h.execute(&n, req).await })
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("the action failed: {e}"))))
+    }
+
     /// Runs one action on this node's store and publishes the resulting event; a storage
     /// failure is remembered for `/health`.
     pub(crate) async fn execute(&self, node: &Node, req: ResourceRequest) -> Result<Output> {
+        if !req.is_read_only() && node.writes_refused() {
+            return Err(Error::Unavailable(
+                "the node cannot save its event seq reservation (is its disk full?): writes are refused until it can".into(),
+            ));
+        }
         let out = self.run(node, req).await;
         if let Err(Error::Storage(_) | Error::Io(_)) = &out {
             *self.last_failure.lock() = Some(std::time::Instant::now());
@@ -301,11 +293,26 @@ impl Hosted {
             args,
             ..
         } = req;
-        let args = if args.is_null() { json!({}) } else { args };
-        match &action {
-            Action::List => {
-                let mut q: ListQuery = serde_json::from_value(args)
-                    .map_err(|e| Error::BadRequest(format!("invalid list arguments: {e}")))?;
+        if let Action::Custom(name) = &action {
+            let f = self.actions.get(name.as_str()).ok_or_else(|| {
+                Error::NotFound(format!("collection {:?} has no action {name:?}", self.name))
+            })?;
+            if let Some(id) = &resource_id {
+                validate_id(id)?;
+            }
+            let args = if args.is_null() { json!({}) } else { args };
+            return f(ActionContext {
+                node: node.clone(),
+                collection: self.name.clone(),
+                resource_id,
+                args,
+                store: self.store.clone(),
+            })
+            .await
+            .map(Output::Value);
+        }
+        match StandardArgs::parse(&action, args)? {
+            StandardArgs::List(mut q) => {
                 // Every list request obeys the rules of `GET /{c}`, whoever sends it.
                 match q.limit {
                     Some(l) if l > MAX_LIST_LIMIT => {
@@ -318,18 +325,18 @@ impl Hosted {
                 }
                 to_value(&self.store.list(&q).await?).map(Output::Value)
             }
-            Action::Create => self.create(node, args).await,
-            Action::Get => Ok(Output::Value(resource_value(
+            StandardArgs::Create {
+                resource_id,
+                resource_data,
+            } => self.create(node, resource_id, resource_data).await,
+            StandardArgs::Get => Ok(Output::Value(resource_value(
                 self.store.get(need_id(&action, &resource_id)?).await?,
             ))),
-            Action::Patch => {
+            StandardArgs::Patch(update) => {
                 let id = need_id(&action, &resource_id)?;
-                let a: PatchArgs = serde_json::from_value(args)
-                    .map_err(|e| Error::BadRequest(format!("invalid patch arguments: {e}")))?;
-                let update = Update::parse(&a.patch)?;
                 self.patch(node, id, &update).await
             }
-            Action::Delete => {
+            StandardArgs::Delete => {
                 let id = need_id(&action, &resource_id)?;
                 let _turn = self.order.turn(id).await;
                 self.store.delete(id).await?;
@@ -337,32 +344,14 @@ impl Hosted {
                     .await;
                 Ok(Output::Value(json!({})))
             }
-            Action::AddLink => {
+            StandardArgs::AddLink(link) => {
                 let id = need_id(&action, &resource_id)?;
-                self.add_link(node, id, args).await
-            }
-            Action::Custom(name) => {
-                let f = self.actions.get(name.as_str()).ok_or_else(|| {
-                    Error::NotFound(format!("collection {:?} has no action {name:?}", self.name))
-                })?;
-                if let Some(id) = &resource_id {
-                    validate_id(id)?;
-                }
-                f(ActionContext {
-                    node: node.clone(),
-                    collection: self.name.clone(),
-                    resource_id,
-                    args,
-                    store: self.store.clone(),
-                })
-                .await
-                .map(Output::Value)
+                self.add_link(node, id, link).await
             }
         }
     }
 
-    async fn create(&self, node: &Node, args: Value) -> Result<Output> {
-        let (id, data) = create_args(args)?;
+    async fn create(&self, node: &Node, id: Option<String>, data: Value) -> Result<Output> {
         if let Some(s) = &self.schema {
             s.validate(&data)?;
         }
@@ -388,9 +377,7 @@ impl Hosted {
         Ok(Output::Json(resource_json(&id, &data_json)?))
     }
 
-    async fn add_link(&self, node: &Node, id: &str, args: Value) -> Result<Output> {
-        let a: LinkArgs = serde_json::from_value(args)
-            .map_err(|e| Error::BadRequest(format!("invalid add_link arguments: {e}")))?;
+    async fn add_link(&self, node: &Node, id: &str, a: LinkArgs) -> Result<Output> {
         for part in [&a.relation, &a.target.0] {
             crate::query::check_path(part)?;
         }

@@ -254,6 +254,14 @@ impl Node {
         Ok(())
     }
 
+    /// True while the durable seq reservation cannot be saved (see `events::reserve`).
+    pub(crate) fn writes_refused(&self) -> bool {
+        self.inner
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.failing.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     fn hosted(&self, collection: &str) -> Option<Arc<Hosted>> {
         self.inner.hosted.read().get(collection).cloned()
     }

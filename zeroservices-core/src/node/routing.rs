@@ -63,7 +63,7 @@ impl Node {
 
     pub(super) async fn route(&self, req: ResourceRequest) -> Result<Answer> {
         if let Some(h) = self.hosted(&req.collection) {
-            return h.execute(self, req).await.map(Answer::Here);
+            return h.execute_detached(self, req).await.map(Answer::Here);
         }
         let body =
             Bytes::from(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);

@@ -20,7 +20,8 @@ enum Node {
     Or(Vec<Node>),
     Nor(Vec<Node>),
     Field(String, Vec<Cond>),
-    Text(Vec<String>),
+    /// Distinct lowercase terms (at most [`MAX_TEXT_TERMS`]).
+    Text(std::collections::HashSet<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +48,12 @@ impl Filter {
 
     /// Parses a filter document.
     pub fn parse(doc: &Value) -> Result<Filter> {
+        let texts = count_key(doc, "$text", 0);
+        if texts > MAX_TEXTS {
+            return Err(bad(format!(
+                "{texts} $text in one filter (at most {MAX_TEXTS})"
+            )));
+        }
         let regexes = count_key(doc, "$regex", 0);
         if regexes > MAX_REGEXES {
             return Err(bad(format!(
@@ -70,6 +77,10 @@ impl Filter {
 const MAX_DEPTH: usize = 32;
 /// `$regex` conditions one filter may hold: each is compiled and run on every candidate.
 pub(crate) const MAX_REGEXES: usize = 16;
+/// Distinct terms of one `$text` (each document's words are looked up in a set of them).
+pub(crate) const MAX_TEXT_TERMS: usize = 64;
+/// `$text` conditions one filter may hold.
+const MAX_TEXTS: usize = 4;
 
 /// How many times `key` appears as an object key in `v` (nesting beyond [`MAX_DEPTH`] is left
 /// to the parser, which refuses it).
@@ -121,7 +132,15 @@ fn parse_doc(doc: &Value, depth: usize) -> Result<Node> {
                         .ok_or_else(|| bad("$text takes a string or {\"$search\": string}"))?,
                     _ => return Err(bad("$text takes a string or {\"$search\": string}")),
                 };
-                Node::Text(search.split_whitespace().map(str::to_lowercase).collect())
+                let terms: std::collections::HashSet<String> =
+                    search.split_whitespace().map(str::to_lowercase).collect();
+                if terms.len() > MAX_TEXT_TERMS {
+                    return Err(bad(format!(
+                        "$text has {} distinct terms (at most {MAX_TEXT_TERMS})",
+                        terms.len()
+                    )));
+                }
+                Node::Text(terms)
             }
             op if op.starts_with('$') => return Err(bad(format!("unknown operator {op}"))),
             path => {
@@ -277,32 +296,48 @@ fn eval_cond(c: &Cond, found: &[&Value]) -> bool {
     }
 }
 
-/// Any term appears as a whole word (case-insensitive) in any string of the document.
-fn text_matches(data: &Value, terms: &[String]) -> bool {
-    if terms.is_empty() {
-        return false;
-    }
-    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+/// Any term appears as a whole word (case-insensitive) in any string of the document. Each
+/// word is lowercased once and looked up in the set of terms: the cost is the document's
+/// words, whatever the number of terms.
+fn text_matches(data: &Value, terms: &std::collections::HashSet<String>) -> bool {
+    fn any_word(v: &Value, terms: &std::collections::HashSet<String>, word: &mut String) -> bool {
         match v {
-            Value::String(s) => out.push(s),
-            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-            Value::Object(o) => o.values().for_each(|x| strings(x, out)),
-            _ => {}
+            Value::String(s) => s
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .any(|w| {
+                    word.clear();
+                    word.extend(w.chars().flat_map(char::to_lowercase));
+                    terms.contains(word.as_str())
+                }),
+            Value::Array(a) => a.iter().any(|x| any_word(x, terms, word)),
+            Value::Object(o) => o.values().any(|x| any_word(x, terms, word)),
+            _ => false,
         }
     }
-    let mut all = Vec::new();
-    strings(data, &mut all);
-    all.iter().any(|s| {
-        s.split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .any(|w| terms.iter().any(|t| w.to_lowercase() == *t))
-    })
+    !terms.is_empty() && any_word(data, terms, &mut String::new())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn text_terms_are_deduplicated_and_capped() {
+        let many: Vec<String> = (0..=MAX_TEXT_TERMS).map(|i| format!("t{i}")).collect();
+        assert!(matches!(
+            Filter::parse(&json!({"$text": many.join(" ")})),
+            Err(crate::Error::BadRequest(_))
+        ));
+        // 8,000 terms, all the same word: one term.
+        let same = vec!["Word"; 8000].join(" ");
+        let f = Filter::parse(&json!({ "$text": same })).unwrap();
+        assert!(f.matches(&json!({"title": "a WORD here"})));
+        assert!(!f.matches(&json!({"title": "words"})));
+        let or: Vec<Value> = (0..=MAX_TEXTS).map(|_| json!({"$text": "a"})).collect();
+        assert!(Filter::parse(&json!({ "$or": or })).is_err());
+    }
 
     #[test]
     fn at_most_sixteen_regexes_per_filter() {

@@ -162,6 +162,28 @@ impl Update {
         &self.doc
     }
 
+    /// Every field path the update changes, with its operator (`"$set"`, `"$unset"`, ...) and,
+    /// for `$set`, the value set: what a check of "who may change which field" reads.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use zeroservices_core::query::Update;
+    ///
+    /// let u = Update::parse(&json!({"owner": "bob"})).unwrap();
+    /// let changes: Vec<_> = u.changes().collect();
+    /// assert_eq!(changes, [("$set", "owner", Some(&json!("bob")))]);
+    /// ```
+    pub fn changes(&self) -> impl Iterator<Item = (&'static str, &str, Option<&Value>)> {
+        self.ops.iter().map(|op| match op {
+            Op::Set(p, v) => ("$set", p.as_str(), Some(v)),
+            Op::Unset(p) => ("$unset", p.as_str(), None),
+            Op::Inc(p, _) => ("$inc", p.as_str(), None),
+            Op::Push(p, _) => ("$push", p.as_str(), None),
+            Op::AddToSet(p, _) => ("$addToSet", p.as_str(), None),
+            Op::Pull(p, _) => ("$pull", p.as_str(), None),
+        })
+    }
+
     /// Whether the updated document must pass a check ([`Update::with_check`]): a store must
     /// then apply the update itself, where it can run the check before writing.
     pub fn is_checked(&self) -> bool {

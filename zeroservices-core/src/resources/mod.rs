@@ -3,9 +3,11 @@
 //! publishes. It knows nothing of nodes: the node layer hosts collections
 //! (`CollectionSpec`, custom actions) and routes requests to them.
 
+mod args;
 mod collection;
 mod schema;
 
+pub use self::args::{LinkArgs, StandardArgs};
 pub use self::collection::{
     generate_id, list_in_memory, list_in_memory_by, validate_data, validate_id, Collection,
     ListPage, Resource,

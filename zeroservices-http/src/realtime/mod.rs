@@ -25,17 +25,18 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use zeroservices_core::protocol::covering_prefixes;
 
 mod hub;
 mod messages;
+mod seen;
 
 use self::hub::HubEvent;
 pub(crate) use self::hub::{tap, Hub, Prefill};
 use self::messages::{error_msg, live_message, ClientMessage, LiveMessage, Topics};
+use self::seen::{Seen, SeenVisible};
 use crate::auth::Principal;
 use crate::live;
 use crate::visibility;
@@ -89,15 +90,9 @@ struct Conn {
     allowed: HashMap<Arc<str>, bool>,
     /// Server-side live queries (see `live`).
     live: live::LiveQueries,
-    /// Resources of collections with a read rule that this connection saw as visible (so it
-    /// may hear of their deletion); bounded.
-    seen_visible: HashSet<(String, String)>,
-    /// The read rules of the connection's user, parsed (cleared with `who`).
-    rule_filters: HashMap<String, Option<zeroservices_core::query::Filter>>,
+    /// What this connection saw of collections with a read rule (cleared with `who`).
+    seen: SeenVisible,
 }
-
-/// Visible resources a connection remembers at most (then it starts over).
-const SEEN_VISIBLE: usize = 10_000;
 
 /// The collection an event topic belongs to.
 fn collection_of(topic: &str) -> &str {
@@ -147,63 +142,27 @@ impl Conn {
     /// what it does to the live queries.
     fn deliver(&mut self, ev: &HubEvent) -> Vec<Utf8Bytes> {
         let mut out = Vec::new();
-        if !self.fresh(ev) || !self.visible(ev) {
+        if !self.fresh(ev) {
             return out;
         }
-        if self.covers(&ev.topic) && self.may_get(&ev.topic) {
+        let seen = self.visible(ev);
+        if seen == Seen::Hidden {
+            return out;
+        }
+        if seen == Seen::Visible && self.covers(&ev.topic) && self.may_get(&ev.topic) {
             out.push(ev.text.clone());
         }
         let collection = collection_of(&ev.topic);
         if self.live.follows(collection) && self.may_get(&ev.topic) {
-            out.extend(self.live.on_event(ev.text.as_str()));
+            out.extend(self.live.on_event(ev.text.as_str(), seen == Seen::Visible));
         }
         out
     }
 
-    /// Whether the collection's read rule (if any) lets this connection see the event: the
-    /// changed data matches it, or, for a delete, the resource was seen as visible.
-    fn visible(&mut self, ev: &HubEvent) -> bool {
-        #[derive(Deserialize)]
-        struct Env {
-            data: Data,
-        }
-        #[derive(Deserialize)]
-        struct Data {
-            resource_id: String,
-            #[serde(default)]
-            resource_data: Option<serde_json::Value>,
-        }
-        let collection = collection_of(&ev.topic);
-        let Some(rule) = self.st.read_rules.get(collection) else {
-            return true;
-        };
-        let Some(user) = visibility::user_of(&self.who) else {
-            return false;
-        };
-        let Ok(Env { data }) = serde_json::from_str::<Env>(ev.text.as_str()) else {
-            return false;
-        };
-        let key = (collection.to_owned(), data.resource_id);
-        match data.resource_data {
-            Some(d) => {
-                // Parsed once per collection and credentials, not per event.
-                let filter = self
-                    .rule_filters
-                    .entry(key.0.clone())
-                    .or_insert_with(|| rule.matcher(user));
-                let ok = filter.as_ref().is_some_and(|f| f.matches(&d));
-                if ok {
-                    if self.seen_visible.len() >= SEEN_VISIBLE {
-                        self.seen_visible.clear();
-                    }
-                    self.seen_visible.insert(key);
-                } else {
-                    self.seen_visible.remove(&key);
-                }
-                ok
-            }
-            None => self.seen_visible.remove(&key),
-        }
+    /// What the collection's read rule (if any) lets this connection see of the event.
+    fn visible(&mut self, ev: &HubEvent) -> Seen {
+        let rule = self.st.read_rules.get(collection_of(&ev.topic));
+        self.seen.classify(rule, &self.who, ev)
     }
 
     /// Handles one text message of the client: live-query forms, then the rest.
@@ -238,6 +197,10 @@ impl Conn {
             Ok(x) => x,
             Err(e) => return vec![e],
         };
+        if self.st.read_rules.contains_key(&sub.collection) {
+            // The listed resources were seen: their deletion or leaving reaches this client.
+            self.seen.listed(&sub.collection, q.members());
+        }
         match self.live.add(q) {
             Ok(()) => vec![subscribed],
             Err(e) => vec![e],
@@ -276,8 +239,7 @@ impl Conn {
                     self.who = p;
                     self.allowed.clear();
                     // What the old credentials could see is not the new ones' business.
-                    self.seen_visible.clear();
-                    self.rule_filters.clear();
+                    self.seen.clear();
                     self.live = live::LiveQueries::default();
                     vec![json!({"type": "authenticated"}).to_string().into()]
                 }
@@ -395,7 +357,7 @@ impl Conn {
                 && covers(&ev)
                 && self.fresh(&ev)
                 && self.may_get(&ev.topic)
-                && self.visible(&ev)
+                && self.visible(&ev) == Seen::Visible
             {
                 self.note_replayed(&ev);
                 replay.push(ev);
@@ -438,8 +400,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
         replayed_count: 0,
         allowed: HashMap::new(),
         live: live::LiveQueries::default(),
-        seen_visible: HashSet::new(),
-        rule_filters: HashMap::new(),
+        seen: SeenVisible::default(),
     };
     // Far away when the credentials do not expire; moved by every `auth`.
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
