@@ -62,18 +62,10 @@ async fn a_seq_is_never_used_past_a_reservation_that_could_not_be_saved() {
         None
     );
     // ... and writes are refused meanwhile (reads are not).
-    let mut refused = false;
-    for _ in 0..100 {
-        match c.create(Some("r3"), json!({})).await {
-            Err(Error::Unavailable(_)) => {
-                refused = true;
-                break;
-            }
-            Ok(_) => panic!("a write was accepted while the reservation fails"),
-            Err(e) => panic!("unexpected error {e:?}"),
-        }
+    match c.create(Some("r3"), json!({})).await {
+        Err(Error::Unavailable(_)) => {}
+        other => panic!("a write while the reservation fails: {other:?}"),
     }
-    assert!(refused);
     assert!(c.get("r0").await.is_ok(), "reads still work");
     std::fs::remove_dir_all(&blocker).expect("unblock");
     let held = next_seq(&mut events, Duration::from_secs(10))
