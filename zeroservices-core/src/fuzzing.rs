@@ -23,8 +23,8 @@ pub fn frames(data: &[u8]) {
         .map(Bytes::copy_from_slice)
         .collect();
     let key = ClusterKey::new(b"fuzzing-key-fuzzing-key");
-    let _ = crate::medium::envelope::open_request(None, frames.clone());
-    let _ = crate::medium::envelope::open_request(Some(&key), frames.clone());
+    let _ = crate::medium::envelope::open_request(None, Some("fuzz"), frames.clone());
+    let _ = crate::medium::envelope::open_request(Some(&key), Some("fuzz"), frames.clone());
     let _ = crate::medium::envelope::open_reply(Some(&key), frames.clone());
     let _ = crate::medium::envelope::open_event(Some(&key), frames);
     let _ = decode_reply(data);

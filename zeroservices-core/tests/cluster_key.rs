@@ -85,3 +85,60 @@ async fn keyed_nodes_talk_and_a_wrong_key_gets_nothing() {
         n.shutdown().await;
     }
 }
+
+/// Sends `frames` on a fresh DEALER to `endpoint`; the reply's frames if one comes within
+/// `wait`.
+fn raw_exchange(endpoint: &str, frames: &[bytes::Bytes], wait: Duration) -> Option<Vec<Vec<u8>>> {
+    let ctx = zmq::Context::new();
+    let s = ctx.socket(zmq::DEALER).expect("dealer");
+    s.set_linger(0).expect("linger");
+    s.connect(endpoint).expect("connect");
+    let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    s.send_multipart(parts, 0).expect("send");
+    match s.poll(zmq::POLLIN, i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)) {
+        Ok(n) if n > 0 => s.recv_multipart(0).ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_captured_on_its_way_to_one_provider_is_dropped_by_another() {
+    use zeroservices_core::medium::envelope;
+    use zeroservices_core::protocol::kind;
+    use zeroservices_core::ResourceRequest;
+
+    // Two providers with the key, each with its own replay memory (two processes).
+    let secret = b"a-shared-secret-of-32-bytes-long";
+    let a = node("a", ClusterKey::new(secret), None, true).await;
+    let b = node("b", ClusterKey::new(secret), None, true).await;
+    // What a keyed client sent to `a`, as captured on the wire: a create.
+    let create = ResourceRequest::new("power", "create", json!({"resource_data": {"v": 1}}));
+    let body = serde_json::to_vec(&create).expect("json");
+    let frames = envelope::seal_request(
+        Some(&ClusterKey::new(secret)),
+        Some(a.node_id()),
+        bytes::Bytes::from_static(b"1"),
+        bytes::Bytes::from_static(kind::RESOURCE.as_bytes()),
+        bytes::Bytes::from(body),
+    );
+    let (to_a, to_b) = (
+        a.announcement().endpoints.request,
+        b.announcement().endpoints.request,
+    );
+    let (replayed, delivered) = tokio::task::spawn_blocking(move || {
+        // Replayed to `b` first (so its nonce is fresh there), then delivered to `a`.
+        let replayed = raw_exchange(&to_b, &frames, Duration::from_secs(1));
+        let delivered = raw_exchange(&to_a, &frames, Duration::from_secs(5));
+        (replayed, delivered)
+    })
+    .await
+    .expect("exchanges");
+    assert!(replayed.is_none(), "b answered a request meant for a");
+    assert!(delivered.is_some(), "a answers the request meant for it");
+    let q = zeroservices_core::ListQuery::default();
+    let (in_a, in_b) = (
+        a.collection("power").list(&q).await.expect("list a").total,
+        b.collection("power").list(&q).await.expect("list b").total,
+    );
+    assert_eq!((in_a, in_b), (1, 0), "created once, on a only");
+}

@@ -8,8 +8,8 @@
 //! ```
 //! # use bytes::Bytes;
 //! # use zeroservices_core::medium::envelope::{open_request, seal_request, Opened};
-//! let frames = seal_request(None, Bytes::from_static(b"1"), Bytes::from_static(b"ping"), Bytes::from_static(b"{}"));
-//! assert!(matches!(open_request(None, frames), Opened::Answer { .. }));
+//! let frames = seal_request(None, Some("node-a"), Bytes::from_static(b"1"), Bytes::from_static(b"ping"), Bytes::from_static(b"{}"));
+//! assert!(matches!(open_request(None, Some("node-a"), frames), Opened::Answer { .. }));
 //! ```
 
 use std::sync::Arc;
@@ -105,13 +105,63 @@ fn check_auth(
     }
     let auth = frames.pop().unwrap_or_default(); // len is n + 1 ≥ 1
     let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
-    match k.verify(&parts, &auth) {
-        Ok(()) => Ok(frames),
-        Err(e) => {
-            tracing::debug!(error = %e, "authentication failed");
-            Err("message failed authentication")
-        }
+    verify(k, &parts, &auth).map(|()| frames)
+}
+
+fn verify(k: &ClusterKey, parts: &[&[u8]], auth: &[u8]) -> Result<(), &'static str> {
+    k.verify(parts, auth).map_err(|e| {
+        tracing::debug!(error = %e, "authentication failed");
+        "message failed authentication"
+    })
+}
+
+/// Who a keyed request is for (see docs/protocol.md §7): the receiving node's id, or `*`
+/// for `ping` and `announce`, which a node also sends to a seed it knows only by an address
+/// the user typed. The request's authenticator frame is `<audience>|<ts>.<nonce>.<mac>`, the
+/// MAC covering the frames and `to:<audience>`; a node drops a request for another node, so
+/// a request captured on its way to one provider cannot be replayed to another within the
+/// replay window.
+fn audience<'a>(kind: &[u8], to: Option<&'a str>) -> &'a str {
+    if for_anyone(kind) {
+        "*"
+    } else {
+        to.unwrap_or("*")
     }
+}
+
+/// The kinds any node may answer (see [`audience`]).
+fn for_anyone(kind: &[u8]) -> bool {
+    kind == kind::PING.as_bytes() || kind == kind::ANNOUNCE.as_bytes()
+}
+
+fn audience_part(audience: &str) -> Vec<u8> {
+    [b"to:".as_slice(), audience.as_bytes()].concat()
+}
+
+/// Checks a request's authenticator frame (see [`audience`]) as the node `me` receives it.
+fn check_request_auth(
+    k: &ClusterKey,
+    mut frames: Vec<Bytes>,
+    me: Option<&str>,
+) -> Result<Vec<Bytes>, &'static str> {
+    if frames.len() != 4 {
+        return Err("unauthenticated message (cluster key required)");
+    }
+    let auth = frames.pop().unwrap_or_default(); // len is 4
+    let split = auth.iter().position(|b| *b == b'|').ok_or("malformed authenticator")?;
+    let to = std::str::from_utf8(&auth[..split]).map_err(|_| "malformed authenticator")?;
+    match (to == "*", for_anyone(&frames[1])) {
+        (true, true) => {}
+        (false, false) if me.is_some_and(|me| me != to) => {
+            return Err("a request for another node")
+        }
+        (false, false) => {}
+        _ => return Err("a request whose audience does not fit its kind"),
+    }
+    let aud = audience_part(to);
+    let mut parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    parts.push(&aud);
+    verify(k, &parts, &auth[split + 1..]).map(|()| frames)
 }
 
 /// Refuses, before anything is sent, a body or event payload over the protocol's limit: a
@@ -126,14 +176,37 @@ pub fn check_size(body: &[u8]) -> crate::error::Result<()> {
     Ok(())
 }
 
-/// The frames of a request: `[request_id, kind, body]` (+ authenticator).
-pub fn seal_request(key: Option<&ClusterKey>, rid: Bytes, kind: Bytes, body: Bytes) -> Vec<Bytes> {
-    with_auth(key, vec![rid, kind, body])
+/// The frames of a request to the node `to` (its node id; `None` when only its address is
+/// known): `[request_id, kind, body]` (+ the authenticator, naming `to`: see [`audience`]).
+pub fn seal_request(
+    key: Option<&ClusterKey>,
+    to: Option<&str>,
+    rid: Bytes,
+    kind: Bytes,
+    body: Bytes,
+) -> Vec<Bytes> {
+    let mut frames = vec![rid, kind, body];
+    if let Some(k) = key {
+        let to = audience(&frames[1], to);
+        let aud = audience_part(to);
+        let mut parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        parts.push(&aud);
+        let sig = k.sign(&parts);
+        frames.push(Bytes::from([to.as_bytes(), b"|", &sig].concat()));
+    }
+    frames
 }
 
-/// Applies the protocol's rules to a received request (`frames` without any routing identity).
-pub fn open_request(key: Option<&ClusterKey>, frames: Vec<Bytes>) -> Opened {
-    let frames = match check_auth(key, frames, 3, "expected 3 frames: request_id, kind, body") {
+/// Applies the protocol's rules to a request received by the node `me` (`None`: a medium
+/// used without a node, which takes keyed requests for any node); `frames` without any
+/// routing identity.
+pub fn open_request(key: Option<&ClusterKey>, me: Option<&str>, frames: Vec<Bytes>) -> Opened {
+    let frames = match key {
+        Some(k) => check_request_auth(k, frames, me),
+        None if frames.len() == 3 => Ok(frames),
+        None => Err("expected 3 frames: request_id, kind, body"),
+    };
+    let frames = match frames {
         Ok(f) => f,
         Err(why) => return Opened::Drop(why),
     };
@@ -234,6 +307,8 @@ pub fn open_event(key: Option<&ClusterKey>, frames: Vec<Bytes>) -> Result<Event,
 mod tests {
     use super::*;
 
+    const ME: &str = "node-a";
+
     fn b(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
     }
@@ -244,8 +319,8 @@ mod tests {
 
     #[test]
     fn ping_is_answered_here() {
-        let f = seal_request(None, b("7"), k(kind::PING), b("{}"));
-        let Opened::Answer { rid, body } = open_request(None, f) else {
+        let f = seal_request(None, Some(ME), b("7"), k(kind::PING), b("{}"));
+        let Opened::Answer { rid, body } = open_request(None, Some(ME), f) else {
             panic!("ping not answered")
         };
         assert_eq!(rid, b("7"));
@@ -258,8 +333,8 @@ mod tests {
     #[test]
     fn oversized_body_is_refused_with_too_large() {
         let big = Bytes::from(vec![b'x'; MAX_BODY_BYTES + 1]);
-        let f = seal_request(None, b("1"), k(kind::RESOURCE), big);
-        let Opened::Answer { body, .. } = open_request(None, f) else {
+        let f = seal_request(None, Some(ME), b("1"), k(kind::RESOURCE), big);
+        let Opened::Answer { body, .. } = open_request(None, Some(ME), f) else {
             panic!("not answered")
         };
         assert!(matches!(
@@ -270,21 +345,21 @@ mod tests {
 
     #[test]
     fn unknown_kind_is_a_bad_request_and_a_reply_is_dropped() {
-        let f = seal_request(None, b("1"), k("frobnicate"), b("{}"));
-        assert!(matches!(open_request(None, f), Opened::Answer { .. }));
-        let f = seal_request(None, b("1"), k(kind::REPLY), b("{}"));
-        assert!(matches!(open_request(None, f), Opened::Drop(_)));
+        let f = seal_request(None, Some(ME), b("1"), k("frobnicate"), b("{}"));
+        assert!(matches!(open_request(None, Some(ME), f), Opened::Answer { .. }));
+        let f = seal_request(None, Some(ME), b("1"), k(kind::REPLY), b("{}"));
+        assert!(matches!(open_request(None, Some(ME), f), Opened::Drop(_)));
         assert!(matches!(
-            open_request(None, vec![b("1"), b("request")]),
+            open_request(None, Some(ME), vec![b("1"), b("request")]),
             Opened::Drop(_)
         ));
     }
 
     #[test]
     fn notify_has_no_request_id() {
-        let f = seal_request(None, b("1"), k(kind::NOTIFY), b("{}"));
+        let f = seal_request(None, Some(ME), b("1"), k(kind::NOTIFY), b("{}"));
         assert!(matches!(
-            open_request(None, f),
+            open_request(None, Some(ME), f),
             Opened::Deliver {
                 rid: None,
                 kind: MessageKind::Notify,
@@ -297,23 +372,51 @@ mod tests {
     fn the_cluster_key_is_required_and_checked() {
         let key = ClusterKey::new(b"0123456789abcdef");
         let other = ClusterKey::new(b"fedcba9876543210");
-        let sealed = seal_request(Some(&key), b("1"), k(kind::REQUEST), b("{}"));
+        let sealed = seal_request(Some(&key), Some(ME), b("1"), k(kind::REQUEST), b("{}"));
         assert!(matches!(
-            open_request(Some(&key), sealed.clone()),
+            open_request(Some(&key), Some(ME), sealed.clone()),
             Opened::Deliver { .. }
         ));
         assert!(
-            matches!(open_request(Some(&key), sealed), Opened::Drop(_)),
+            matches!(open_request(Some(&key), Some(ME), sealed), Opened::Drop(_)),
             "replay"
         );
-        let plain = seal_request(None, b("1"), k(kind::REQUEST), b("{}"));
-        assert!(matches!(open_request(Some(&key), plain), Opened::Drop(_)));
-        let forged = seal_request(Some(&other), b("1"), k(kind::PING), b("{}"));
-        assert!(matches!(open_request(Some(&key), forged), Opened::Drop(_)));
+        let plain = seal_request(None, Some(ME), b("1"), k(kind::REQUEST), b("{}"));
+        assert!(matches!(open_request(Some(&key), Some(ME), plain), Opened::Drop(_)));
+        let forged = seal_request(Some(&other), Some(ME), b("1"), k(kind::PING), b("{}"));
+        assert!(matches!(open_request(Some(&key), Some(ME), forged), Opened::Drop(_)));
         let ev = seal_event(Some(&key), "power.create.1", b("{}"));
         assert!(open_event(Some(&key), ev).is_ok());
         assert!(open_event(Some(&key), seal_event(None, "a", b("{}"))).is_err());
         let r = seal_reply(Some(&key), b("9"), b("{}"));
         assert_eq!(open_reply(Some(&key), r).map(|(rid, _)| rid), Ok(b("9")));
+    }
+
+    #[test]
+    fn a_keyed_request_is_refused_by_any_node_but_the_one_it_was_sent_to() {
+        let key = ClusterKey::new(b"0123456789abcdef");
+        let other_node = ClusterKey::new(b"0123456789abcdef"); // same key, its own replay cache
+        let sealed = seal_request(Some(&key), Some(ME), b("1"), k(kind::RESOURCE), b("{}"));
+        let elsewhere = Some("node-b");
+        assert!(matches!(
+            open_request(Some(&other_node), elsewhere, sealed.clone()),
+            Opened::Drop(_)
+        ));
+        assert!(matches!(
+            open_request(Some(&key), Some(ME), sealed),
+            Opened::Deliver { .. }
+        ));
+        // A ping or an announce request is for whoever is at the address the sender knows;
+        // any other request must name its node.
+        let ping = seal_request(Some(&key), None, b("2"), k(kind::PING), b("{}"));
+        assert!(matches!(
+            open_request(Some(&other_node), elsewhere, ping),
+            Opened::Answer { .. }
+        ));
+        let anyone = seal_request(Some(&key), None, b("3"), k(kind::RESOURCE), b("{}"));
+        assert!(matches!(
+            open_request(Some(&key), Some(ME), anyone),
+            Opened::Drop(_)
+        ));
     }
 }

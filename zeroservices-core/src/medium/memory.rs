@@ -136,8 +136,10 @@ impl MemoryMedium {
         let (inbox, their_key) = self.inbox_of(endpoint, node_id)?;
         let rid = Bytes::from_static(b"m");
         let kind = Bytes::copy_from_slice(kind.as_bytes());
-        let frames = envelope::seal_request(self.key.as_deref(), rid, kind, body);
-        let (rid, reply_body) = match envelope::open_request(their_key.as_deref(), frames) {
+        // Addressed by the peer's place in the network (its node id is not known here).
+        let frames = envelope::seal_request(self.key.as_deref(), Some(endpoint), rid, kind, body);
+        let opened = envelope::open_request(their_key.as_deref(), Some(endpoint), frames);
+        let (rid, reply_body) = match opened {
             Opened::Drop(why) => {
                 tracing::debug!(why, "memory medium: request dropped");
                 return Ok(None);

@@ -162,12 +162,6 @@ impl NodeBuilder {
         for spec in &self.collections {
             spec.ensure_indexes().await?;
         }
-        let (medium, inbox) = self.bind_medium().await?;
-        let mut hosted = HashMap::new();
-        for spec in std::mem::take(&mut self.collections) {
-            let h = spec.into_hosted(&self.reserved)?;
-            hosted.insert(h.name.clone(), Arc::new(h));
-        }
         let (durable, first_seq) = match &self.state_dir {
             Some(dir) => {
                 let (d, used) = super::durable::Durable::open(dir, self.seq_block)?;
@@ -179,6 +173,12 @@ impl NodeBuilder {
             || uuid::Uuid::new_v4().simple().to_string(),
             |d| d.node_id().to_owned(),
         );
+        let (medium, inbox) = self.bind_medium(&node_id).await?;
+        let mut hosted = HashMap::new();
+        for spec in std::mem::take(&mut self.collections) {
+            let h = spec.into_hosted(&self.reserved)?;
+            hosted.insert(h.name.clone(), Arc::new(h));
+        }
         let me = self
             .announcement(&node_id, &hosted, medium.endpoints())
             .await?;
@@ -262,14 +262,15 @@ impl NodeBuilder {
         })
     }
 
-    /// The medium chosen, bound (with the cluster key, if any).
-    async fn bind_medium(&mut self) -> Result<(Arc<dyn Medium>, Inbox)> {
+    /// The medium chosen, bound for the node `node_id` (with the cluster key, if any).
+    async fn bind_medium(&mut self, node_id: &str) -> Result<(Arc<dyn Medium>, Inbox)> {
         let choice = std::mem::replace(&mut self.medium, MediumChoice::Zmq(ZmqConfig::default()));
         Ok(match choice {
             MediumChoice::Zmq(mut cfg) => {
                 if self.cluster_key.is_some() {
                     cfg.cluster_key = self.cluster_key.clone();
                 }
+                cfg.node_id = Some(node_id.to_owned());
                 let (m, i) = ZmqMedium::bind(cfg).await?;
                 (Arc::new(m), i)
             }

@@ -46,7 +46,9 @@ async fn on_request(shared: &Shared, msg: Message) -> bool {
         return true;
     };
     let reply_to = msg.reply.map(|s| Bytes::copy_from_slice(s.as_bytes()));
-    match envelope::open_request(shared.key.as_deref(), frames) {
+    // Keyed requests name the subject they were sent to: one sent to another node's
+    // subject is dropped.
+    match envelope::open_request(shared.key.as_deref(), Some(msg.subject.as_str()), frames) {
         Opened::Drop(why) => {
             tracing::debug!(why, "NATS request dropped");
             true

@@ -231,9 +231,13 @@ impl NatsMedium {
         envelope::check_size(&body)?;
         let started = tokio::time::Instant::now();
         let key = self.shared.key.as_deref();
+        // A request id of its own: a reply captured on its way to another request (which the
+        // MAC would pass, its nonce unseen here) does not answer this one.
+        let rid = Bytes::from(format!("{:032x}", rand::random::<u128>()));
         let frames = envelope::seal_request(
             key,
-            Bytes::from_static(b"n"),
+            Some(subject.as_str()),
+            rid.clone(),
             Bytes::copy_from_slice(kind.as_bytes()),
             body,
         );
@@ -256,8 +260,11 @@ impl NatsMedium {
             Some(frames) => envelope::open_reply(key, frames),
             None => Err("malformed frames"),
         };
-        match opened {
-            Ok((_, body)) => Ok(body),
+        match opened.and_then(|(r, body)| match r == rid {
+            true => Ok(body),
+            false => Err("a reply to another request"),
+        }) {
+            Ok(body) => Ok(body),
             // Dropped, as every medium drops a reply it cannot open: the caller's timeout
             // reports it.
             Err(why) => {
@@ -381,6 +388,7 @@ impl Medium for NatsMedium {
         let subject = self.peer_subject(node_id)?;
         let frames = envelope::seal_request(
             self.shared.key.as_deref(),
+            Some(subject.as_str()),
             Bytes::new(),
             Bytes::copy_from_slice(kind.as_bytes()),
             body,
@@ -428,6 +436,12 @@ impl Medium for NatsMedium {
         body: Bytes,
         timeout: Duration,
     ) -> Option<Result<Bytes>> {
+        if self.shared.key.is_some() {
+            // Any member of a queue group takes a request sent to it, so a keyed request
+            // could be replayed to another provider: keyed nodes address each request to one
+            // provider's own subject instead (see docs/security.md).
+            return None;
+        }
         let subject = Subject::from(subjects::collection_subject(
             &self.shared.prefix,
             collection,

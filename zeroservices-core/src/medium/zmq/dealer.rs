@@ -68,6 +68,8 @@ struct Conn {
     sock: zmq::Socket,
     endpoint: String,
     key: Key,
+    /// The peer's node id, when known.
+    to: Option<String>,
     state: State,
     next_id: u64,
     /// Requests sent, waiting for their reply.
@@ -116,7 +118,13 @@ impl Drop for DealerClient {
 
 impl DealerClient {
     /// Starts connecting to `endpoint` in the background.
-    pub(crate) fn spawn(endpoint: String, connect_timeout: Duration, key: Key) -> DealerClient {
+    /// `to`: the node at `endpoint`, named in keyed requests (see `envelope::seal_request`).
+    pub(crate) fn spawn(
+        endpoint: String,
+        connect_timeout: Duration,
+        key: Key,
+        to: Option<String>,
+    ) -> DealerClient {
         match open(&endpoint) {
             Ok((sock, monitor)) => {
                 let conn = Arc::new(Shared {
@@ -124,8 +132,11 @@ impl DealerClient {
                         sock,
                         endpoint: endpoint.clone(),
                         key,
+                        to,
                         state: State::Connecting,
-                        next_id: 0,
+                        // Request ids start anywhere: a reply captured on its way to another
+                        // connection matches no request of this one.
+                        next_id: rand::random(),
                         pending: HashMap::new(),
                         waiting: VecDeque::new(),
                     }),
@@ -280,7 +291,8 @@ impl Conn {
     fn send(&mut self, kind: Bytes, body: Bytes, reply: Option<ReplyTx>) -> Result<()> {
         self.next_id = self.next_id.wrapping_add(1);
         let rid = Bytes::copy_from_slice(&self.next_id.to_be_bytes());
-        let frames = envelope::seal_request(self.key.as_deref(), rid, kind, body);
+        let frames =
+            envelope::seal_request(self.key.as_deref(), self.to.as_deref(), rid, kind, body);
         match socket::try_send(&self.sock, &frames)? {
             true => {}
             // No connection up (it just broke) or the peer's queue is full.

@@ -59,6 +59,10 @@ pub struct ZmqConfig {
     /// Authenticate every frame with this shared key (see [`crate::ClusterKey`]); `None`:
     /// open cluster.
     pub cluster_key: Key,
+    /// The node this medium serves. With a cluster key, a request naming another node is
+    /// dropped (a captured request cannot be replayed to another provider); `None` takes
+    /// keyed requests for any node. [`crate::NodeBuilder`] sets it.
+    pub node_id: Option<String>,
 }
 
 impl Default for ZmqConfig {
@@ -70,6 +74,7 @@ impl Default for ZmqConfig {
             advertise: None,
             connect_timeout: Duration::from_secs(2),
             cluster_key: None,
+            node_id: None,
         }
     }
 }
@@ -160,7 +165,12 @@ impl ZmqMedium {
         let key = cfg.cluster_key.clone();
         let subscribed = Arc::new(AtomicBool::new(false));
         let tasks = [
-            TaskGuard::spawn(router::run(router, inbox_tx.clone(), key.clone())),
+            TaskGuard::spawn(router::run(
+                router,
+                inbox_tx.clone(),
+                key.clone(),
+                cfg.node_id.clone(),
+            )),
             TaskGuard::spawn(pubsub::publisher(
                 pub_ctx,
                 zap,
@@ -185,11 +195,13 @@ impl ZmqMedium {
         Ok((medium, inbox_rx))
     }
 
-    fn dealer(&self, endpoint: &str) -> Arc<DealerClient> {
+    /// A connection to `endpoint`, the node `to` (`None`: known by its address only).
+    fn dealer(&self, endpoint: &str, to: Option<&str>) -> Arc<DealerClient> {
         Arc::new(DealerClient::spawn(
             endpoint.to_owned(),
             self.cfg.connect_timeout,
             self.cfg.cluster_key.clone(),
+            to.map(str::to_owned),
         ))
     }
 
@@ -213,7 +225,7 @@ impl Medium for ZmqMedium {
         check_endpoint(&endpoints.publish)?;
         // Dialled at once, so the first request finds the connection up.
         let conn = PeerConn {
-            dealer: self.dealer(&endpoints.request),
+            dealer: self.dealer(&endpoints.request, Some(node_id)),
             _sub: TaskGuard::spawn(pubsub::peer_subscriber(
                 self.cfg.bind.is_ipv6(),
                 node_id.to_owned(),
@@ -263,7 +275,7 @@ impl Medium for ZmqMedium {
             match asked.get(endpoint) {
                 Some(d) if d.is_alive() => d.clone(),
                 _ => {
-                    let d = self.dealer(endpoint);
+                    let d = self.dealer(endpoint, None);
                     asked.insert(endpoint.to_owned(), d.clone());
                     d
                 }

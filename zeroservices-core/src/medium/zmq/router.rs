@@ -16,8 +16,14 @@ const MAX_INFLIGHT: usize = 16_384;
 /// Messages read in one go before replies get their turn.
 const BATCH: usize = 256;
 
-/// Serves `router` until the node's inbox closes.
-pub(super) async fn run(mut router: AsyncSocket, inbox: mpsc::Sender<Incoming>, key: Key) {
+/// Serves `router` until the node's inbox closes; `me`: the node's id, which keyed requests
+/// must name.
+pub(super) async fn run(
+    mut router: AsyncSocket,
+    inbox: mpsc::Sender<Incoming>,
+    key: Key,
+    me: Option<String>,
+) {
     // Replies come back on one queue with room for every request in flight: the loop stops
     // reading requests while `inflight` is at the bound.
     let (reply_tx, mut replies) = mpsc::channel::<[Bytes; 3]>(MAX_INFLIGHT);
@@ -37,7 +43,7 @@ pub(super) async fn run(mut router: AsyncSocket, inbox: mpsc::Sender<Incoming>, 
                 let mut n = 0;
                 while let Some(msg) = next.take() {
                     match msg {
-                        Ok(frames) => match handle(&mut router, frames, &reply_tx, key.as_deref()) {
+                        Ok(frames) => match handle(&mut router, frames, &reply_tx, key.as_deref(), me.as_deref()) {
                             Handled::Done => {}
                             Handled::Deliver(req, replied) => {
                                 inflight += usize::from(replied);
@@ -71,12 +77,13 @@ fn handle(
     mut frames: Vec<Bytes>,
     reply_tx: &mpsc::Sender<[Bytes; 3]>,
     key: Option<&ClusterKey>,
+    me: Option<&str>,
 ) -> Handled {
     if frames.is_empty() {
         return Handled::Done;
     }
     let ident = frames.remove(0);
-    match envelope::open_request(key, frames) {
+    match envelope::open_request(key, me, frames) {
         Opened::Drop(why) => tracing::debug!(why, "router: dropped a message"),
         Opened::Answer { rid, body } => send_reply(router, ident, rid, body, key),
         Opened::Deliver { rid, kind, body } => {
