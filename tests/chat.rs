@@ -95,8 +95,13 @@ async fn two_chat_nodes_talk_and_see_each_other_arrive() {
         .unwrap();
     // Bob's node has subscribed to alice's events once it joined; say something until it arrives.
     let url = format!("http://127.0.0.1:{http_a}/chat/say");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_saying = stop.clone();
     let said = tokio::spawn(async move {
         for _ in 0..50 {
+            if stop_saying.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
             let u = url.clone();
             let status = tokio::task::spawn_blocking(move || {
                 ureq::post(&u)
@@ -116,7 +121,9 @@ async fn two_chat_nodes_talk_and_see_each_other_arrive() {
         (msg["from"].as_str(), msg["text"].as_str()),
         (Some("alice"), Some("hello bob"))
     );
-    said.abort();
+    // Joined, not aborted: an assertion that failed in it fails the test.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    said.await.expect("every say answered 204");
     drop(bob);
     let left = next_event(&mut ws_a, "chat.presence").await;
     let left = if left["event"] == "join" {

@@ -95,7 +95,10 @@ fn raw_exchange(endpoint: &str, frames: &[bytes::Bytes], wait: Duration) -> Opti
     s.connect(endpoint).expect("connect");
     let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
     s.send_multipart(parts, 0).expect("send");
-    match s.poll(zmq::POLLIN, i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)) {
+    match s.poll(
+        zmq::POLLIN,
+        i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+    ) {
         Ok(n) if n > 0 => s.recv_multipart(0).ok(),
         _ => None,
     }

@@ -46,53 +46,7 @@ impl AppState {
             )
         })?;
         let Some(id) = req.resource_id.clone() else {
-            // Collection level: list and create only (a custom action could read anything).
-            let args = match req.action {
-                Action::List | Action::Create => {
-                    StandardArgs::parse(&req.action, std::mem::take(&mut req.args))?
-                }
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        "collection actions are not available on a collection with a read rule",
-                    ))
-                }
-            };
-            return match args {
-                StandardArgs::List(mut q) => {
-                    q.filter =
-                        visibility::and(std::mem::take(&mut q.filter), rule.filter_for(user));
-                    req.args = StandardArgs::List(q).into_value()?;
-                    self.call_plain(who, req).await
-                }
-                StandardArgs::Create {
-                    resource_id,
-                    mut resource_data,
-                } => {
-                    rule.own_create(user, &mut resource_data)?;
-                    let chosen = resource_id.clone();
-                    req.args = StandardArgs::Create {
-                        resource_id,
-                        resource_data,
-                    }
-                    .into_value()?;
-                    match (self.call_plain(who, req.clone()).await, chosen) {
-                        // A taken id the caller may not see answers as a missing one would
-                        // on every other route: the 409 would tell that it exists.
-                        (Err(e), Some(id)) if e.status() == StatusCode::CONFLICT => {
-                            match self.visible_to(rule, user, &req.collection, &id).await? {
-                                true => Err(e),
-                                false => Err(hidden()),
-                            }
-                        }
-                        (res, _) => res,
-                    }
-                }
-                _ => Err(ApiError::from(zeroservices_core::Error::Internal(
-                    "a collection-level request parsed as another action".into(),
-                ))),
-            };
+            return self.call_ruled_collection(who, rule, user, req).await;
         };
         if req.action.is_standard() {
             // Parsed once here, checked, and sent on in the form the provider parses.
@@ -114,6 +68,58 @@ impl AppState {
             return Err(hidden());
         }
         self.call_plain(who, req).await
+    }
+
+    /// A collection-level request under a read rule: list and create only (a custom action
+    /// could read anything).
+    async fn call_ruled_collection(
+        &self,
+        who: &Principal,
+        rule: &ReadRule,
+        user: &str,
+        mut req: ResourceRequest,
+    ) -> Result<Bytes, ApiError> {
+        if !matches!(req.action, Action::List | Action::Create) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "collection actions are not available on a collection with a read rule",
+            ));
+        }
+        match StandardArgs::parse(&req.action, std::mem::take(&mut req.args))? {
+            StandardArgs::List(mut q) => {
+                q.filter = visibility::and(std::mem::take(&mut q.filter), rule.filter_for(user));
+                req.args = StandardArgs::List(q).into_value()?;
+                self.call_plain(who, req).await
+            }
+            StandardArgs::Create {
+                resource_id,
+                mut resource_data,
+            } => {
+                rule.own_create(user, &mut resource_data)?;
+                let chosen = resource_id.clone();
+                req.args = StandardArgs::Create {
+                    resource_id,
+                    resource_data,
+                }
+                .into_value()?;
+                let collection = req.collection.clone();
+                match (self.call_plain(who, req).await, chosen) {
+                    // A taken id the caller may not see answers as a missing one would on
+                    // every other route: the 409 would tell that it exists.
+                    (Err(e), Some(id)) if e.status() == StatusCode::CONFLICT => {
+                        match self.visible_to(rule, user, &collection, &id).await? {
+                            true => Err(e),
+                            false => Err(hidden()),
+                        }
+                    }
+                    (res, _) => res,
+                }
+            }
+            _ => Err(ApiError::from(zeroservices_core::Error::Internal(
+                "a collection-level request parsed as another action".into(),
+            ))),
+        }
     }
 
     /// Whether resource `id` exists and `user` may see it (a missing one is not visible).

@@ -69,6 +69,11 @@ impl Failures {
         self.failed.push(failure);
     }
 
+    /// Records a check that passed.
+    pub fn pass(&mut self) {
+        self.checked += 1;
+    }
+
     /// Records a check named `name`: a failure unless `ok`.
     pub fn check(&mut self, name: &str, ok: bool) {
         self.checked += 1;
@@ -77,8 +82,10 @@ impl Failures {
         }
     }
 
-    /// Panics listing every failure, if any.
+    /// Panics listing every failure, if any, and when no check ran (a case that checks
+    /// nothing proves nothing).
     pub fn finish(self) {
+        assert!(self.checked > 0, "{}: the case checked nothing", self.case);
         assert!(
             self.failed.is_empty(),
             "{}: {} failures:\n{}",

@@ -148,7 +148,10 @@ fn check_request_auth(
         return Err("unauthenticated message (cluster key required)");
     }
     let auth = frames.pop().unwrap_or_default(); // len is 4
-    let split = auth.iter().position(|b| *b == b'|').ok_or("malformed authenticator")?;
+    let split = auth
+        .iter()
+        .position(|b| *b == b'|')
+        .ok_or("malformed authenticator")?;
     let to = std::str::from_utf8(&auth[..split]).map_err(|_| "malformed authenticator")?;
     match (to == "*", for_anyone(&frames[1])) {
         (true, true) => {}
@@ -346,7 +349,10 @@ mod tests {
     #[test]
     fn unknown_kind_is_a_bad_request_and_a_reply_is_dropped() {
         let f = seal_request(None, Some(ME), b("1"), k("frobnicate"), b("{}"));
-        assert!(matches!(open_request(None, Some(ME), f), Opened::Answer { .. }));
+        assert!(matches!(
+            open_request(None, Some(ME), f),
+            Opened::Answer { .. }
+        ));
         let f = seal_request(None, Some(ME), b("1"), k(kind::REPLY), b("{}"));
         assert!(matches!(open_request(None, Some(ME), f), Opened::Drop(_)));
         assert!(matches!(
@@ -382,9 +388,15 @@ mod tests {
             "replay"
         );
         let plain = seal_request(None, Some(ME), b("1"), k(kind::REQUEST), b("{}"));
-        assert!(matches!(open_request(Some(&key), Some(ME), plain), Opened::Drop(_)));
+        assert!(matches!(
+            open_request(Some(&key), Some(ME), plain),
+            Opened::Drop(_)
+        ));
         let forged = seal_request(Some(&other), Some(ME), b("1"), k(kind::PING), b("{}"));
-        assert!(matches!(open_request(Some(&key), Some(ME), forged), Opened::Drop(_)));
+        assert!(matches!(
+            open_request(Some(&key), Some(ME), forged),
+            Opened::Drop(_)
+        ));
         let ev = seal_event(Some(&key), "power.create.1", b("{}"));
         assert!(open_event(Some(&key), ev).is_ok());
         assert!(open_event(Some(&key), seal_event(None, "a", b("{}"))).is_err());

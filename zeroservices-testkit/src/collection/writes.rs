@@ -283,6 +283,8 @@ pub async fn updates(make: &CollectionFactory) {
             Ok(r) if r.resource_data == want => {
                 if client.get(&id).await.map(|g| g.resource_data).ok().as_ref() != Some(&want) {
                     f.push(format!("update {update}: not persisted"));
+                } else {
+                    f.pass();
                 }
             }
             other => f.push(format!(
@@ -320,6 +322,8 @@ pub async fn bad_updates(make: &CollectionFactory) {
             Err(Error::BadRequest(_)) => {
                 if client.get(&id).await.map(|g| g.resource_data).ok().as_ref() != Some(start) {
                     f.push(format!("failed update {update} changed the resource"));
+                } else {
+                    f.pass();
                 }
             }
             other => f.push(format!(
