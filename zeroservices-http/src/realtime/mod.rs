@@ -154,7 +154,8 @@ impl Conn {
         }
         let collection = collection_of(&ev.topic);
         if self.live.follows(collection) && self.may_get(&ev.topic) {
-            out.extend(self.live.on_event(ev.text.as_str(), seen == Seen::Visible));
+            let (live, text) = (&mut self.live, ev.text.as_str());
+            out.extend(off_io(|| live.on_event(text, seen == Seen::Visible)));
         }
         out
     }
@@ -364,6 +365,18 @@ impl Conn {
             }
         }
         replay
+    }
+}
+
+/// Runs work whose cost clients choose (their live queries' filters, evaluated on every
+/// event) off the runtime's I/O scheduling: on a multi-thread runtime the worker hands its
+/// other tasks (`/health`, other connections) to another thread meanwhile. Filters are bounded
+/// too (`$text` terms, `$regex` count), so this is about many heavy connections at once.
+fn off_io<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 
