@@ -180,11 +180,13 @@ fn assert_error(r: &(u16, Vec<(String, String)>, Value), status: u16, code: &str
     );
 }
 
+/// What needs separate processes: the index and `/health` listing the service node with its
+/// round-trip time, a frozen provider's 504, a killed one's 503, and recovery when another
+/// returns. Each route and error on its own: zeroservices-http/tests/routes.rs, in process.
 #[test]
-fn every_route_and_every_error_status() {
+fn a_provider_in_another_process_is_listed_timed_out_lost_and_found_again() {
     let mut c = Cluster::start(&[]);
     let b = c.base.clone();
-    // GET /
     let (s, _, idx) = call("GET", &format!("{b}/"), None, &[]);
     assert_eq!(s, 200);
     let names: Vec<&str> = idx["nodes"]
@@ -194,174 +196,9 @@ fn every_route_and_every_error_status() {
         .filter_map(|n| n["name"].as_str())
         .collect();
     assert!(names.contains(&"api") && names.contains(&"svc"), "{idx}");
-    for n in idx["nodes"].as_array().unwrap() {
-        for k in ["name", "node_id", "node_type", "collections"] {
-            assert!(n.get(k).is_some(), "node field {k}: {n}");
-        }
-    }
-    // create: data object, envelope with id, 409, Location
-    let (s, hs, r) = call(
-        "POST",
-        &format!("{b}/power"),
-        Some(br#"{"value":7,"status":"pending"}"#),
-        &[],
-    );
+    let (s, _, r) = call("POST", &format!("{b}/power"), Some(br#"{"value":7}"#), &[]);
     assert_eq!(s, 201, "{r}");
     let id = r["resource_id"].as_str().unwrap().to_owned();
-    assert_eq!(r["resource_data"], json!({"value": 7, "status": "pending"}));
-    assert_eq!(
-        header(&hs, "location"),
-        Some(format!("/power/{id}").as_str())
-    );
-    let (s, hs, r) = call(
-        "POST",
-        &format!("{b}/power"),
-        Some(br#"{"resource_id":"p1","resource_data":{"value":2}}"#),
-        &[("content-type", "text/plain")],
-    );
-    assert_eq!((s, r["resource_id"].as_str()), (201, Some("p1")));
-    assert_eq!(header(&hs, "location"), Some("/power/p1"));
-    assert_error(
-        &call(
-            "POST",
-            &format!("{b}/power"),
-            Some(br#"{"resource_id":"p1","resource_data":{}}"#),
-            &[],
-        ),
-        409,
-        "conflict",
-    );
-    // an object with other keys is data, not an envelope
-    let (s, _, r) = call(
-        "POST",
-        &format!("{b}/power"),
-        Some(br#"{"resource_data":{"a":1},"x":2}"#),
-        &[],
-    );
-    assert_eq!(
-        (s, &r["resource_data"]),
-        (201, &json!({"resource_data": {"a": 1}, "x": 2}))
-    );
-    // get, patch ($set by default, operators), delete
-    let (s, _, r) = call("GET", &format!("{b}/power/p1"), None, &[]);
-    assert_eq!(
-        (s, &r),
-        (
-            200,
-            &json!({"resource_id": "p1", "resource_data": {"value": 2}})
-        )
-    );
-    let (s, _, r) = call(
-        "PATCH",
-        &format!("{b}/power/p1"),
-        Some(br#"{"status":"x"}"#),
-        &[],
-    );
-    assert_eq!(
-        (s, &r["resource_data"]),
-        (200, &json!({"value": 2, "status": "x"}))
-    );
-    let (s, _, r) = call(
-        "PATCH",
-        &format!("{b}/power/p1"),
-        Some(br#"{"$inc":{"value":5},"$unset":{"status":""}}"#),
-        &[],
-    );
-    assert_eq!((s, &r["resource_data"]), (200, &json!({"value": 7})));
-    // list: where, sort, skip, limit, fields, X-Total-Count
-    for i in 0..5 {
-        call(
-            "POST",
-            &format!("{b}/power"),
-            Some(
-                format!(
-                    r#"{{"resource_id":"l{i}","resource_data":{{"value":{i},"kind":"list"}}}}"#
-                )
-                .as_bytes(),
-            ),
-            &[],
-        );
-    }
-    let url = format!(
-        "{b}/power?where=%7B%22kind%22%3A%22list%22%7D&sort=-value&skip=1&limit=2&fields=value"
-    );
-    let (s, hs, r) = call("GET", &url, None, &[]);
-    assert_eq!(s, 200);
-    assert_eq!(header(&hs, "x-total-count"), Some("5"));
-    assert_eq!(
-        r,
-        json!([{"resource_id": "l3", "resource_data": {"value": 3}}, {"resource_id": "l2", "resource_data": {"value": 2}}])
-    );
-    let (_, hs, r) = call("GET", &format!("{b}/power"), None, &[]);
-    assert_eq!(header(&hs, "x-total-count"), Some("8"));
-    assert_eq!(r.as_array().unwrap().len(), 8);
-    let (s, _, _) = call("DELETE", &format!("{b}/power/p1"), None, &[]);
-    assert_eq!(s, 204);
-    assert_error(
-        &call("DELETE", &format!("{b}/power/p1"), None, &[]),
-        404,
-        "not_found",
-    );
-    // custom actions: routes exist; `power` has none, so 404
-    assert_error(
-        &call("POST", &format!("{b}/power/recompute"), Some(b"{}"), &[]),
-        404,
-        "not_found",
-    );
-    assert_error(
-        &call(
-            "POST",
-            &format!("{b}/power/{id}/recompute"),
-            Some(b"{}"),
-            &[],
-        ),
-        404,
-        "not_found",
-    );
-    // 400, 404, 413, 422
-    assert_error(
-        &call("GET", &format!("{b}/power/nope"), None, &[]),
-        404,
-        "not_found",
-    );
-    assert_error(
-        &call("GET", &format!("{b}/nothing"), None, &[]),
-        404,
-        "not_found",
-    );
-    assert_error(
-        &call("GET", &format!("{b}/nothing/1"), None, &[]),
-        404,
-        "not_found",
-    );
-    assert_error(
-        &call("POST", &format!("{b}/power"), Some(b"{oops"), &[]),
-        400,
-        "bad_request",
-    );
-    assert_error(
-        &call(
-            "POST",
-            &format!("{b}/power"),
-            Some(&vec![b' '; 2 * 1024 * 1024]),
-            &[],
-        ),
-        413,
-        "too_large",
-    );
-    assert_error(
-        &call(
-            "POST",
-            &format!("{b}/typed"),
-            Some(br#"{"value":"seven"}"#),
-            &[],
-        ),
-        422,
-        "validation",
-    );
-    let (s, _, _) = call("POST", &format!("{b}/typed"), Some(br#"{"value":7}"#), &[]);
-    assert_eq!(s, 201);
-    // /health, /metrics, /openapi.json
     let (s, _, h) = call("GET", &format!("{b}/health"), None, &[]);
     assert_eq!(s, 200);
     let svc = h["peers"]
@@ -374,18 +211,10 @@ fn every_route_and_every_error_status() {
         svc["rtt_ms"].as_f64().is_some() && svc["last_seen_ms"].as_u64().is_some(),
         "{svc}"
     );
-    assert_eq!(h["node"]["name"], "api");
     let (s, _, m) = call("GET", &format!("{b}/metrics"), None, &[]);
     let m = m.as_str().unwrap_or_default().to_owned();
     assert_eq!(s, 200);
-    assert!(m.contains("zeroservices_http_requests_total{collection=\"power\",action=\"create\",status=\"200\"}"), "{m}");
     assert!(m.contains("zeroservices_known_peers 1"), "{m}");
-    let (s, _, o) = call("GET", &format!("{b}/openapi.json"), None, &[]);
-    assert_eq!(s, 200);
-    assert!(
-        o["paths"]["/power"]["post"].is_object() && o["paths"]["/power/{id}"]["patch"].is_object(),
-        "{o}"
-    );
 
     // 504: the provider is frozen (SIGSTOP) — requests time out before it is declared gone.
     let svc = c.service.as_ref().unwrap();

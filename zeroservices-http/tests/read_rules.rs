@@ -2,37 +2,18 @@
 //! the REST routes and the action routes (`POST /{c}/list`, `POST /{c}/{id}/patch`), whatever
 //! JSON shape the body has. In process: the router is called with `oneshot`, no socket.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
-use base64::Engine;
+use axum::http::StatusCode;
+use common::Api;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-use zeroservices_core::discovery::NoDiscovery;
-use zeroservices_core::medium::MemoryNetwork;
-use zeroservices_core::{CollectionSpec, MemoryCollection, Node};
-use zeroservices_http::{app, AppState, BasicAuth, HttpConfig, ReadRule};
-
-struct Api {
-    router: Router,
-    _node: Node,
-}
+use zeroservices_core::{CollectionSpec, MemoryCollection};
+use zeroservices_http::{BasicAuth, HttpConfig, ReadRule};
 
 async fn start() -> Api {
-    let net = MemoryNetwork::new();
-    let node = Node::builder("api")
-        .memory(&net)
-        .discovery(NoDiscovery)
-        .collection(CollectionSpec::new(
-            "todos",
-            Arc::new(MemoryCollection::new()),
-        ))
-        .start()
-        .await
-        .expect("node");
     let auth = BasicAuth::new()
         .user("alice", "alice-pass", &[("*", "*")])
         .user("bob", "bob-pass", &[("*", "*")]);
@@ -44,54 +25,35 @@ async fn start() -> Api {
         )]),
         ..HttpConfig::default()
     };
-    let router = app(AppState::new(node.clone(), &cfg), &cfg);
-    let api = Api {
-        router,
-        _node: node,
-    };
+    let todos = CollectionSpec::new("todos", Arc::new(MemoryCollection::new()));
+    let api = common::start_with(vec![todos], cfg).await;
     for (id, title) in [("a1", "alice's first"), ("a2", "alice's second")] {
         let body = json!({"resource_id": id, "resource_data": {"title": title}});
-        let (s, _) = api.call("alice", "POST", "/todos", Some(body)).await;
+        let (s, _) = call(&api, "alice", "POST", "/todos", Some(body)).await;
         assert_eq!(s, StatusCode::CREATED);
     }
-    let (s, _) = api
-        .call("bob", "POST", "/todos", Some(json!({"title": "bob's"})))
-        .await;
+    let (s, _) = call(
+        &api,
+        "bob",
+        "POST",
+        "/todos",
+        Some(json!({"title": "bob's"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
     api
 }
 
-impl Api {
-    /// `(status, JSON body)` of a request as `user`; `body` is sent as JSON text as it is
-    /// (`Some(Value::Null)` sends `null`).
-    async fn call(
-        &self,
-        user: &str,
-        method: &str,
-        uri: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{user}-pass"));
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Basic {creds}"))
-            .header("content-type", "application/json")
-            .body(match body {
-                Some(b) => Body::from(b.to_string()),
-                None => Body::empty(),
-            })
-            .expect("request");
-        let res = self.router.clone().oneshot(req).await.expect("response");
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
+/// `(status, JSON body)` of a request as `user`; `Some(Value::Null)` sends `null`.
+async fn call(
+    api: &Api,
+    user: &str,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let a = api.as_user(user, method, uri, body).await;
+    (a.status, a.body)
 }
 
 fn owners(list: &Value) -> Vec<String> {
@@ -112,9 +74,7 @@ fn owners(list: &Value) -> Vec<String> {
 #[tokio::test]
 async fn list_through_the_action_route_with_a_null_body_is_refused() {
     let api = start().await;
-    let (s, body) = api
-        .call("bob", "POST", "/todos/list", Some(Value::Null))
-        .await;
+    let (s, body) = call(&api, "bob", "POST", "/todos/list", Some(Value::Null)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"]["message"].is_string(), "a JSON error: {body}");
 }
@@ -123,27 +83,27 @@ async fn list_through_the_action_route_with_a_null_body_is_refused() {
 async fn list_through_the_action_route_with_an_array_body_is_refused() {
     let api = start().await;
     let args = json!([{"owner": "alice"}, [], 0, 10000, []]);
-    let (s, body) = api.call("bob", "POST", "/todos/list", Some(args)).await;
+    let (s, body) = call(&api, "bob", "POST", "/todos/list", Some(args)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
 }
 
 #[tokio::test]
 async fn list_through_the_action_route_with_an_object_body_gets_only_the_callers_records() {
     let api = start().await;
-    let (s, body) = api
-        .call(
-            "bob",
-            "POST",
-            "/todos/list",
-            Some(json!({"where": {"owner": "alice"}})),
-        )
-        .await;
+    let (s, body) = call(
+        &api,
+        "bob",
+        "POST",
+        "/todos/list",
+        Some(json!({"where": {"owner": "alice"}})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(
         body["items"].as_array().is_some_and(Vec::is_empty),
         "{body}"
     );
-    let (s, body) = api.call("bob", "POST", "/todos/list", None).await;
+    let (s, body) = call(&api, "bob", "POST", "/todos/list", None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(owners(&body["items"]), ["bob"], "{body}");
 }
@@ -151,27 +111,32 @@ async fn list_through_the_action_route_with_an_object_body_gets_only_the_callers
 #[tokio::test]
 async fn the_rest_list_shows_each_user_only_their_records() {
     let api = start().await;
-    let (s, body) = api.call("bob", "GET", "/todos", None).await;
+    let (s, body) = call(&api, "bob", "GET", "/todos", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(owners(&body), ["bob"]);
-    let (_, body) = api.call("alice", "GET", "/todos?where=%7B%7D", None).await;
+    let (_, body) = call(&api, "alice", "GET", "/todos?where=%7B%7D", None).await;
     assert_eq!(owners(&body), ["alice", "alice"]);
 }
 
 #[tokio::test]
 async fn an_owner_rewrite_through_the_patch_action_route_in_an_array_is_refused() {
     let api = start().await;
-    let (_, mine) = api.call("bob", "GET", "/todos", None).await;
+    let (_, mine) = call(&api, "bob", "GET", "/todos", None).await;
     let id = mine[0]["resource_id"]
         .as_str()
         .expect("bob's id")
         .to_owned();
     let plant = json!([{"$set": {"owner": "alice", "title": "planted"}}]);
-    let (s, body) = api
-        .call("bob", "POST", &format!("/todos/{id}/patch"), Some(plant))
-        .await;
+    let (s, body) = call(
+        &api,
+        "bob",
+        "POST",
+        &format!("/todos/{id}/patch"),
+        Some(plant),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
-    let (_, alices) = api.call("alice", "GET", "/todos", None).await;
+    let (_, alices) = call(&api, "alice", "GET", "/todos", None).await;
     assert_eq!(
         owners(&alices),
         ["alice", "alice"],
@@ -182,7 +147,7 @@ async fn an_owner_rewrite_through_the_patch_action_route_in_an_array_is_refused(
 #[tokio::test]
 async fn an_owner_rewrite_through_the_patch_action_route_is_forbidden_in_every_form() {
     let api = start().await;
-    let (_, mine) = api.call("bob", "GET", "/todos", None).await;
+    let (_, mine) = call(&api, "bob", "GET", "/todos", None).await;
     let id = mine[0]["resource_id"]
         .as_str()
         .expect("bob's id")
@@ -195,18 +160,21 @@ async fn an_owner_rewrite_through_the_patch_action_route_is_forbidden_in_every_f
         json!({"$set": {"owner.x": 1}}),
         json!({"$push": {"owner": "alice"}}),
     ] {
-        let (s, body) = api
-            .call("bob", "POST", &uri, Some(json!({ "patch": patch })))
-            .await;
+        let (s, body) = call(&api, "bob", "POST", &uri, Some(json!({ "patch": patch }))).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{patch}: {body}");
-        let (s, body) = api
-            .call("bob", "PATCH", &format!("/todos/{id}"), Some(patch.clone()))
-            .await;
+        let (s, body) = call(
+            &api,
+            "bob",
+            "PATCH",
+            &format!("/todos/{id}"),
+            Some(patch.clone()),
+        )
+        .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "PATCH {patch}: {body}");
     }
     // To himself, and other fields: allowed.
     let ok = json!({"patch": {"$set": {"owner": "bob", "title": "renamed"}}});
-    let (s, body) = api.call("bob", "POST", &uri, Some(ok)).await;
+    let (s, body) = call(&api, "bob", "POST", &uri, Some(ok)).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["resource_data"]["title"], "renamed");
 }
@@ -226,10 +194,10 @@ async fn other_users_records_answer_404_on_every_resource_route() {
         ("POST", "/todos/a1/delete", None),
         ("POST", "/todos/a1/get", None),
     ] {
-        let (s, b) = api.call("bob", method, uri, body).await;
+        let (s, b) = call(&api, "bob", method, uri, body).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{method} {uri}: {b}");
     }
-    let (s, _) = api.call("alice", "GET", "/todos/a1", None).await;
+    let (s, _) = call(&api, "alice", "GET", "/todos/a1", None).await;
     assert_eq!(s, StatusCode::OK, "alice's own, untouched");
 }
 
@@ -237,19 +205,19 @@ async fn other_users_records_answer_404_on_every_resource_route() {
 async fn creating_with_a_hidden_id_answers_as_a_missing_resource_does() {
     let api = start().await;
     let taken = json!({"resource_id": "a1", "resource_data": {"title": "mine now"}});
-    let (s, body) = api.call("bob", "POST", "/todos", Some(taken.clone())).await;
-    let (s_get, body_get) = api.call("bob", "GET", "/todos/a1", None).await;
+    let (s, body) = call(&api, "bob", "POST", "/todos", Some(taken.clone())).await;
+    let (s_get, body_get) = call(&api, "bob", "GET", "/todos/a1", None).await;
     assert_eq!(
         (s, &body),
         (s_get, &body_get),
         "create and get tell the same"
     );
     // Through the action route too.
-    let (s, body) = api.call("bob", "POST", "/todos/create", Some(taken)).await;
+    let (s, body) = call(&api, "bob", "POST", "/todos/create", Some(taken)).await;
     assert_eq!((s, &body), (s_get, &body_get));
     // The owner's own duplicate is still a 409.
     let again = json!({"resource_id": "a1", "resource_data": {"title": "again"}});
-    let (s, _) = api.call("alice", "POST", "/todos", Some(again)).await;
+    let (s, _) = call(&api, "alice", "POST", "/todos", Some(again)).await;
     assert_eq!(s, StatusCode::CONFLICT);
 }
 
@@ -257,24 +225,24 @@ async fn creating_with_a_hidden_id_answers_as_a_missing_resource_does() {
 async fn a_create_for_another_owner_is_forbidden_on_both_routes() {
     let api = start().await;
     let data = json!({"title": "gift", "owner": "alice"});
-    let (s, _) = api.call("bob", "POST", "/todos", Some(data.clone())).await;
+    let (s, _) = call(&api, "bob", "POST", "/todos", Some(data.clone())).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = api
-        .call(
-            "bob",
-            "POST",
-            "/todos/create",
-            Some(json!({"resource_data": data})),
-        )
-        .await;
+    let (s, _) = call(
+        &api,
+        "bob",
+        "POST",
+        "/todos/create",
+        Some(json!({"resource_data": data})),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = api
-        .call(
-            "bob",
-            "POST",
-            "/todos/create",
-            Some(json!([{"resource_data": {"title": "t"}}])),
-        )
-        .await;
+    let (s, _) = call(
+        &api,
+        "bob",
+        "POST",
+        "/todos/create",
+        Some(json!([{"resource_data": {"title": "t"}}])),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
