@@ -17,26 +17,26 @@ use zeroservices_core::{CollectionSpec, MemoryCollection, Node};
 use zeroservices_http::{app, AppState, HttpConfig};
 
 /// A node serving `collections` behind the generated routes.
-pub struct Api {
-    pub router: Router,
-    pub node: Node,
+pub(crate) struct Api {
+    pub(crate) router: Router,
+    pub(crate) node: Node,
 }
 
 /// An answer: status, headers, JSON body (`Null` when empty, a string when not JSON).
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 impl Answer {
     /// A header's value as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// Asserts the error shape `{"error": {"code", "message"}}` with this status and code.
-    pub fn assert_error(&self, status: u16, code: &str) {
+    pub(crate) fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "status of {}", self.body);
         assert_eq!(self.body["error"]["code"], code, "error body {}", self.body);
         assert!(self.body["error"]["message"].is_string(), "{}", self.body);
@@ -44,7 +44,7 @@ impl Answer {
 }
 
 /// A node hosting `specs` with `cfg`.
-pub async fn start_with(specs: Vec<CollectionSpec>, cfg: HttpConfig) -> Api {
+pub(crate) async fn start_with(specs: Vec<CollectionSpec>, cfg: HttpConfig) -> Api {
     let mut b = Node::builder("api")
         .memory(&MemoryNetwork::new())
         .discovery(NoDiscovery)
@@ -58,7 +58,7 @@ pub async fn start_with(specs: Vec<CollectionSpec>, cfg: HttpConfig) -> Api {
 }
 
 /// A node hosting the memory collections `names` with the default configuration.
-pub async fn start(names: &[&str]) -> Api {
+pub(crate) async fn start(names: &[&str]) -> Api {
     let specs = names
         .iter()
         .map(|n| CollectionSpec::new(n, Arc::new(MemoryCollection::new())))
@@ -67,14 +67,14 @@ pub async fn start(names: &[&str]) -> Api {
 }
 
 /// `Authorization` for `user` whose password is `<user>-pass`.
-pub fn basic(user: &str) -> String {
+pub(crate) fn basic(user: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{user}-pass"));
     format!("Basic {b64}")
 }
 
 impl Api {
     /// One request: `body` as raw bytes (`None`: empty), `headers` added.
-    pub async fn raw(
+    pub(crate) async fn raw(
         &self,
         method: &str,
         uri: &str,
@@ -110,14 +110,14 @@ impl Api {
     }
 
     /// A request with a JSON body (`None`: empty), anonymous.
-    pub async fn json(&self, method: &str, uri: &str, body: Option<Value>) -> Answer {
+    pub(crate) async fn json(&self, method: &str, uri: &str, body: Option<Value>) -> Answer {
         let text = body.map(|b| b.to_string());
         self.raw(method, uri, text.as_deref().map(str::as_bytes), &[])
             .await
     }
 
     /// A request as `user` (Basic, password `<user>-pass`) with a JSON body.
-    pub async fn as_user(
+    pub(crate) async fn as_user(
         &self,
         user: &str,
         method: &str,
