@@ -56,22 +56,28 @@ async fn a_seq_is_never_used_past_a_reservation_that_could_not_be_saved() {
     let blocker = dir.join("node.json.tmp");
     std::fs::create_dir_all(&blocker).expect("blocker");
     c.create(Some("r2"), json!({})).await.expect("stored");
-    // Its event waits: it is not published with a seq past the durable reservation ...
-    assert_eq!(
-        next_seq(&mut events, Duration::from_millis(500)).await,
-        None
-    );
-    // ... and writes are refused meanwhile (reads are not).
-    match c.create(Some("r3"), json!({})).await {
-        Err(Error::Unavailable(_)) => {}
-        other => panic!("a write while the reservation fails: {other:?}"),
+    // Writes are refused as soon as the node found it cannot reserve r2's seq (writes made
+    // before that are stored, their events queued behind r2's) ...
+    let mut queued = 1; // r2
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.create(Some(&format!("q{queued}")), json!({})).await {
+            Err(Error::Unavailable(_)) => break,
+            Ok(_) => queued += 1,
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "writes never refused");
     }
+    // ... and by then r2's event is held, not published past the durable reservation.
+    assert_eq!(next_seq(&mut events, Duration::ZERO).await, None);
     assert!(c.get("r0").await.is_ok(), "reads still work");
     std::fs::remove_dir_all(&blocker).expect("unblock");
-    let held = next_seq(&mut events, Duration::from_secs(10))
-        .await
-        .expect("the held event goes out once the reservation is saved");
-    used.push(held);
+    for _ in 0..queued {
+        let held = next_seq(&mut events, Duration::from_secs(10))
+            .await
+            .expect("the held events go out once the reservation is saved");
+        used.push(held);
+    }
     // Writes are accepted again.
     let mut accepted = false;
     for _ in 0..200 {

@@ -19,6 +19,8 @@ struct Pair {
     a: Arc<dyn Medium>,
     b: Arc<dyn Medium>,
     b_server: tokio::task::JoinHandle<Vec<(String, Value)>>,
+    /// The topics of the events b received so far, in order.
+    b_topics: tokio::sync::watch::Receiver<Vec<String>>,
     _a_server: tokio::task::JoinHandle<Vec<(String, Value)>>,
 }
 
@@ -31,9 +33,11 @@ async fn pair(make: &MediumFactory) -> Pair {
     b.connect_peer("a", &a.endpoints())
         .await
         .expect("b connects to a");
+    let (topics_tx, b_topics) = tokio::sync::watch::channel(Vec::new());
     Pair {
         _a_server: answer_everything(a_inbox, "a"),
-        b_server: answer_everything(b_inbox, "b"),
+        b_server: answer_everything_noting(b_inbox, "b", Some(topics_tx)),
+        b_topics,
         a,
         b,
     }
@@ -42,6 +46,12 @@ async fn pair(make: &MediumFactory) -> Pair {
 const T: Duration = Duration::from_secs(5);
 
 impl Pair {
+    /// Waits (at most `T`) until b received an event on `topic`.
+    async fn b_heard(&mut self, topic: &str) -> bool {
+        let heard = self.b_topics.wait_for(|t| t.iter().any(|x| x == topic));
+        matches!(tokio::time::timeout(T, heard).await, Ok(Ok(_)))
+    }
+
     /// Stops b's server and returns what it collected (one-way messages, events).
     async fn stop_b(self) -> Vec<(String, Value)> {
         self.a
@@ -56,8 +66,17 @@ impl Pair {
 }
 
 fn answer_everything(
+    inbox: Inbox,
+    tag: &'static str,
+) -> tokio::task::JoinHandle<Vec<(String, Value)>> {
+    answer_everything_noting(inbox, tag, None)
+}
+
+/// [`answer_everything`], telling `topics` each event's topic as it arrives.
+fn answer_everything_noting(
     mut inbox: Inbox,
     tag: &'static str,
+    topics: Option<tokio::sync::watch::Sender<Vec<String>>>,
 ) -> tokio::task::JoinHandle<Vec<(String, Value)>> {
     // Echo server used by the medium suite: replies `{"tag", "echo"}`, never replies to a
     // request whose body is {"hold": true}, drops the replier for {"drop": true}, and
@@ -80,6 +99,9 @@ fn answer_everything(
                     }
                 }
                 Incoming::Event(e) => {
+                    if let Some(t) = &topics {
+                        t.send_modify(|v| v.push(e.topic.to_string()));
+                    }
                     seen.push((
                         format!("event:{}", e.topic),
                         e.json().unwrap_or(Value::Null),
@@ -217,13 +239,19 @@ pub async fn one_way_messages_arrive(make: &MediumFactory) {
 
 /// Events reach subscribers of a matching prefix only, all of them, in order.
 pub async fn events_reach_matching_subscribers_in_order(make: &MediumFactory) {
-    let p = pair(make).await;
+    let mut p = pair(make).await;
     p.b.set_subscriptions(vec!["power".into()]);
-    // Subscriptions travel to the publisher asynchronously: publish markers first.
-    for n in 0..6 {
-        p.a.publish("power.probe.x", Bytes::from(json!({"n": n}).to_string()))
+    // Subscriptions travel to the publisher asynchronously: probes until one arrives.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        p.a.publish("power.probe.x", Bytes::from_static(b"{}"))
             .await
             .expect("publish");
+        let heard = p.b_topics.borrow().iter().any(|t| t == "power.probe.x");
+        if heard {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no probe arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for i in 0..10 {
@@ -234,7 +262,11 @@ pub async fn events_reach_matching_subscribers_in_order(make: &MediumFactory) {
             .await
             .expect("publish");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In order, so once the marker is in, anything published before it is too.
+    p.a.publish("power.marker.x", Bytes::from_static(b"{}"))
+        .await
+        .expect("publish");
+    assert!(p.b_heard("power.marker.x").await, "the marker never came");
     let seen = p.stop_b().await;
     let power: Vec<i64> = seen
         .iter()
