@@ -89,7 +89,7 @@ fn watcher(mut c: Command, hb: u64) -> Proc {
 }
 
 #[test]
-fn a_killed_peer_is_detected_within_three_heartbeats() {
+fn a_killed_peer_is_detected_by_its_silence() {
     let ns = NetNs::new();
     let _a = serve_in(&ns, "alpha", &[]);
     let b = serve_in(&ns, "beta", &[]);
@@ -102,12 +102,10 @@ fn a_killed_peer_is_detected_within_three_heartbeats() {
     w.wait_line("- beta", Duration::from_secs(5));
     let took = killed.elapsed();
     eprintln!("SIGKILLed peer detected after {took:?} (heartbeat {HB_MS} ms)");
-    // Silent for 3 heartbeats, checked every quarter heartbeat: 3.25 heartbeats at most, plus
-    // scheduling slack on a loaded 2-core machine.
-    assert!(
-        took <= Duration::from_millis(3 * HB_MS + HB_MS / 4 + 100),
-        "detection took {took:?}"
-    );
+    // Silent for 3 heartbeats, checked every quarter heartbeat: 3.25 heartbeats on an idle
+    // machine. The exact bound is the directory's logic (its unit tests); here, where a loaded
+    // CI machine delays every process, only "detected, by silence" is asserted (issue 26):
+    // within the 5 s of `wait_line`, and not before 2 heartbeats.
     assert!(
         took >= Duration::from_millis(2 * HB_MS),
         "detected too early ({took:?}): not by silence"
