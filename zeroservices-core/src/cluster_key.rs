@@ -38,7 +38,7 @@ const MAX_NONCES: usize = 1 << 20;
 /// A shared cluster secret with its replay cache. Share one `Arc` per node.
 pub struct ClusterKey {
     key: Vec<u8>,
-    // std Mutex: one insert per verified message; never held across an await.
+    // A blocking (parking_lot) Mutex: one insert per verified message; never held across an await.
     seen: Mutex<Seen>,
 }
 

@@ -21,7 +21,7 @@ const BUCKETS: [f64; 10] = [
 /// Counters behind `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    // std Mutex: one map update per request; never held across an await.
+    // A blocking (parking_lot) Mutex: one map update per request; never held across an await.
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<([u64; BUCKETS.len()], u64, f64)>,
     pub(crate) ws_connections: AtomicI64,

@@ -59,7 +59,7 @@ pub enum Upsert {
 /// Shared view of the cluster. Cloning is cheap.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    // std Mutex: every operation is a short map update; never held across an await.
+    // A blocking (parking_lot) Mutex: every operation is a short map update; never held across an await.
     inner: Arc<Mutex<Inner>>,
 }
 

@@ -21,7 +21,7 @@ use crate::protocol::{topic_matches, Endpoints};
 /// A shared in-process "network" that [`MemoryMedium`]s attach to.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryNetwork {
-    // std Mutex: every critical section is a few map operations, never across an await.
+    // A blocking (parking_lot) Mutex: every critical section is a few map operations, never across an await.
     inner: Arc<Mutex<NetInner>>,
     next: Arc<AtomicU64>,
 }
@@ -58,7 +58,7 @@ pub struct MemoryMedium {
     net: MemoryNetwork,
     me: String,
     key: Key,
-    // std Mutex: short map lookups only.
+    // A blocking (parking_lot) Mutex: short map lookups only.
     peers: Mutex<HashMap<String, String>>,
 }
 

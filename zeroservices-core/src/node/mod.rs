@@ -152,9 +152,9 @@ struct NodeInner {
     service: Arc<dyn Service>,
     /// Names no collection may take (see [`NodeBuilder::reserve_names`]).
     reserved: Vec<String>,
-    // std RwLock: read on every resource request, written when a collection is registered.
+    // A blocking (parking_lot) RwLock: read on every resource request, written when a collection is registered.
     hosted: RwLock<HashMap<String, Arc<Hosted>>>,
-    // std Mutex: event fan-out does try_send under it; never held across an await.
+    // A blocking (parking_lot) Mutex: event fan-out does try_send under it; never held across an await.
     subs: Mutex<Vec<SubEntry>>,
     next_sub: AtomicU64,
     seq: AtomicU64,

@@ -22,7 +22,7 @@ type Shard = HashMap<String, Value>;
 /// In-memory collection: fast, lost on exit.
 #[derive(Debug)]
 pub struct MemoryCollection {
-    // std RwLocks: operations are short and synchronous; never held across an await. A list
+    // Blocking (parking_lot) RwLocks: operations are short and synchronous; never held across an await. A list
     // takes every shard's read lock in index order; writers take one.
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,

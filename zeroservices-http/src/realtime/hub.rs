@@ -30,7 +30,7 @@ pub(crate) struct Hub {
     loaded: tokio::sync::watch::Sender<bool>,
     replay_capacity: usize,
     replay_bytes: usize,
-    // std Mutex: push/pop and snapshot only; never held across an await.
+    // A blocking (parking_lot) Mutex: push/pop and snapshot only; never held across an await.
     pub(super) replay: Mutex<Replay>,
 }
 

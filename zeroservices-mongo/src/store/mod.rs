@@ -144,7 +144,7 @@ pub struct MongoCollection {
     indexes: Vec<IndexModel>,
     /// Set once the declared indexes exist (made before the first list, create or patch).
     indexes_made: Arc<OnceCell<()>>,
-    // std Mutex: lookups and inserts only, never held across an await.
+    // A blocking (parking_lot) Mutex: lookups and inserts only, never held across an await.
     cache: Arc<Mutex<Recent>>,
 }
 

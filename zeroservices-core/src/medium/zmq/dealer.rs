@@ -56,7 +56,7 @@ pub(crate) struct DealerClient {
 
 #[derive(Debug)]
 struct Shared {
-    // std Mutex: held for non-blocking libzmq calls and map updates only, never across an
+    // A blocking (parking_lot) Mutex: held for non-blocking libzmq calls and map updates only, never across an
     // await; a libzmq socket is not thread-safe, and this lock is what serialises its use.
     inner: Mutex<Conn>,
     /// Wakes the connection's task to send what callers queued.

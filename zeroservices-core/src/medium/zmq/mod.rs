@@ -110,10 +110,10 @@ pub struct ZmqMedium {
     prefixes: watch::Sender<Vec<String>>,
     /// Where peer subscribers forward events.
     inbox_tx: mpsc::Sender<super::Incoming>,
-    // std Mutex: map lookups and inserts only; never held across an await.
+    // A blocking (parking_lot) Mutex: map lookups and inserts only; never held across an await.
     peers: Mutex<HashMap<String, PeerConn>>,
     /// Connections to endpoints asked directly (static discovery's seeds), by endpoint.
-    // std Mutex: map lookups and inserts only; never held across an await.
+    // A blocking (parking_lot) Mutex: map lookups and inserts only; never held across an await.
     endpoints_asked: Mutex<HashMap<String, Arc<DealerClient>>>,
     /// Own the ROUTER and XPUB tasks; they end when the medium is dropped.
     _tasks: [TaskGuard; 2],
