@@ -274,7 +274,7 @@ impl ClusterArgs {
             .map(|i| i.to_string())
             .or_else(|| (!bind.is_unspecified()).then(|| bind.to_string()));
         let zmq = ZmqConfig {
-            bind,
+            bind: Some(bind),
             router_port: self.router_port,
             pub_port: self.pub_port,
             advertise,

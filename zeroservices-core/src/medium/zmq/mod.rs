@@ -45,8 +45,10 @@ const PUB_QUEUE: usize = 16_384;
 /// Where and how a [`ZmqMedium`] binds.
 #[derive(Debug, Clone)]
 pub struct ZmqConfig {
-    /// Address the ROUTER and PUB sockets bind to (default `0.0.0.0`).
-    pub bind: IpAddr,
+    /// Address the ROUTER and PUB sockets bind to. `None` (the default): loopback without a
+    /// cluster key, as protected mode wants (no other host can call or subscribe), and every
+    /// interface with one (see [`ZmqConfig::bind_address`]).
+    pub bind: Option<IpAddr>,
     /// ROUTER port; 0 picks a free one (default).
     pub router_port: u16,
     /// PUB port; 0 picks a free one (default).
@@ -68,7 +70,7 @@ pub struct ZmqConfig {
 impl Default for ZmqConfig {
     fn default() -> Self {
         ZmqConfig {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind: None,
             router_port: 0,
             pub_port: 0,
             advertise: None,
@@ -80,10 +82,26 @@ impl Default for ZmqConfig {
 }
 
 impl ZmqConfig {
+    /// Where the sockets bind: [`ZmqConfig::bind`], or by default 127.0.0.1 without a
+    /// cluster key and 0.0.0.0 with one.
+    ///
+    /// ```
+    /// use zeroservices_core::{ClusterKey, ZmqConfig};
+    /// assert!(ZmqConfig::default().bind_address().is_loopback());
+    /// let keyed = ZmqConfig { cluster_key: Some(ClusterKey::new(b"a-secret-of-16-bytes")), ..ZmqConfig::default() };
+    /// assert!(keyed.bind_address().is_unspecified());
+    /// ```
+    pub fn bind_address(&self) -> IpAddr {
+        self.bind.unwrap_or(match self.cluster_key {
+            Some(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        })
+    }
+
     /// Binds on 127.0.0.1 with random ports: for tests and single-host use.
     pub fn loopback() -> ZmqConfig {
         ZmqConfig {
-            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             ..ZmqConfig::default()
         }
     }
@@ -138,7 +156,7 @@ impl ZmqMedium {
     /// Binds the ROUTER and XPUB sockets and starts their tasks (each peer gets a SUB task when
     /// it is connected).
     pub async fn bind(cfg: ZmqConfig) -> Result<(ZmqMedium, Inbox)> {
-        let host = match cfg.bind {
+        let host = match cfg.bind_address() {
             IpAddr::V6(ip) => format!("[{ip}]"),
             IpAddr::V4(ip) => ip.to_string(),
         };
@@ -227,7 +245,7 @@ impl Medium for ZmqMedium {
         let conn = PeerConn {
             dealer: self.dealer(&endpoints.request, Some(node_id)),
             _sub: TaskGuard::spawn(pubsub::peer_subscriber(
-                self.cfg.bind.is_ipv6(),
+                self.cfg.bind_address().is_ipv6(),
                 node_id.to_owned(),
                 endpoints.publish.clone(),
                 self.prefixes.subscribe(),
