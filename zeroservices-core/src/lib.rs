@@ -3,6 +3,46 @@
 //! Nodes that find each other with zero configuration, talk over ZeroMQ, serve collections,
 //! broadcast every change as an event and run workers on matching events.
 //!
+//! # Quick start
+//!
+//! The FOSDEM power demo in one process: a node serving the `power` collection, and a worker
+//! that squares `value` for every power in status `pending`. Here the node sits on an
+//! in-process network; [`Node::builder`] without [`NodeBuilder::memory`] uses ZeroMQ (on
+//! loopback unless a [`ClusterKey`] is set), and a [`MulticastDiscovery`] or
+//! [`StaticDiscovery`] lets nodes of other processes and hosts find it.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use zeroservices_core::{CollectionSpec, MemoryCollection, MemoryNetwork, Node, Worker};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> zeroservices_core::Result<()> {
+//! let node = Node::builder("power-service")
+//!     .memory(&MemoryNetwork::new())
+//!     .collection(CollectionSpec::new("power", Arc::new(MemoryCollection::new())))
+//!     .start()
+//!     .await?;
+//! let _worker = Worker::new(node.clone())
+//!     .rule("power", json!({"status": "pending"}), |ctx| async move {
+//!         let v = ctx.resource.resource_data["value"].as_i64().unwrap_or(0);
+//!         let done = json!({"$set": {"status": "done", "result": v * v}});
+//!         ctx.node.collection("power").patch(&ctx.resource.resource_id, done).await?;
+//!         Ok(())
+//!     })?
+//!     .start();
+//! let mut events = node.subscribe("power.patch");
+//! let power = node.collection("power");
+//! let created = power.create(None, json!({"value": 7, "status": "pending"})).await?;
+//! // The worker's patch arrives as an event; then the power is done.
+//! tokio::time::timeout(Duration::from_secs(10), events.recv()).await.ok().flatten();
+//! let now = power.get(&created.resource_id).await?;
+//! assert_eq!(now.resource_data["result"], 49);
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //! - [`protocol`]: the wire format (announcements, frames, replies, topics); see docs/protocol.md.
 //! - [`medium`]: moving bytes between nodes — [`ZmqMedium`], [`NatsMedium`], [`MemoryMedium`].
@@ -49,4 +89,4 @@ pub use protocol::{Announcement, NodeType};
 pub use query::ListQuery;
 pub use resources::{Action, Collection, ListPage, Resource, ResourceEvent, ResourceRequest};
 pub use store::{EmbeddedStore, GroupCommit, MemoryCollection};
-pub use worker::{Worker, WorkerHandle};
+pub use worker::{WorkContext, Worker, WorkerHandle};
