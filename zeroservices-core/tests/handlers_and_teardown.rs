@@ -115,3 +115,45 @@ fn a_runtime_dropped_with_connected_nodes_ends() {
         .recv_timeout(Duration::from_secs(30))
         .expect("dropping a runtime with connected nodes hung");
 }
+
+/// A service whose `on_event` panics on events of resource `bad` and reports the others.
+struct FragileListener(tokio::sync::mpsc::UnboundedSender<String>);
+
+#[async_trait]
+impl Service for FragileListener {
+    async fn on_event(&self, _node: &Node, topic: &str, _data: Value) {
+        if topic.ends_with(".bad") {
+            panic!("on_event panics on purpose");
+        }
+        let _ = self.0.send(topic.to_owned()); // the test may have ended
+    }
+    fn subscriptions(&self) -> Vec<String> {
+        vec!["c".into()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_event_hook_that_panics_costs_its_event_only() {
+    use std::sync::Arc;
+    use zeroservices_core::{CollectionSpec, MemoryCollection, MemoryNetwork};
+
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let node = Node::builder("listener")
+        .memory(&MemoryNetwork::new())
+        .service(FragileListener(tx))
+        .collection(CollectionSpec::new("c", Arc::new(MemoryCollection::new())))
+        .start()
+        .await
+        .expect("node");
+    let c = node.collection("c");
+    for id in ["bad", "good"] {
+        c.create(Some(id), json!({})).await.expect("create");
+    }
+    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv()).await;
+    assert_eq!(
+        next.ok().flatten().as_deref(),
+        Some("c.create.good"),
+        "the event after the panic is delivered"
+    );
+    node.shutdown().await;
+}

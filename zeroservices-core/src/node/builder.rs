@@ -317,17 +317,34 @@ fn spawn_tasks(
         tokio::spawn(housekeeping(node.clone())),
         tokio::spawn(run_discovery(discovery, ctx)),
     ];
-    if let Some(mut sub) = service_sub {
-        tasks.push(tokio::spawn(async move {
-            while let Some(ev) = sub.recv().await {
-                match ev.json() {
-                    Ok(v) => node.inner.service.on_event(&node, &ev.topic, v).await,
-                    Err(e) => tracing::warn!(topic = %ev.topic, error = %e, "event with invalid JSON dropped"),
-                }
-            }
-        }));
+    if let Some(sub) = service_sub {
+        tasks.push(tokio::spawn(service_events(node, sub)));
     }
     tasks
+}
+
+/// Hands each event of the service's subscriptions to its `on_event` hook, one at a time. A
+/// hook that panics is logged and delivery goes on with the next event: user code never ends
+/// the node's event delivery for good.
+async fn service_events(node: Node, mut sub: crate::Subscription) {
+    use futures::FutureExt as _;
+    while let Some(ev) = sub.recv().await {
+        let v = match ev.json() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(topic = %ev.topic, error = %e, "event with invalid JSON dropped");
+                continue;
+            }
+        };
+        let hook = node.inner.service.on_event(&node, &ev.topic, v);
+        if std::panic::AssertUnwindSafe(hook)
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(topic = %ev.topic, "the service's on_event hook panicked; next event");
+        }
+    }
 }
 
 impl Node {
