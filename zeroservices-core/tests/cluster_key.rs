@@ -32,7 +32,7 @@ async fn keyed_nodes_talk_and_a_wrong_key_gets_nothing() {
     let key = ClusterKey::new(b"a-shared-secret-of-32-bytes-long");
     let server = node("server", key.clone(), None, true).await;
     let seed = server.announcement().endpoints.request;
-    let client = node("client", key, Some(seed.clone()), false).await;
+    let client = node("client", key.clone(), Some(seed.clone()), false).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while client.directory().providers("power").is_empty() {
         assert!(
@@ -60,11 +60,18 @@ async fn keyed_nodes_talk_and_a_wrong_key_gets_nothing() {
     let intruder = node(
         "intruder",
         ClusterKey::new(b"another-secret-of-enough-length!"),
-        Some(seed),
+        Some(seed.clone()),
         false,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A marker instead of a quiet period: a keyed node started after the intruder, on the
+    // same seed, joins; by then the intruder had the same chances.
+    let witness = node("witness", key, Some(seed), false).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while witness.directory().providers("power").is_empty() {
+        assert!(Instant::now() < deadline, "the keyed witness never joined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         intruder.directory().peers().is_empty(),
         "the wrong key joined"
