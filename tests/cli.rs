@@ -220,7 +220,7 @@ type Acked = Vec<(String, u64, u64)>;
 
 /// One writer: creates a resource, then patches two fields together (`a` and `b` to the same
 /// number) a few times, then the next resource; until the node dies or the bounds are reached.
-fn writer(base: String, client: usize) -> Acked {
+fn writer(base: String, client: usize, count: &std::sync::atomic::AtomicUsize) -> Acked {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(5))
         .build();
@@ -243,6 +243,7 @@ fn writer(base: String, client: usize) -> Acked {
             break;
         };
         acked.push((id.clone(), 0, 0));
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for n in 1..=3u64 {
             if let Some(last) = acked.last_mut() {
                 last.2 = n;
@@ -271,14 +272,18 @@ fn group_commit_keeps_every_acknowledged_write_across_sigkill_under_load() {
     let (router, http) = (free_port(), free_port());
     let node = serve(&store, router, http);
     let base = format!("http://127.0.0.1:{http}");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writers: Vec<_> = (0..32)
         .map(|c| {
-            let base = base.clone();
-            std::thread::spawn(move || writer(base, c))
+            let (base, count) = (base.clone(), count.clone());
+            std::thread::spawn(move || writer(base, c, &count))
         })
         .collect();
-    // Kill it in the middle of the load.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill it in the middle of the load: once 64 creates were acknowledged, however long that
+    // takes on a loaded machine (the writers stop by themselves after 20 s).
+    common::eventually("64 acknowledged creates", Duration::from_secs(20), || {
+        (count.load(std::sync::atomic::Ordering::Relaxed) >= 64).then_some(())
+    });
     node.signal(9);
     let acked: Vec<Acked> = writers
         .into_iter()
