@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 pub(crate) const WINDOW: Duration = Duration::from_secs(30);
 /// What the subscriber password authenticates (no message has this shape: messages are
 /// length-prefixed parts followed by a timestamp and a nonce).
+#[cfg(feature = "zmq")]
 const SUBSCRIBER_LABEL: &[u8] = b"zeroservices subscriber v1";
 /// Nonces remembered at most (older ones are forgotten first).
 const MAX_NONCES: usize = 1 << 20;
@@ -98,6 +99,7 @@ impl ClusterKey {
         m.finalize().into_bytes().into()
     }
 
+    #[cfg(feature = "zmq")]
     fn subscriber_mac(&self) -> Hmac<Sha256> {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut m =
@@ -108,11 +110,13 @@ impl ClusterKey {
 
     /// The password a subscriber presents to a keyed publisher (ZeroMQ PLAIN, see
     /// docs/security.md): the hex HMAC of a fixed label, the same for every node of the cluster.
+    #[cfg(feature = "zmq")]
     pub(crate) fn subscriber_password(&self) -> String {
         hex(&self.subscriber_mac().finalize().into_bytes())
     }
 
     /// Whether `password` is [`ClusterKey::subscriber_password`] (compared in constant time).
+    #[cfg(feature = "zmq")]
     pub(crate) fn check_subscriber_password(&self, password: &[u8]) -> bool {
         let Some(mac) = std::str::from_utf8(password).ok().and_then(unhex::<32>) else {
             return false;

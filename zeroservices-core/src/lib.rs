@@ -55,6 +55,11 @@
 //! - [`worker`]: rules that run a callback on matching resources.
 //! - `cluster_key`: the optional shared [`ClusterKey`] authenticating every frame and datagram.
 //! - [`error`]: the [`Error`] type.
+//!
+//! # Features
+//! `zmq` (the ZeroMQ medium: libzmq, built with a C++ compiler), `nats` (the NATS medium and
+//! NATS discovery) and `embedded` (the embedded store) are on by default. A NATS-only user:
+//! `default-features = false, features = ["nats"]`.
 
 mod cluster_key;
 pub mod directory;
@@ -78,9 +83,11 @@ pub use discovery::{
     NoDiscovery, StaticDiscovery,
 };
 pub use error::{Error, Result};
-pub use medium::{
-    Event, Medium, MemoryMedium, MemoryNetwork, NatsConfig, NatsMedium, ZmqConfig, ZmqMedium,
-};
+pub use medium::{Event, Medium, MemoryMedium, MemoryNetwork};
+#[cfg(feature = "nats")]
+pub use medium::{NatsConfig, NatsMedium};
+#[cfg(feature = "zmq")]
+pub use medium::{ZmqConfig, ZmqMedium};
 pub use node::{
     ActionContext, ActionFn, CollectionClient, CollectionSpec, Node, NodeBuilder, PeerEvent,
     Service, Subscription, Tap, TapFn, MAX_LEASE, MAX_LEASES,
@@ -88,5 +95,7 @@ pub use node::{
 pub use protocol::{Announcement, NodeType};
 pub use query::ListQuery;
 pub use resources::{Action, Collection, ListPage, Resource, ResourceEvent, ResourceRequest};
-pub use store::{EmbeddedStore, GroupCommit, MemoryCollection};
+pub use store::MemoryCollection;
+#[cfg(feature = "embedded")]
+pub use store::{EmbeddedStore, GroupCommit};
 pub use worker::{WorkContext, Worker, WorkerHandle};

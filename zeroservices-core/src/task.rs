@@ -16,6 +16,7 @@ impl TaskGuard {
     }
 
     /// True once the task has ended (finished, panicked or aborted).
+    #[cfg_attr(not(feature = "zmq"), allow(dead_code))]
     pub(crate) fn is_finished(&self) -> bool {
         self.0.is_finished()
     }

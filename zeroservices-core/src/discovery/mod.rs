@@ -9,11 +9,13 @@
 
 mod memory;
 mod multicast;
+#[cfg(feature = "nats")]
 mod nats;
 mod static_seed;
 
 pub use self::memory::{MemoryDiscovery, MemoryDiscoveryBus};
 pub use self::multicast::{MulticastConfig, MulticastDiscovery};
+#[cfg(feature = "nats")]
 pub use self::nats::NatsDiscovery;
 pub use self::static_seed::StaticDiscovery;
 

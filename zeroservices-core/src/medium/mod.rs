@@ -10,14 +10,18 @@
 
 pub mod envelope;
 mod memory;
+#[cfg(feature = "nats")]
 mod nats;
 mod work;
+#[cfg(feature = "zmq")]
 mod zmq;
 
 pub use self::envelope::MessageKind;
 pub use self::memory::{MemoryMedium, MemoryNetwork};
+#[cfg(feature = "nats")]
 pub use self::nats::{JetStreamMode, NatsConfig, NatsMedium};
 pub use self::work::{WorkAck, WorkItem, WorkQueue};
+#[cfg(feature = "zmq")]
 pub use self::zmq::{ZmqConfig, ZmqMedium};
 
 use std::fmt;
@@ -64,6 +68,7 @@ pub struct Replier(Option<ReplyTo>);
 
 /// Where a reply goes.
 #[derive(Debug)]
+#[cfg_attr(not(any(feature = "zmq", feature = "nats")), allow(dead_code))]
 enum ReplyTo {
     /// A caller waiting on a oneshot (the memory medium).
     Oneshot(oneshot::Sender<Bytes>),
@@ -85,6 +90,7 @@ impl Replier {
     /// A replier that queues `[ident, rid, body]` on `tx`. The queue must have room for every
     /// request in flight (its owner stops reading requests before that), so a reply is never
     /// refused for lack of room.
+    #[cfg_attr(not(any(feature = "zmq", feature = "nats")), allow(dead_code))]
     pub(crate) fn queued(tx: mpsc::Sender<[Bytes; 3]>, ident: Bytes, rid: Bytes) -> Replier {
         Replier(Some(ReplyTo::Queue { tx, ident, rid }))
     }

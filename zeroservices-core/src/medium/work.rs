@@ -40,6 +40,7 @@ pub struct WorkQueue {
 
 impl WorkQueue {
     /// A queue fed through `rx` by the task `reader` owns.
+    #[cfg_attr(not(any(feature = "zmq", feature = "nats")), allow(dead_code))]
     pub(crate) fn new(rx: mpsc::Receiver<WorkItem>, reader: TaskGuard) -> WorkQueue {
         WorkQueue {
             rx,

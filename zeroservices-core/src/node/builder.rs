@@ -18,9 +18,11 @@ use crate::cluster_key::ClusterKey;
 use crate::directory::Directory;
 use crate::discovery::{Discovery, DiscoveryContext, Heard, NoDiscovery};
 use crate::error::Result;
-use crate::medium::{
-    Inbox, Medium, MemoryMedium, MemoryNetwork, NatsConfig, NatsMedium, ZmqConfig, ZmqMedium,
-};
+use crate::medium::{Inbox, Medium, MemoryMedium, MemoryNetwork};
+#[cfg(feature = "nats")]
+use crate::medium::{NatsConfig, NatsMedium};
+#[cfg(feature = "zmq")]
+use crate::medium::{ZmqConfig, ZmqMedium};
 use crate::protocol::{AnnounceKind, Announcement, NodeType, PROTOCOL_VERSION};
 
 use super::events::event_publisher;
@@ -32,10 +34,25 @@ use super::{
 };
 
 pub(super) enum MediumChoice {
+    #[cfg(feature = "zmq")]
     Zmq(ZmqConfig),
     Memory(MemoryNetwork),
+    #[cfg(feature = "nats")]
     Nats(Box<NatsConfig>),
     Custom(Arc<dyn Medium>, Inbox),
+    /// None chosen, and no ZeroMQ (the default) in this build.
+    #[cfg_attr(feature = "zmq", allow(dead_code))]
+    Unset,
+}
+
+impl MediumChoice {
+    /// ZeroMQ with its defaults where it is built in, else nothing (an error at start).
+    fn default_choice() -> MediumChoice {
+        #[cfg(feature = "zmq")]
+        return MediumChoice::Zmq(ZmqConfig::default());
+        #[cfg(not(feature = "zmq"))]
+        return MediumChoice::Unset;
+    }
 }
 
 /// Configures and starts a [`Node`].
@@ -46,6 +63,8 @@ pub struct NodeBuilder {
     timeout: Duration,
     medium: MediumChoice,
     discovery: Box<dyn Discovery>,
+    /// Whether the user chose the discovery (a NATS medium then keeps it).
+    discovery_set: bool,
     service: Arc<dyn Service>,
     collections: Vec<CollectionSpec>,
     reserved: Vec<String>,
@@ -79,13 +98,17 @@ impl NodeBuilder {
         self.timeout = d;
         self
     }
-    /// ZeroMQ medium (the default, on all interfaces with random ports).
+    /// ZeroMQ medium (the default, with random ports, on loopback unless a cluster key is set:
+    /// see [`ZmqConfig::bind_address`]).
+    #[cfg(feature = "zmq")]
     pub fn zmq(mut self, cfg: ZmqConfig) -> Self {
         self.medium = MediumChoice::Zmq(cfg);
         self
     }
     /// NATS medium (see [`NatsMedium`]); peers are then found through NATS as well
-    /// ([`crate::discovery::NatsDiscovery`]), whatever discovery was set.
+    /// ([`crate::discovery::NatsDiscovery`]) unless a discovery was set with
+    /// [`NodeBuilder::discovery`], which is then kept.
+    #[cfg(feature = "nats")]
     pub fn nats(mut self, cfg: NatsConfig) -> Self {
         self.medium = MediumChoice::Nats(Box::new(cfg));
         self
@@ -103,11 +126,13 @@ impl NodeBuilder {
     /// Discovery (default: none).
     pub fn discovery(mut self, d: impl Discovery) -> Self {
         self.discovery = Box::new(d);
+        self.discovery_set = true;
         self
     }
     /// Discovery, already boxed.
     pub fn boxed_discovery(mut self, d: Box<dyn Discovery>) -> Self {
         self.discovery = d;
+        self.discovery_set = true;
         self
     }
     /// Authenticates every datagram and frame with a shared key; peers without it are ignored.
@@ -263,9 +288,11 @@ impl NodeBuilder {
     }
 
     /// The medium chosen, bound for the node `node_id` (with the cluster key, if any).
+    #[cfg_attr(not(feature = "zmq"), allow(unused_variables))]
     async fn bind_medium(&mut self, node_id: &str) -> Result<(Arc<dyn Medium>, Inbox)> {
-        let choice = std::mem::replace(&mut self.medium, MediumChoice::Zmq(ZmqConfig::default()));
+        let choice = std::mem::replace(&mut self.medium, MediumChoice::Unset);
         Ok(match choice {
+            #[cfg(feature = "zmq")]
             MediumChoice::Zmq(mut cfg) => {
                 if self.cluster_key.is_some() {
                     cfg.cluster_key = self.cluster_key.clone();
@@ -274,12 +301,17 @@ impl NodeBuilder {
                 let (m, i) = ZmqMedium::bind(cfg).await?;
                 (Arc::new(m), i)
             }
+            #[cfg(feature = "nats")]
             MediumChoice::Nats(mut cfg) => {
                 if self.cluster_key.is_some() {
                     cfg.cluster_key = self.cluster_key.clone();
                 }
                 let (m, i) = NatsMedium::connect(*cfg).await?;
-                self.discovery = Box::new(crate::discovery::NatsDiscovery::new(&m));
+                if self.discovery_set {
+                    tracing::info!("NATS medium with the discovery set on the builder (not NATS discovery)");
+                } else {
+                    self.discovery = Box::new(crate::discovery::NatsDiscovery::new(&m));
+                }
                 (Arc::new(m), i)
             }
             MediumChoice::Memory(net) => {
@@ -287,6 +319,11 @@ impl NodeBuilder {
                 (Arc::new(m), i)
             }
             MediumChoice::Custom(m, i) => (m, i),
+            MediumChoice::Unset => {
+                return Err(crate::Error::BadRequest(
+                    "no medium: choose one on the builder (memory, nats, medium) or build with the `zmq` feature".into(),
+                ))
+            }
         })
     }
 }
@@ -355,7 +392,8 @@ impl Node {
             node_type: NodeType::Service,
             heartbeat: DEFAULT_HEARTBEAT,
             timeout: DEFAULT_TIMEOUT,
-            medium: MediumChoice::Zmq(ZmqConfig::default()),
+            medium: MediumChoice::default_choice(),
+            discovery_set: false,
             discovery: Box::new(NoDiscovery),
             service: Arc::new(NoService),
             collections: Vec::new(),

@@ -19,6 +19,7 @@ mod update;
 
 pub use self::filter::Filter;
 pub use self::path::{cmp_values, values_equal};
+#[cfg(feature = "embedded")]
 pub(crate) use self::path::{first as first_value, resolve as resolve_values};
 pub use self::update::Update;
 
