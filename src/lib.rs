@@ -18,6 +18,11 @@
 pub use zeroservices_core as core;
 pub use zeroservices_http as http;
 
+/// The README, whose Rust example is compiled (and type-checked) with the doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod config;
 pub mod options;
 pub mod skeleton;

@@ -87,7 +87,26 @@ struct Rule {
     running: Mutex<HashSet<String>>,
 }
 
-/// A set of rules bound to a node. Configure, then [`Worker::start`].
+/// A set of rules bound to a node. Configure, then [`Worker::start`]; see the module docs for
+/// a full example.
+///
+/// ```
+/// use std::time::Duration;
+/// use serde_json::json;
+/// use zeroservices_core::{Node, Worker};
+///
+/// # async fn demo(node: Node) -> zeroservices_core::Result<()> {
+/// let handle = Worker::new(node)
+///     .lease(Duration::from_secs(10)) // a dead worker's job runs again after 10 s
+///     .concurrency(8)
+///     .rule("mail", json!({"sent": false}), |ctx| async move {
+///         println!("sending {}", ctx.resource.resource_id);
+///         Ok(())
+///     })?
+///     .start();
+/// handle.stop();
+/// # Ok(()) }
+/// ```
 pub struct Worker {
     node: Node,
     rules: Vec<Arc<Rule>>,

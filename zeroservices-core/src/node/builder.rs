@@ -55,7 +55,23 @@ impl MediumChoice {
     }
 }
 
-/// Configures and starts a [`Node`].
+/// Configures and starts a [`Node`]: its medium (ZeroMQ by default), discovery, service hooks,
+/// collections, cluster key and state directory.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use zeroservices_core::{ClusterKey, CollectionSpec, MemoryCollection, MulticastDiscovery, Node};
+///
+/// # async fn demo() -> zeroservices_core::Result<()> {
+/// let node = Node::builder("power-service")
+///     .discovery(MulticastDiscovery::default())
+///     .cluster_key(ClusterKey::new(&std::fs::read("cluster.key")?))
+///     .state_dir("./state") // the same node_id and seq after a restart
+///     .collection(CollectionSpec::new("power", Arc::new(MemoryCollection::new())))
+///     .start()
+///     .await?;
+/// # drop(node); Ok(()) }
+/// ```
 pub struct NodeBuilder {
     name: String,
     node_type: NodeType,

@@ -68,6 +68,30 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
 
 /// The hooks of a service. Every method has a default, so implement only what you need.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use serde_json::{json, Value};
+/// use zeroservices_core::{Node, Service};
+///
+/// /// Answers `{"hello": name}` with a greeting; logs `chat` events.
+/// struct Greeter;
+///
+/// #[async_trait]
+/// impl Service for Greeter {
+///     async fn on_message(&self, _node: &Node, msg: Value) -> zeroservices_core::Result<Value> {
+///         Ok(json!({"greeting": format!("hello {}", msg["hello"].as_str().unwrap_or("you"))}))
+///     }
+///     async fn on_event(&self, _node: &Node, topic: &str, data: Value) {
+///         println!("{topic}: {data}");
+///     }
+///     fn subscriptions(&self) -> Vec<String> {
+///         vec!["chat".into()]
+///     }
+/// }
+/// let builder = Node::builder("greeter").service(Greeter);
+/// # drop(builder);
+/// ```
 #[async_trait]
 pub trait Service: Send + Sync + 'static {
     /// A unicast message (`kind: request` expects the returned value as reply; for
@@ -114,6 +138,24 @@ const EVENT_FLUSH: Duration = Duration::from_secs(2);
 
 /// A handle on a running node. Cheap to clone; the node stops when the last handle returned
 /// by [`NodeBuilder::start`] (and its clones) is dropped, or at [`Node::shutdown`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use zeroservices_core::{CollectionSpec, MemoryCollection, MemoryNetwork, Node};
+///
+/// # #[tokio::main] async fn main() -> zeroservices_core::Result<()> {
+/// let node = Node::builder("todo")
+///     .memory(&MemoryNetwork::new())
+///     .collection(CollectionSpec::new("todos", Arc::new(MemoryCollection::new())))
+///     .start()
+///     .await?;
+/// let todos = node.collection("todos"); // here or on any node of the cluster
+/// let t = todos.create(Some("t1"), json!({"title": "write docs"})).await?;
+/// assert_eq!(todos.get(&t.resource_id).await?.resource_data["title"], "write docs");
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<NodeInner>,

@@ -29,6 +29,20 @@ pub struct ListPage {
 
 /// Storage of one collection. Object-safe (`Arc<dyn Collection>`); every backend passes the
 /// conformance cases of the `zeroservices-testkit` crate.
+///
+/// ```
+/// use serde_json::json;
+/// use zeroservices_core::{Collection, ListQuery, MemoryCollection};
+///
+/// # #[tokio::main] async fn main() -> zeroservices_core::Result<()> {
+/// let store = MemoryCollection::new();
+/// store.create(Some("1".into()), json!({"value": 2, "status": "pending"})).await?;
+/// store.create(Some("2".into()), json!({"value": 3, "status": "done"})).await?;
+/// let q = ListQuery { filter: json!({"status": "pending"}), ..ListQuery::default() };
+/// let page = store.list(&q).await?;
+/// assert_eq!((page.total, page.items[0].resource_id.as_str()), (1, "1"));
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait Collection: Send + Sync + fmt::Debug + 'static {
     /// Matching resources (see [`ListQuery`]).
