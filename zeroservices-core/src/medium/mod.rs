@@ -81,8 +81,24 @@ enum ReplyTo {
 }
 
 impl Replier {
-    /// A replier and the receiver the medium waits on.
-    pub(crate) fn new() -> (Replier, oneshot::Receiver<Bytes>) {
+    /// A replier and the receiver the medium waits on: how a medium written in another crate
+    /// hands a request to the node ([`InboundRequest::reply`]) and gets its reply body back
+    /// (on the receiver; an `internal` error body if the node dropped the replier unanswered).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use zeroservices_core::medium::Replier;
+    ///
+    /// # #[tokio::main] async fn main() {
+    /// let (replier, reply) = Replier::new();
+    /// replier.send(Bytes::from_static(br#"{"ok":true,"data":{}}"#));
+    /// assert_eq!(reply.await.unwrap(), Bytes::from_static(br#"{"ok":true,"data":{}}"#));
+    /// let (dropped, reply) = Replier::new();
+    /// drop(dropped);
+    /// assert!(reply.await.unwrap().starts_with(br#"{"ok":false"#));
+    /// # }
+    /// ```
+    pub fn new() -> (Replier, oneshot::Receiver<Bytes>) {
         let (tx, rx) = oneshot::channel();
         (Replier(Some(ReplyTo::Oneshot(tx))), rx)
     }
