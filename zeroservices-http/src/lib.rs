@@ -12,6 +12,7 @@
 //! - [`auth`]: the [`Auth`] trait, [`AllowAll`], [`BasicAuth`], [`JwtAuth`] (HS256, RS256).
 //! - [`error`]: [`ApiError`], the one error → status + JSON mapping.
 //! - `origin`: which browser origins may call (CORS), 403 for state changes from others.
+//! - `outgoing`: what `/realtime` sends, as one `ServerMessage` type.
 //!
 //! ```no_run
 //! use zeroservices_core::{Node, NodeType, MulticastDiscovery};
@@ -31,6 +32,7 @@ mod limits;
 mod live;
 mod ops;
 mod origin;
+mod outgoing;
 mod realtime;
 mod rest;
 mod server;

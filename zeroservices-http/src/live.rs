@@ -21,6 +21,8 @@
 
 use std::collections::HashSet;
 
+use crate::outgoing::{Change, ServerMessage};
+
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -56,9 +58,7 @@ pub(crate) struct LiveQuery {
 }
 
 fn error(code: &str, message: &str) -> Utf8Bytes {
-    json!({"type": "error", "error": {"code": code, "message": message}})
-        .to_string()
-        .into()
+    crate::outgoing::error_message(code, message)
 }
 
 /// Checks and starts a live query: the grant, the filter, and the first listing. Answers the
@@ -110,9 +110,13 @@ pub(crate) async fn open(
         filter,
         members: page.items.iter().map(|r| r.resource_id.clone()).collect(),
     };
-    let msg = json!({"type": "subscribed", "query": id, "collection": sub.collection,
-        "items": page.items, "total": page.total});
-    Ok((q, msg.to_string().into()))
+    let msg = ServerMessage::LiveSubscribed {
+        query: &id,
+        collection: &sub.collection,
+        items: &page.items,
+        total: page.total,
+    };
+    Ok((q, msg.text()))
 }
 
 impl LiveQuery {
@@ -190,23 +194,38 @@ impl LiveQueries {
             } else {
                 q.members.remove(&ev.resource_id);
             }
-            let mut m = json!({"type": kind, "query": q.id, "collection": ev.collection,
-                "resource_id": ev.resource_id, "action": ev.action,
-                "node_id": ev.node_id, "seq": ev.seq, "ts": ev.ts});
-            if now {
-                m["resource_data"] = ev.resource_data.clone().unwrap_or(Value::Null);
-            }
-            if let (Some(p), "update") = (&ev.patch, kind) {
-                m["patch"] = p.clone();
-            }
-            out.push(m.to_string().into());
+            let change = Change {
+                query: &q.id,
+                collection: &ev.collection,
+                resource_id: &ev.resource_id,
+                action: &ev.action,
+                node_id: &ev.node_id,
+                seq: ev.seq,
+                ts: ev.ts,
+                resource_data: if now {
+                    Some(ev.resource_data.as_ref().unwrap_or(&Value::Null))
+                } else {
+                    None
+                },
+                patch: ev.patch.as_ref().filter(|_| kind == "update"),
+            };
+            out.push(
+                match kind {
+                    "enter" => ServerMessage::Enter(change),
+                    "update" => ServerMessage::Update(change),
+                    _ => ServerMessage::Leave(change),
+                }
+                .text(),
+            );
         }
         for id in overflowed {
             self.remove(&id);
             out.push(
-                json!({"type": "resync", "query": id, "reason": "overflow"})
-                    .to_string()
-                    .into(),
+                ServerMessage::LiveResync {
+                    query: &id,
+                    reason: "overflow",
+                }
+                .text(),
             );
         }
         out

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::live;
 
@@ -38,8 +37,8 @@ pub(super) struct Topics {
     pub(super) topics: Vec<String>,
 }
 
-pub(super) fn error_msg(code: &str, message: &str) -> String {
-    json!({"type": "error", "error": {"code": code, "message": message}}).to_string()
+pub(super) fn error_msg(code: &str, message: &str) -> axum::extract::ws::Utf8Bytes {
+    crate::outgoing::error_message(code, message)
 }
 
 /// A message for the live queries rather than the topics.

@@ -25,7 +25,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::sync::broadcast;
 use zeroservices_core::protocol::covering_prefixes;
 
@@ -39,6 +38,7 @@ use self::messages::{error_msg, live_message, ClientMessage, LiveMessage, Topics
 use self::seen::{Seen, SeenVisible};
 use crate::auth::Principal;
 use crate::live;
+use crate::outgoing::ServerMessage;
 use crate::visibility;
 use crate::AppState;
 
@@ -172,8 +172,11 @@ impl Conn {
             Some(LiveMessage::Subscribe(sub)) => self.subscribe_live(sub).await,
             Some(LiveMessage::Unsubscribe(id)) => {
                 let removed = self.live.remove(&id);
-                let m = json!({"type": "unsubscribed", "query": id, "found": removed});
-                vec![m.to_string().into()]
+                let m = ServerMessage::LiveUnsubscribed {
+                    query: &id,
+                    found: removed,
+                };
+                vec![m.text()]
             }
             None => {
                 self.st.hub.loaded_for(text).await;
@@ -189,7 +192,7 @@ impl Conn {
         if let Some(rule) = self.st.read_rules.get(&sub.collection) {
             let Some(user) = visibility::user_of(&self.who) else {
                 let m = format!("sign in to use {:?}", sub.collection);
-                return vec![error_msg("unauthorized", &m).into()];
+                return vec![error_msg("unauthorized", &m)];
             };
             let asked = std::mem::take(&mut sub.filter);
             sub.filter = visibility::and(asked, rule.filter_for(user));
@@ -229,12 +232,11 @@ impl Conn {
                 return vec![error_msg(
                     "bad_request",
                     &format!("unknown or malformed message: {e}"),
-                )
-                .into()]
+                )]
             }
         };
         match msg {
-            ClientMessage::Ping => vec![json!({"type": "pong"}).to_string().into()],
+            ClientMessage::Ping => vec![ServerMessage::Pong.text()],
             ClientMessage::Auth { token } => match self.st.auth.authenticate(Some(&token)) {
                 Ok(p) => {
                     self.who = p;
@@ -242,9 +244,9 @@ impl Conn {
                     // What the old credentials could see is not the new ones' business.
                     self.seen.clear();
                     self.live = live::LiveQueries::default();
-                    vec![json!({"type": "authenticated"}).to_string().into()]
+                    vec![ServerMessage::Authenticated.text()]
                 }
-                Err(_) => vec![error_msg("unauthorized", "invalid token").into()],
+                Err(_) => vec![error_msg("unauthorized", "invalid token")],
             },
             ClientMessage::Join { data } => self.subscribe(data.topics, HashMap::new()),
             ClientMessage::Unsubscribe { topics }
@@ -255,9 +257,7 @@ impl Conn {
                     self.topics.remove(t);
                 }
                 self.all = self.topics.iter().any(|t| t == "*" || t.is_empty());
-                vec![json!({"type": "unsubscribed", "topics": topics})
-                    .to_string()
-                    .into()]
+                vec![ServerMessage::Unsubscribed { topics: &topics }.text()]
             }
             ClientMessage::Subscribe { topics, since } => self.subscribe(topics, since),
         }
@@ -269,11 +269,11 @@ impl Conn {
         let added = topics.iter().filter(|t| !self.topics.contains(*t)).count();
         if self.topics.len() + added > MAX_TOPICS {
             let m = format!("at most {MAX_TOPICS} topics per connection");
-            return vec![error_msg("bad_request", &m).into()];
+            return vec![error_msg("bad_request", &m)];
         }
         if since.len() > MAX_SINCE {
             let m = format!("at most {MAX_SINCE} nodes in since");
-            return vec![error_msg("bad_request", &m).into()];
+            return vec![error_msg("bad_request", &m)];
         }
         for t in &topics {
             let collection = if t == "*" || t.is_empty() {
@@ -288,12 +288,10 @@ impl Conn {
                     "forbidden"
                 };
                 let m = format!("not allowed to subscribe to {t:?}");
-                return vec![error_msg(code, &m).into()];
+                return vec![error_msg(code, &m)];
             }
         }
-        let mut out: Vec<Utf8Bytes> = vec![json!({"type": "subscribed", "topics": &topics})
-            .to_string()
-            .into()];
+        let mut out: Vec<Utf8Bytes> = vec![ServerMessage::Subscribed { topics: &topics }.text()];
         let new_all = topics.iter().any(|t| t == "*" || t.is_empty());
         let new_topics: HashSet<String> = topics.into_iter().collect();
         self.all |= new_all;
@@ -340,9 +338,12 @@ impl Conn {
         strangers.dedup();
         for node_id in unproven.iter().map(String::as_str).chain(strangers) {
             out.push(
-                json!({"type": "resync", "node_id": node_id, "reason": "gap"})
-                    .to_string()
-                    .into(),
+                ServerMessage::Resync {
+                    node_id: Some(node_id),
+                    reason: "gap",
+                    missed: None,
+                }
+                .text(),
             );
         }
         for (node_id, seq) in since {
@@ -388,7 +389,7 @@ async fn close_expired(sink: &mut futures::stream::SplitSink<WebSocket, Message>
         reason: Utf8Bytes::from_static("token expired"),
     }));
     let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-        sink.send(Message::Text(bye.into())).await?;
+        sink.send(Message::Text(bye)).await?;
         sink.send(close).await
     })
     .await;
@@ -435,7 +436,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
                     }
                     out
                 }
-                Some(Ok(Message::Binary(_))) => vec![error_msg("bad_request", "binary frames are not supported; send JSON text").into()],
+                Some(Ok(Message::Binary(_))) => vec![error_msg("bad_request", "binary frames are not supported; send JSON text")],
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
             },
@@ -448,7 +449,7 @@ async fn connection(st: AppState, who: Principal, socket: WebSocket) {
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     metrics.events_dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    vec![json!({"type": "resync", "node_id": null, "reason": "overflow", "missed": n}).to_string().into()]
+                    vec![ServerMessage::Resync { node_id: None, reason: "overflow", missed: Some(n) }.text()]
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
