@@ -362,12 +362,24 @@ impl Medium for NatsMedium {
         timeout: Duration,
     ) -> Result<Bytes> {
         let subject = self.peer_subject(node_id)?;
-        self.call(subject, kind, body, timeout)
-            .await
-            .map_err(|e| match e {
-                Error::PeerGone(_) => Error::PeerGone(node_id.to_owned()),
-                e => e,
-            })
+        // "No responders" means nobody got the request: a peer whose connection to the
+        // server is being re-established (a slow consumer cut off under load, a server that
+        // moved) has no subscription for a moment. Asked again a few times, briefly, since it
+        // cannot run twice; a peer that is really gone is reported within ~200 ms.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.call(subject.clone(), kind, body.clone(), left).await {
+                Err(Error::PeerGone(_)) if pause <= Duration::from_millis(100) && left > pause => {
+                    tracing::debug!(%subject, "no responders; asking again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(Error::PeerGone(_)) => return Err(Error::PeerGone(node_id.to_owned())),
+                other => return other,
+            }
+        }
     }
 
     async fn request_endpoint(
