@@ -110,7 +110,9 @@ async fn keep_subscribed<F>(
                 Err(e) => tracing::warn!(%subject, error = %e, "cannot subscribe on NATS"),
             }
         }
-        let _ = shared.client.flush().await;
+        if let Err(e) = super::server_has_subscriptions(&shared.client).await {
+            tracing::warn!(error = %e, "NATS subscriptions not confirmed");
+        }
         if list.changed().await.is_err() {
             return;
         }

@@ -149,6 +149,25 @@ pub struct NatsMedium {
     _tasks: Vec<TaskGuard>,
 }
 
+/// Returns once the server has every subscription this client made so far. `flush` is not
+/// enough: it writes them to the socket, and the server may read a peer's request first (under
+/// load the medium suite saw "no responders" and lost one-way messages). A request to a
+/// subject nobody serves is answered "no responders" by the server itself, after it read our
+/// earlier `SUB`s: it reads one connection in order. (A message to ourselves would not come
+/// back: the client is `no_echo`.)
+pub(super) async fn server_has_subscriptions(client: &Client) -> Result<()> {
+    let probe = format!("_zs_probe.{}", uuid::Uuid::new_v4().simple());
+    let asked = client.request(probe, Bytes::new());
+    match tokio::time::timeout(Duration::from_secs(10), asked).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Ok(Err(e)) => Err(Error::Transport(format!("NATS round trip: {e}"))),
+        Err(_) => Err(Error::Transport(
+            "NATS server did not answer within 10 s".into(),
+        )),
+    }
+}
+
 impl NatsMedium {
     /// Connects to NATS (failing at once when no server answers), makes or updates the
     /// events stream, and starts listening on this node's subject.
@@ -170,12 +189,8 @@ impl NatsMedium {
             .subscribe(me.clone())
             .await
             .map_err(|e| Error::Transport(format!("subscribing to {me}: {e}")))?;
-        // Once flushed, the server has the subscription: a peer that hears of this node can
-        // reach it.
-        client
-            .flush()
-            .await
-            .map_err(|e| Error::Transport(format!("NATS flush: {e}")))?;
+        // Once the server has the subscription, a peer that hears of this node can reach it.
+        server_has_subscriptions(&client).await?;
         let (served, served_rx) = watch::channel(Vec::new());
         let tasks = vec![
             TaskGuard::spawn(inbound::reply_writer(shared.clone(), replies_rx)),
