@@ -373,15 +373,24 @@ const HELD_MARGIN: Duration = Duration::from_millis(100);
 /// Longest a stopping worker spends giving a cancelled job's lease and event back.
 const HAND_BACK: Duration = Duration::from_secs(2);
 
-/// Gives the lease on `id` back (if this worker holds it).
-async fn release(w: &Shared, rule: &Rule, id: &str) {
-    let claim = ClaimRequest {
+/// This worker's claim of a lease on `id` for the rule's group.
+fn claim_of(w: &Shared, rule: &Rule, id: &str) -> ClaimRequest {
+    ClaimRequest {
         collection: rule.collection.clone(),
         group: rule.group.clone(),
         resource_id: id.to_owned(),
         holder: w.holder.clone(),
+        lease_ms: u64::try_from(w.lease.as_millis()).unwrap_or(u64::MAX),
+        release: false,
+    }
+}
+
+/// Gives the lease on `id` back (if this worker holds it).
+async fn release(w: &Shared, rule: &Rule, id: &str) {
+    let claim = ClaimRequest {
         lease_ms: 0,
         release: true,
+        ..claim_of(w, rule, id)
     };
     if let Err(e) = w.node.claim(&claim).await {
         tracing::debug!(resource_id = %id, error = %e, "lease release failed; it expires");
@@ -391,14 +400,7 @@ async fn release(w: &Shared, rule: &Rule, id: &str) {
 /// Claims the resource, runs the callback if granted and still matching, then releases.
 /// While it runs, the lease is renewed and `ack` told the event is in progress.
 async fn job(w: &Shared, rule: &Rule, id: &str, ack: Option<&dyn WorkAck>) -> Claimed {
-    let claim = ClaimRequest {
-        collection: rule.collection.clone(),
-        group: rule.group.clone(),
-        resource_id: id.to_owned(),
-        holder: w.holder.clone(),
-        lease_ms: u64::try_from(w.lease.as_millis()).unwrap_or(u64::MAX),
-        release: false,
-    };
+    let claim = claim_of(w, rule, id);
     let resource = match w.node.claim(&claim).await {
         Ok(r) if r.granted => r.resource,
         Ok(r) => {
