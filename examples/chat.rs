@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use clap::Parser;
 use serde_json::{json, Value};
-use zeroservices::core::{Announcement, Node, Service};
+use zeroservices::core::{Announcement, Node, NodeHandle, Service};
 use zeroservices::http::{serve, HttpConfig};
 use zeroservices::options::{init_logging, stop_signal, ClusterArgs};
 
@@ -40,13 +40,13 @@ struct Presence;
 
 #[async_trait]
 impl Service for Presence {
-    async fn on_peer_join(&self, node: &Node, peer: &Announcement) {
+    async fn on_peer_join(&self, node: &NodeHandle, peer: &Announcement) {
         node.publish_local(
             "chat.presence",
             &json!({"event": "join", "name": peer.name, "node_id": peer.node_id}),
         );
     }
-    async fn on_peer_leave(&self, node: &Node, peer: &Announcement) {
+    async fn on_peer_leave(&self, node: &NodeHandle, peer: &Announcement) {
         node.publish_local(
             "chat.presence",
             &json!({"event": "leave", "name": peer.name, "node_id": peer.node_id}),
@@ -55,7 +55,7 @@ impl Service for Presence {
 }
 
 async fn say(
-    State(node): State<Node>,
+    State(node): State<NodeHandle>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, (StatusCode, String)> {
     // JSON whatever the Content-Type, like every ZeroServices route.
@@ -96,10 +96,10 @@ async fn main() -> anyhow::Result<()> {
         .route("/chat/", get(|| async { Html(PAGE) }))
         .route("/chat/say", post(say))
         .merge(zeroservices::web::client_routes("/chat"))
-        .with_state(node.clone());
+        .with_state(node.handle());
     serve(
         listener,
-        node.clone(),
+        node.handle(),
         HttpConfig::default(),
         Some(page),
         stop_signal(),

@@ -53,7 +53,7 @@ struct Args {
 
 /// The FOSDEM worker: squares `value` for every power in status `pending`.
 fn squaring_worker(node: &Node, args: &Args) -> anyhow::Result<WorkerHandle> {
-    let worker = Worker::new(node.clone())
+    let worker = Worker::new(node)
         .catch_up_every(Duration::from_millis(args.catch_up_ms.max(100)))
         .lease(Duration::from_millis(args.lease_ms))
         .rule("power", json!({"status": "pending"}), |ctx| async move {
@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             .merge(zeroservices::web::client_routes("/ui"));
         serve(
             listener,
-            node.clone(),
+            node.handle(),
             HttpConfig::default(),
             Some(ui),
             stop_signal(),

@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         .merge(zeroservices::web::client_routes("/todo"));
     serve(
         listener,
-        node.clone(),
+        node.handle(),
         HttpConfig {
             auth: Arc::new(JwtAuth::hs256(&secret)),
             read_rules: [(

@@ -341,7 +341,7 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
             shutdown_timeout: Duration::from_secs_f64(a.shutdown_timeout),
             read_rules,
         };
-        serve(listener, node.clone(), cfg, None, stop_signal()).await?;
+        serve(listener, node.handle(), cfg, None, stop_signal()).await?;
     }
     tracing::info!("stopping: saying bye, finishing in-flight requests, flushing the store");
     node.shutdown().await;

@@ -193,7 +193,18 @@ fn the_per_user_todo_page_stays_in_sync_and_users_never_see_each_others_items() 
         .send_string(r#"{"title": "bob's secret", "completed": false}"#)
         .expect("POST as bob");
     assert_eq!(r.status(), 201);
-    std::thread::sleep(Duration::from_millis(700));
+    // Absence, checked against a later marker: alice's next todo comes through the same
+    // event stream after bob's, so once it is on her page, bob's would be too.
+    let r = ureq::post(&base)
+        .set("authorization", &format!("Bearer {alice}"))
+        .send_string(r#"{"title": "after bob's", "completed": false}"#)
+        .expect("POST marker as alice");
+    assert_eq!(r.status(), 201);
+    common::eventually(
+        "alice's marker todo to appear",
+        Duration::from_secs(10),
+        || titles().contains(&"after bob's".to_string()).then_some(()),
+    );
     assert!(
         !titles().contains(&"bob's secret".to_string()),
         "bob's todo reached alice's page"

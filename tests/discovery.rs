@@ -95,8 +95,7 @@ fn a_killed_peer_is_detected_by_its_silence() {
     let b = serve_in(&ns, "beta", &[]);
     let w = watcher(ns.command(bin()), HB_MS);
     w.wait_line("+ beta", Duration::from_secs(5));
-    // Let a few announcements flow, then kill without a bye.
-    std::thread::sleep(Duration::from_millis(3 * HB_MS));
+    // Killed without a bye, right after it was seen: only its silence can tell.
     let killed = Instant::now();
     b.signal(9);
     w.wait_line("- beta", Duration::from_secs(5));
@@ -132,11 +131,11 @@ fn graceful_stop_says_bye_at_once() {
     w.wait_line("+ leaver", Duration::from_secs(6));
     let stopped = Instant::now();
     leaver.signal(15);
-    w.wait_line("- leaver", Duration::from_secs(3));
+    w.wait_line("- leaver", Duration::from_secs(10));
     let took = stopped.elapsed();
     eprintln!("bye seen after {took:?} (heartbeat {hb} ms)");
     assert!(
-        took < Duration::from_millis(hb),
+        took < Duration::from_millis(2 * hb),
         "leave seen after {took:?}: by expiry, not by bye"
     );
     assert_eq!(

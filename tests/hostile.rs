@@ -44,7 +44,6 @@ fn start_node(router: u16, publish: u16) -> Proc {
         "serve",
         "--name",
         "target",
-        "--no-http",
         "--store",
         "memory",
         "--collection",
@@ -52,7 +51,11 @@ fn start_node(router: u16, publish: u16) -> Proc {
         "--discovery",
         "none",
     ]);
+    // With HTTP, the node wants every event (its websocket hub), so it subscribes to peers'
+    // publishers and reads what a rogue one sends.
     c.args([
+        "--http",
+        "127.0.0.1:0",
         "--bind",
         "127.0.0.1",
         "--router-port",
@@ -122,10 +125,12 @@ fn hostile_frames_are_dropped_and_the_node_keeps_serving() {
     let big = vec![b'x'; 9 * 1024 * 1024];
     send(&d, &[b"7", b"resource", &big]);
 
-    // A rogue "peer" announces itself with a PUB that publishes malformed events, and a
-    // request endpoint that is not ZeroMQ at all.
-    let rogue_pub = zmq::Context::new().socket(zmq::PUB).expect("pub");
+    // A rogue "peer" announces itself with a publisher that publishes malformed events, and a
+    // request endpoint that is not ZeroMQ at all. The publisher is an XPUB, so the test sees
+    // the node's subscriptions come and go instead of waiting for them.
+    let rogue_pub = zmq::Context::new().socket(zmq::XPUB).expect("xpub");
     rogue_pub.set_linger(0).expect("linger");
+    rogue_pub.set_rcvtimeo(10_000).expect("rcvtimeo");
     rogue_pub.bind("tcp://127.0.0.1:*").expect("bind rogue pub");
     let rogue_pub_ep = rogue_pub
         .get_last_endpoint()
@@ -137,15 +142,26 @@ fn hostile_frames_are_dropped_and_the_node_keeps_serving() {
         "heartbeat_ms": 60000});
     let announced = call(&d, b"8", b"announce", rogue.to_string().as_bytes());
     assert_eq!(announced["ok"], true, "announce accepted: {announced}");
-    std::thread::sleep(Duration::from_millis(500));
+    // The node subscribes (`\x01` + prefix) once it has connected.
+    let wait_for = |marker: u8, what: &str| loop {
+        let m = rogue_pub
+            .recv_bytes(0)
+            .unwrap_or_else(|e| panic!("no {what} within 10 s: {e}"));
+        if m.first() == Some(&marker) {
+            break;
+        }
+    };
+    wait_for(1, "subscription from the node");
     for _ in 0..20 {
         let _ = rogue_pub.send_multipart([&b"power.create.1"[..]], 0);
         let _ = rogue_pub.send_multipart([&b"power.create.1"[..], b"{}", b"third"], 0);
         let _ = rogue_pub.send_multipart([&b"\xff\xfe"[..], b"{}"], 0);
         let _ = rogue_pub.send_multipart([&b"power.create.1"[..], b"{not json"], 0);
     }
+    // Over the size limit: the node drops the connection (its subscriptions leave, `\x00`),
+    // after reading everything sent before it.
     let _ = rogue_pub.send_multipart([&b"power.create.1"[..], &vec![b'{'; 9 * 1024 * 1024]], 0);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(0, "disconnect after the oversized event");
 
     // Still serving: a create succeeds (the rogue provider of `power` does not matter here,
     // because the node serves `power` itself) and the process is alive.

@@ -235,7 +235,11 @@ fn a_provider_in_another_process_is_listed_timed_out_lost_and_found_again() {
         504,
         "timeout",
     );
-    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "504 after {:?}: not at the 400 ms timeout",
+        start.elapsed()
+    );
     svc.signal(18);
     common::eventually(
         "the thawed provider to answer",
@@ -623,7 +627,7 @@ async fn expect_silence(ws: &mut Ws, d: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_websocket_client_gets_resync_and_slows_nobody() {
-    let c = tokio::task::block_in_place(|| Cluster::start(&["--ws-queue", "16"]));
+    let c = tokio::task::block_in_place(|| Cluster::start(&["--ws-queue", "128"]));
     // A client with a tiny receive buffer that stops reading after subscribing.
     let addr =
         c.ws.trim_start_matches("ws://")

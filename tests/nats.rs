@@ -314,8 +314,31 @@ async fn serve_on_nats_serves_its_collection_to_other_nodes_and_a_missing_server
     let _serve = spawn_ready("serve", s);
     let c = client(&url).await;
     let mut events = c.subscribe("power");
-    // The subscription reaches the server asynchronously.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The subscription reaches the server asynchronously: probes until one's event arrives,
+    // then drains up to the last probe's (one publisher: its events come in order).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = 0;
+    let mut seen = None;
+    while seen.is_none() {
+        assert!(Instant::now() < deadline, "no probe event within 10 s");
+        last += 1;
+        c.collection("power")
+            .create(Some(&format!("probe-{last}")), json!({"probe": last}))
+            .await
+            .expect("probe create");
+        seen = tokio::time::timeout(Duration::from_millis(200), events.recv())
+            .await
+            .ok()
+            .flatten();
+    }
+    while let Some(ev) = seen {
+        if ev.topic.ends_with(&*format!(".probe-{last}")) {
+            break;
+        }
+        seen = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the last probe's event");
+    }
     let made = c
         .collection("power")
         .create(Some("a b.c*>~"), json!({"n": 1}))

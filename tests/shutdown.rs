@@ -33,6 +33,40 @@ fn serve_http(http: u16, extra: &[&str]) -> Proc {
     spawn_ready("serve", c)
 }
 
+/// Reads one whole HTTP/1.1 answer (headers and a `Content-Length` body) off a kept-alive
+/// connection.
+fn read_one_answer(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("an answer within 10 s");
+        assert!(
+            n > 0,
+            "closed before answering: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length = text[..end]
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        if got.len() >= end + 4 + length {
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            return;
+        }
+    }
+}
+
 /// Reads until the peer closes (or `limit`); returns what arrived and whether it closed.
 fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, bool) {
     s.set_read_timeout(Some(Duration::from_millis(100)))
@@ -110,9 +144,12 @@ fn sigterm_exits_within_the_shutdown_bound_whatever_the_clients_do() {
     let http = free_port();
     let mut node = serve_http(http, &["--body-timeout", "120", "--shutdown-timeout", "2"]);
     let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    // One answered request first: the node holds this connection before the trickle starts.
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("health");
+    read_one_answer(&mut s);
     s.write_all(b"POST /power HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
         .expect("headers");
-    std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     node.signal(15);
     let code = node.wait_exit(Duration::from_secs(10));

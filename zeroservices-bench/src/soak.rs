@@ -26,7 +26,7 @@ pub(crate) async fn worker() -> anyhow::Result<()> {
         .heartbeat(Duration::from_millis(200))
         .start()
         .await?;
-    let _w = Worker::new(node.clone())
+    let _w = Worker::new(&node)
         .catch_up_every(Duration::from_secs(2))
         .rule("power", json!({"status": "pending"}), |ctx| async move {
             let v = ctx.resource.resource_data["value"].as_i64().unwrap_or(0);

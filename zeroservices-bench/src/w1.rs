@@ -14,8 +14,8 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use zeroservices_core::{
-    Collection, CollectionSpec, MemoryCollection, Node, NodeBuilder, Service, StaticDiscovery,
-    ZmqConfig,
+    Collection, CollectionSpec, MemoryCollection, Node, NodeBuilder, NodeHandle, Service,
+    StaticDiscovery, ZmqConfig,
 };
 
 use crate::stats::{emit, env_or, exit_on_stdin_close_or_deadline, summary};
@@ -43,7 +43,7 @@ struct ItemService(Value);
 
 #[async_trait]
 impl Service for ItemService {
-    async fn on_message(&self, _node: &Node, msg: Value) -> zeroservices_core::Result<Value> {
+    async fn on_message(&self, _node: &NodeHandle, msg: Value) -> zeroservices_core::Result<Value> {
         match (msg["action"].as_str(), msg["id"].as_str()) {
             (Some("get"), Some("1")) => Ok(self.0.clone()),
             _ => Err(zeroservices_core::Error::NotFound("no such item".into())),
@@ -108,8 +108,8 @@ fn check(v: &Value) -> bool {
 /// One way of calling `get` for item 1.
 #[derive(Clone)]
 enum Caller {
-    Resource(Node),
-    Core(Node, String),
+    Resource(NodeHandle),
+    Core(NodeHandle, String),
     NatsRaw(async_nats::Client),
 }
 

@@ -34,7 +34,14 @@ pub(crate) async fn server(mode: &str) -> anyhow::Result<()> {
     let http = async |node: Node| -> anyhow::Result<()> {
         let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         emit(json!({"event": "ready", "http": l.local_addr()?.to_string()}));
-        serve(l, node, HttpConfig::default(), None, std::future::pending()).await?;
+        serve(
+            l,
+            node.handle(),
+            HttpConfig::default(),
+            None,
+            std::future::pending(),
+        )
+        .await?;
         Ok(())
     };
     let all = async |power: Arc<dyn Collection>| -> anyhow::Result<()> {

@@ -24,7 +24,7 @@
 //!     .collection(CollectionSpec::new("power", Arc::new(MemoryCollection::new())))
 //!     .start()
 //!     .await?;
-//! let _worker = Worker::new(node.clone())
+//! let _worker = Worker::new(&node)
 //!     .rule("power", json!({"status": "pending"}), |ctx| async move {
 //!         let v = ctx.resource.resource_data["value"].as_i64().unwrap_or(0);
 //!         let done = json!({"$set": {"status": "done", "result": v * v}});
@@ -89,8 +89,8 @@ pub use medium::{NatsConfig, NatsMedium};
 #[cfg(feature = "zmq")]
 pub use medium::{ZmqConfig, ZmqMedium};
 pub use node::{
-    ActionContext, ActionFn, CollectionClient, CollectionSpec, Node, NodeBuilder, PeerEvent,
-    Service, Subscription, Tap, TapFn, MAX_LEASE, MAX_LEASES,
+    ActionContext, ActionFn, CollectionClient, CollectionSpec, Node, NodeBuilder, NodeHandle,
+    PeerEvent, Service, ShutdownReport, Subscription, Tap, TapFn, MAX_LEASE, MAX_LEASES,
 };
 pub use protocol::{Announcement, NodeType};
 pub use query::ListQuery;

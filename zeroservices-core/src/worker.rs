@@ -27,7 +27,7 @@
 //!
 //! # async fn demo(node: Node) -> zeroservices_core::Result<()> {
 //! // The FOSDEM power worker: square the value of every pending power.
-//! let worker = Worker::new(node)
+//! let worker = Worker::new(&node)
 //!     .rule("power", json!({"status": "pending"}), |ctx| async move {
 //!         let v = ctx.resource.resource_data["value"].as_f64().unwrap_or(0.0);
 //!         ctx.node.collection("power")
@@ -55,7 +55,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::Result;
 use crate::medium::{WorkAck, WorkQueue};
-use crate::node::{ClaimRequest, Node};
+use crate::node::{ClaimRequest, NodeHandle};
 use crate::query::{Filter, ListQuery};
 use crate::resources::{Resource, ResourceEvent};
 use crate::task::TaskGuard;
@@ -67,7 +67,7 @@ const CATCH_UP_PAGE: u64 = 1000;
 #[derive(Debug, Clone)]
 pub struct WorkContext {
     /// The worker's node.
-    pub node: Node,
+    pub node: NodeHandle,
     /// Collection of the resource.
     pub collection: String,
     /// The matching resource, as stored when the worker's claim was granted.
@@ -96,7 +96,7 @@ struct Rule {
 /// use zeroservices_core::{Node, Worker};
 ///
 /// # async fn demo(node: Node) -> zeroservices_core::Result<()> {
-/// let handle = Worker::new(node)
+/// let handle = Worker::new(&node)
 ///     .lease(Duration::from_secs(10)) // a dead worker's job runs again after 10 s
 ///     .concurrency(8)
 ///     .rule("mail", json!({"sent": false}), |ctx| async move {
@@ -108,7 +108,7 @@ struct Rule {
 /// # Ok(()) }
 /// ```
 pub struct Worker {
-    node: Node,
+    node: NodeHandle,
     rules: Vec<Arc<Rule>>,
     catch_up: Duration,
     concurrency: usize,
@@ -147,9 +147,9 @@ impl Drop for WorkerHandle {
 
 impl Worker {
     /// A worker on `node` (catch-up every 30 s, 64 callbacks at once, leases of 30 s).
-    pub fn new(node: Node) -> Worker {
+    pub fn new(node: &NodeHandle) -> Worker {
         Worker {
-            node,
+            node: node.clone(),
             rules: Vec::new(),
             catch_up: Duration::from_secs(30),
             concurrency: 64,
@@ -226,7 +226,7 @@ impl Worker {
 
 /// What every task of one started worker shares.
 struct Shared {
-    node: Node,
+    node: NodeHandle,
     permits: Arc<Semaphore>,
     /// This worker's name in leases.
     holder: String,

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use zeroservices_core::{Error, Node, Service, StaticDiscovery, ZmqConfig};
+use zeroservices_core::{Error, Node, NodeHandle, Service, StaticDiscovery, ZmqConfig};
 
 struct Fragile;
 
 #[async_trait]
 impl Service for Fragile {
-    async fn on_message(&self, _node: &Node, msg: Value) -> zeroservices_core::Result<Value> {
+    async fn on_message(&self, _node: &NodeHandle, msg: Value) -> zeroservices_core::Result<Value> {
         if msg["panic"] == true {
             panic!("handler panics on purpose");
         }
@@ -121,7 +121,7 @@ struct FragileListener(tokio::sync::mpsc::UnboundedSender<String>);
 
 #[async_trait]
 impl Service for FragileListener {
-    async fn on_event(&self, _node: &Node, topic: &str, _data: Value) {
+    async fn on_event(&self, _node: &NodeHandle, topic: &str, _data: Value) {
         if topic.ends_with(".bad") {
             panic!("on_event panics on purpose");
         }

@@ -94,7 +94,6 @@ async fn a_seq_is_never_used_past_a_reservation_that_could_not_be_saved() {
             .expect("event"),
     );
     node.shutdown().await;
-    drop(node);
     // A restart starts past every seq used.
     let node = start(&net, &dir).await;
     let mut events = node.subscribe("c");

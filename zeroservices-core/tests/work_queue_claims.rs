@@ -64,7 +64,7 @@ async fn an_event_for_a_resource_whose_job_runs_is_not_dropped() {
     for i in 0..2 {
         let n = node(&url, &format!("worker{i}"), false).await;
         let calls = calls.clone();
-        let w = Worker::new(n.clone())
+        let w = Worker::new(&n)
             .lease(Duration::from_secs(2))
             .rule("power", json!({"status": "pending"}), move |ctx| {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -118,7 +118,7 @@ async fn a_stopping_worker_hands_its_job_back_at_once() {
     let stuck = node(&url, "stuck", false).await;
     let started = Arc::new(AtomicUsize::new(0));
     let s = started.clone();
-    let w = Worker::new(stuck.clone())
+    let w = Worker::new(&stuck)
         .lease(Duration::from_secs(30))
         .rule("power", json!({"status": "pending"}), move |_ctx| {
             s.fetch_add(1, Ordering::SeqCst);
@@ -139,7 +139,7 @@ async fn a_stopping_worker_hands_its_job_back_at_once() {
     let stop_at = Instant::now();
     w.stop();
     let healthy = node(&url, "healthy", false).await;
-    let _w2 = Worker::new(healthy.clone())
+    let _w2 = Worker::new(&healthy)
         .lease(Duration::from_secs(30))
         .rule("power", json!({"status": "pending"}), |ctx| async move {
             let v = ctx.resource.resource_data["value"].as_i64().unwrap_or(0);

@@ -68,7 +68,7 @@ async fn a_worker_started_late_catches_up_then_follows_events() {
         .unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = runs.clone();
-    let _w = Worker::new(worker_node.clone())
+    let _w = Worker::new(&worker_node)
         .catch_up_every(Duration::from_millis(200))
         .rule("power", json!({"status": "pending"}), move |ctx| {
             let counter = counter.clone();

@@ -21,7 +21,8 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! let node = Node::builder("api").node_type(NodeType::Api).discovery(MulticastDiscovery::default()).start().await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5001").await?;
-//! serve(listener, node.clone(), HttpConfig::default(), None, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! serve(listener, node.handle(), HttpConfig::default(), None, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! node.shutdown().await;
 //! # Ok(()) }
 //! ```
 
@@ -56,7 +57,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use zeroservices_core::Node;
+use zeroservices_core::NodeHandle;
 
 /// Routes of the HTTP node that no collection may take: pass them to
 /// `NodeBuilder::reserve_names` on every node of a cluster this crate serves (the CLI does).
@@ -114,7 +115,7 @@ pub struct AppState(Arc<Shared>);
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct Shared {
-    pub(crate) node: Node,
+    pub(crate) node: NodeHandle,
     pub(crate) auth: Arc<dyn Auth>,
     pub(crate) hub: Arc<realtime::Hub>,
     pub(crate) metrics: Arc<Metrics>,
@@ -135,7 +136,7 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// State for `node`; taps the node's events into the realtime hub for as long as the
     /// state (or a clone of it) lives.
-    pub fn new(node: Node, cfg: &HttpConfig) -> AppState {
+    pub fn new(node: &NodeHandle, cfg: &HttpConfig) -> AppState {
         let hub = Arc::new(realtime::Hub::new(
             cfg.ws_queue,
             cfg.replay_capacity,
@@ -144,10 +145,10 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         // The tap's callback holds the hub and the metrics, not the state: dropping the last
         // state (which removes the tap) can then never happen inside the callback.
-        let tap = realtime::tap(&node, hub.clone(), metrics.clone());
-        let prefill = realtime::Prefill::start(&node, hub.clone(), cfg.replay_capacity);
+        let tap = realtime::tap(node, hub.clone(), metrics.clone());
+        let prefill = realtime::Prefill::start(node, hub.clone(), cfg.replay_capacity);
         AppState(Arc::new(Shared {
-            node,
+            node: node.clone(),
             auth: cfg.auth.clone(),
             hub,
             metrics,
@@ -226,12 +227,12 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
 /// refuses overlapping routes.
 pub async fn serve(
     listener: TcpListener,
-    node: Node,
+    node: NodeHandle,
     cfg: HttpConfig,
     extra: Option<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let st = AppState::new(node, &cfg);
+    let st = AppState::new(&node, &cfg);
     let mut router = app(st, &cfg);
     if let Some(extra) = extra {
         router = extra.merge(router);

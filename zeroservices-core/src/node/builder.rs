@@ -29,7 +29,7 @@ use super::events::event_publisher;
 use super::inbound::dispatcher;
 use super::membership::{heard_loop, housekeeping, run_discovery};
 use super::{
-    NoService, Node, NodeInner, Service, ShutdownGuard, DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT,
+    NoService, Node, NodeHandle, NodeInner, Service, DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT,
     EVENT_QUEUE, SUBSCRIPTION_CAPACITY,
 };
 
@@ -265,12 +265,8 @@ impl NodeBuilder {
             .serve_collections(inner.me.borrow().collections.clone());
         let tasks = spawn_tasks(&inner, self.discovery, ctx, inbox, events_rx, heard_rx);
         *inner.tasks.lock() = tasks;
-        let guard = Arc::new(ShutdownGuard(inner.shutdown.clone()));
         tracing::info!(name = %inner.name, node_id = %inner.node_id, endpoints = ?inner.medium.endpoints(), "node started");
-        Ok(Node {
-            inner,
-            _guard: Some(guard),
-        })
+        Ok(Node::own(NodeHandle { inner }))
     }
 
     /// What the node announces: its collections with their stores' identities.
@@ -354,24 +350,29 @@ fn spawn_tasks(
     inbox: Inbox,
     events_rx: mpsc::Receiver<(String, Vec<u8>)>,
     heard_rx: mpsc::Receiver<Heard>,
-) -> Vec<JoinHandle<()>> {
-    let node = Node {
+) -> Vec<(&'static str, JoinHandle<()>)> {
+    let node = NodeHandle {
         inner: inner.clone(),
-        _guard: None,
     };
     let service_sub = {
         let prefixes = node.inner.service.subscriptions();
         (!prefixes.is_empty()).then(|| node.subscribe_many(prefixes, SUBSCRIPTION_CAPACITY))
     };
     let mut tasks = vec![
-        tokio::spawn(dispatcher(node.clone(), inbox)),
-        tokio::spawn(event_publisher(node.clone(), events_rx)),
-        tokio::spawn(heard_loop(node.clone(), heard_rx)),
-        tokio::spawn(housekeeping(node.clone())),
-        tokio::spawn(run_discovery(discovery, ctx)),
+        ("dispatcher", tokio::spawn(dispatcher(node.clone(), inbox))),
+        (
+            "event publisher",
+            tokio::spawn(event_publisher(node.clone(), events_rx)),
+        ),
+        (
+            "membership",
+            tokio::spawn(heard_loop(node.clone(), heard_rx)),
+        ),
+        ("housekeeping", tokio::spawn(housekeeping(node.clone()))),
+        ("discovery", tokio::spawn(run_discovery(discovery, ctx))),
     ];
     if let Some(sub) = service_sub {
-        tasks.push(tokio::spawn(service_events(node, sub)));
+        tasks.push(("service events", tokio::spawn(service_events(node, sub))));
     }
     tasks
 }
@@ -379,7 +380,7 @@ fn spawn_tasks(
 /// Hands each event of the service's subscriptions to its `on_event` hook, one at a time. A
 /// hook that panics is logged and delivery goes on with the next event: user code never ends
 /// the node's event delivery for good.
-async fn service_events(node: Node, mut sub: crate::Subscription) {
+async fn service_events(node: NodeHandle, mut sub: crate::Subscription) {
     use futures::FutureExt as _;
     while let Some(ev) = sub.recv().await {
         let v = match ev.json() {
@@ -400,9 +401,9 @@ async fn service_events(node: Node, mut sub: crate::Subscription) {
     }
 }
 
-impl Node {
-    /// Starts configuring a node named `name`.
-    pub fn builder(name: &str) -> NodeBuilder {
+impl NodeBuilder {
+    /// Starts configuring a node named `name` (also [`Node::builder`]).
+    pub fn new(name: &str) -> NodeBuilder {
         NodeBuilder {
             name: name.to_owned(),
             node_type: NodeType::Service,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::Node;
+use super::NodeHandle;
 use crate::error::{Error, Result};
 use crate::protocol::{decode_reply, kind};
 use crate::resources::{validate_id, Resource};
@@ -132,7 +132,7 @@ impl Leases {
     }
 }
 
-impl Node {
+impl NodeHandle {
     /// Runs a claim on the collection's coordinator (this node or a peer).
     pub(crate) async fn claim(&self, req: &ClaimRequest) -> Result<ClaimReply> {
         validate_id(&req.resource_id)?;

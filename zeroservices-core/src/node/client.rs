@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::Node;
+use super::NodeHandle;
 use crate::error::{Error, Result};
 use crate::query::ListQuery;
 use crate::resources::{ListPage, Resource, ResourceRequest};
@@ -20,12 +20,12 @@ use crate::resources::{ListPage, Resource, ResourceRequest};
 /// ```
 #[derive(Debug, Clone)]
 pub struct CollectionClient {
-    node: Node,
+    node: NodeHandle,
     name: String,
 }
 
 impl CollectionClient {
-    pub(crate) fn new(node: Node, name: &str) -> CollectionClient {
+    pub(crate) fn new(node: NodeHandle, name: &str) -> CollectionClient {
         CollectionClient {
             node,
             name: name.to_owned(),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Node, NodeInner, SUBSCRIPTION_CAPACITY};
+use super::{NodeHandle, NodeInner, SUBSCRIPTION_CAPACITY};
 use crate::error::Result;
 use crate::medium::Event;
 use crate::protocol::topic_matches;
@@ -154,7 +154,7 @@ pub(super) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl Node {
+impl NodeHandle {
     /// Publishes an event to every subscriber in the cluster, this node included.
     pub async fn publish(&self, topic: &str, data: &Value) -> Result<()> {
         let payload = Bytes::from(data.to_string());
@@ -301,7 +301,7 @@ impl Node {
 /// backoff, and the node refuses new writes (`Node::writes_refused`): an event published
 /// past the durable reservation could see its seq used again after a restart, and a resuming
 /// client's `since` would then hide the new events.
-async fn reserve(node: &Node, seq: u64) -> bool {
+async fn reserve(node: &NodeHandle, seq: u64) -> bool {
     let Some(d) = &node.inner.durable else {
         return true;
     };
@@ -337,7 +337,7 @@ async fn reserve(node: &Node, seq: u64) -> bool {
     }
 }
 
-pub(super) async fn event_publisher(node: Node, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
+pub(super) async fn event_publisher(node: NodeHandle, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
     use std::io::Write as _;
     // Runs until every sender is gone, so changes acknowledged before shutdown still go out.
     loop {

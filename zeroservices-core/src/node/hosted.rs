@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::Node;
+use super::NodeHandle;
 use crate::error::{Error, Result};
 use crate::query::Update;
 use crate::resources::{
@@ -21,7 +21,7 @@ use crate::resources::{
 #[derive(Debug, Clone)]
 pub struct ActionContext {
     /// The node running the action (to publish events or call other collections).
-    pub node: Node,
+    pub node: NodeHandle,
     /// Collection name.
     pub collection: String,
     /// Target resource, for resource-level actions.
@@ -257,7 +257,7 @@ impl Hosted {
     /// Requests from peers need none: the dispatcher already runs them apart from the peer.
     pub(crate) async fn execute_detached(
         self: &Arc<Self>,
-        node: &Node,
+        node: &NodeHandle,
         req: ResourceRequest,
     ) -> Result<Output> {
         if req.is_read_only() {
@@ -273,7 +273,7 @@ impl Hosted {
 
     /// Runs one action on this node's store and publishes the resulting event; a storage
     /// failure is remembered for `/health`.
-    pub(crate) async fn execute(&self, node: &Node, req: ResourceRequest) -> Result<Output> {
+    pub(crate) async fn execute(&self, node: &NodeHandle, req: ResourceRequest) -> Result<Output> {
         if !req.is_read_only() && node.writes_refused() {
             return Err(Error::Unavailable(
                 "the node cannot save its event seq reservation (is its disk full?): writes are refused until it can".into(),
@@ -286,7 +286,7 @@ impl Hosted {
         out
     }
 
-    async fn run(&self, node: &Node, req: ResourceRequest) -> Result<Output> {
+    async fn run(&self, node: &NodeHandle, req: ResourceRequest) -> Result<Output> {
         let ResourceRequest {
             action,
             resource_id,
@@ -351,7 +351,7 @@ impl Hosted {
         }
     }
 
-    async fn create(&self, node: &Node, id: Option<String>, data: Value) -> Result<Output> {
+    async fn create(&self, node: &NodeHandle, id: Option<String>, data: Value) -> Result<Output> {
         if let Some(s) = &self.schema {
             s.validate(&data)?;
         }
@@ -377,7 +377,7 @@ impl Hosted {
         Ok(Output::Json(resource_json(&id, &data_json)?))
     }
 
-    async fn add_link(&self, node: &Node, id: &str, a: LinkArgs) -> Result<Output> {
+    async fn add_link(&self, node: &NodeHandle, id: &str, a: LinkArgs) -> Result<Output> {
         for part in [&a.relation, &a.target.0] {
             crate::query::check_path(part)?;
         }
@@ -390,7 +390,7 @@ impl Hosted {
         self.patch(node, id, &update).await
     }
 
-    async fn patch(&self, node: &Node, id: &str, update: &Update) -> Result<Output> {
+    async fn patch(&self, node: &NodeHandle, id: &str, update: &Update) -> Result<Output> {
         // The schema is checked on the document the store writes, inside its atomic write.
         let _turn = self.order.turn(id).await;
         let r = match &self.schema {

@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use serde_json::{json, Value};
 
-use super::Node;
+use super::NodeHandle;
 use super::Output;
 use crate::discovery::Heard;
 use crate::error::{Error, Result};
@@ -16,7 +16,7 @@ use crate::medium::{InboundRequest, Inbox, Incoming, MessageKind};
 use crate::protocol::{encode_json_reply, encode_reply, Announcement};
 use crate::resources::ResourceRequest;
 
-impl Node {
+impl NodeHandle {
     pub(super) async fn handle_request(&self, req: InboundRequest) {
         let result = self.answer(req.kind, &req.body).await;
         if let Err(e) = &result {
@@ -84,7 +84,7 @@ impl Node {
     }
 }
 
-pub(super) async fn dispatcher(node: Node, mut inbox: Inbox) {
+pub(super) async fn dispatcher(node: NodeHandle, mut inbox: Inbox) {
     let inline_first_poll = tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::CurrentThread;
     loop {

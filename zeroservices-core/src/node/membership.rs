@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Node, PeerEvent, MISSED_HEARTBEATS};
+use super::{NodeHandle, PeerEvent, MISSED_HEARTBEATS};
 use crate::directory::{resolve_endpoint, Upsert};
 use crate::discovery::{Discovery, DiscoveryContext, Heard};
 use crate::protocol::{AnnounceKind, Announcement};
 
-impl Node {
+impl NodeHandle {
     /// Adds a peer by hand (as if announced).
     pub async fn add_peer(&self, a: Announcement) {
         self.handle_heard(Heard {
@@ -155,7 +155,7 @@ impl Node {
     }
 }
 
-pub(super) async fn heard_loop(node: Node, mut rx: mpsc::Receiver<Heard>) {
+pub(super) async fn heard_loop(node: NodeHandle, mut rx: mpsc::Receiver<Heard>) {
     loop {
         tokio::select! {
             _ = node.inner.shutdown.cancelled() => return,
@@ -167,7 +167,7 @@ pub(super) async fn heard_loop(node: Node, mut rx: mpsc::Receiver<Heard>) {
     }
 }
 
-pub(super) async fn housekeeping(node: Node) {
+pub(super) async fn housekeeping(node: NodeHandle) {
     // Expiry is checked 4 times per heartbeat so a dead peer is noticed soon after its third
     // missed heartbeat; pings go out once per heartbeat.
     let mut tick = tokio::time::interval(node.inner.heartbeat / 4);

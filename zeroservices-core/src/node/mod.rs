@@ -28,6 +28,7 @@ mod hosted;
 mod inbound;
 mod membership;
 mod ordering;
+mod owner;
 mod routing;
 
 use parking_lot::{Mutex, RwLock};
@@ -57,6 +58,7 @@ use crate::protocol::{Announcement, NodeType};
 pub use self::builder::NodeBuilder;
 use self::events::SubEntry;
 pub use self::events::{Subscription, Tap, TapFn};
+pub use self::owner::{Node, ShutdownReport};
 
 /// Default request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,17 +74,17 @@ pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
 /// ```
 /// use async_trait::async_trait;
 /// use serde_json::{json, Value};
-/// use zeroservices_core::{Node, Service};
+/// use zeroservices_core::{Node, NodeHandle, Service};
 ///
 /// /// Answers `{"hello": name}` with a greeting; logs `chat` events.
 /// struct Greeter;
 ///
 /// #[async_trait]
 /// impl Service for Greeter {
-///     async fn on_message(&self, _node: &Node, msg: Value) -> zeroservices_core::Result<Value> {
+///     async fn on_message(&self, _node: &NodeHandle, msg: Value) -> zeroservices_core::Result<Value> {
 ///         Ok(json!({"greeting": format!("hello {}", msg["hello"].as_str().unwrap_or("you"))}))
 ///     }
-///     async fn on_event(&self, _node: &Node, topic: &str, data: Value) {
+///     async fn on_event(&self, _node: &NodeHandle, topic: &str, data: Value) {
 ///         println!("{topic}: {data}");
 ///     }
 ///     fn subscriptions(&self) -> Vec<String> {
@@ -96,20 +98,20 @@ pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
 pub trait Service: Send + Sync + 'static {
     /// A unicast message (`kind: request` expects the returned value as reply; for
     /// `kind: notify` the value is discarded).
-    async fn on_message(&self, node: &Node, message: Value) -> Result<Value> {
+    async fn on_message(&self, node: &NodeHandle, message: Value) -> Result<Value> {
         let _ = (node, message);
         Err(Error::NotFound("this node does not handle messages".into()))
     }
     /// An event under one of [`Service::subscriptions`].
-    async fn on_event(&self, node: &Node, topic: &str, data: Value) {
+    async fn on_event(&self, node: &NodeHandle, topic: &str, data: Value) {
         let _ = (node, topic, data);
     }
     /// A peer appeared.
-    async fn on_peer_join(&self, node: &Node, peer: &Announcement) {
+    async fn on_peer_join(&self, node: &NodeHandle, peer: &Announcement) {
         let _ = (node, peer);
     }
     /// A peer said bye or stopped answering.
-    async fn on_peer_leave(&self, node: &Node, peer: &Announcement) {
+    async fn on_peer_leave(&self, node: &NodeHandle, peer: &Announcement) {
         let _ = (node, peer);
     }
     /// Topic prefixes delivered to [`Service::on_event`].
@@ -136,49 +138,21 @@ const EVENT_QUEUE: usize = 16_384;
 /// Longest time shutdown gives the medium to send the last events to connected subscribers.
 const EVENT_FLUSH: Duration = Duration::from_secs(2);
 
-/// A handle on a running node. Cheap to clone; the node stops when the last handle returned
-/// by [`NodeBuilder::start`] (and its clones) is dropped, or at [`Node::shutdown`].
-///
-/// ```
-/// use std::sync::Arc;
-/// use serde_json::json;
-/// use zeroservices_core::{CollectionSpec, MemoryCollection, MemoryNetwork, Node};
-///
-/// # #[tokio::main] async fn main() -> zeroservices_core::Result<()> {
-/// let node = Node::builder("todo")
-///     .memory(&MemoryNetwork::new())
-///     .collection(CollectionSpec::new("todos", Arc::new(MemoryCollection::new())))
-///     .start()
-///     .await?;
-/// let todos = node.collection("todos"); // here or on any node of the cluster
-/// let t = todos.create(Some("t1"), json!({"title": "write docs"})).await?;
-/// assert_eq!(todos.get(&t.resource_id).await?.resource_data["title"], "write docs");
-/// node.shutdown().await;
-/// # Ok(()) }
-/// ```
+/// A cheap, cloneable handle on a running node: everything but stopping it. The node's own
+/// tasks and the [`Service`] hooks get one; holding one does not keep the node running (its
+/// owner, [`Node`], does). After the node stopped, calls through a handle fail with
+/// [`Error::Shutdown`] or find nothing.
 #[derive(Clone)]
-pub struct Node {
+pub struct NodeHandle {
     inner: Arc<NodeInner>,
-    /// Present in user handles: the last one dropped cancels the node. Handles used by the
-    /// node's own tasks have none, so they do not keep the node alive.
-    _guard: Option<Arc<ShutdownGuard>>,
 }
 
-impl fmt::Debug for Node {
+impl fmt::Debug for NodeHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Node")
+        f.debug_struct("NodeHandle")
             .field("name", &self.inner.name)
             .field("node_id", &self.inner.node_id)
             .finish()
-    }
-}
-
-#[derive(Debug)]
-struct ShutdownGuard(CancellationToken);
-
-impl Drop for ShutdownGuard {
-    fn drop(&mut self) {
-        self.0.cancel();
     }
 }
 
@@ -211,11 +185,11 @@ struct NodeInner {
     stopping: CancellationToken,
     /// Tracks per-request and hook tasks, so shutdown can let them finish.
     tracker: TaskTracker,
-    /// The node's long-lived tasks; joined at shutdown.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The node's long-lived tasks, by name; joined at shutdown.
+    tasks: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
 }
 
-impl Node {
+impl NodeHandle {
     /// Unique id of this process's node.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
@@ -313,12 +287,9 @@ impl Node {
         CollectionClient::new(self.clone(), name)
     }
 
-    /// Stops the node in order: requests from peers are refused (`shutdown`) while the ones
-    /// running finish (at most the request timeout); then the tasks stop (discovery says bye)
-    /// after the event publisher sent every queued change; the medium sends the last events
-    /// (at most 2 s) and the hosted stores are flushed. Call it after the HTTP server stopped,
-    /// so every acknowledged write has queued its event.
-    pub async fn shutdown(&self) {
+    /// Stops the node in order (see [`Node::shutdown`]).
+    async fn stop(&self) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
         // 1. No new work from peers; what runs finishes and queues its events.
         self.inner.stopping.cancel();
         self.inner.tracker.close();
@@ -327,17 +298,27 @@ impl Node {
             .is_err()
         {
             tracing::warn!("in-flight requests still running at shutdown");
+            report.requests_unfinished = true;
         }
         // 2. The tasks stop; the event publisher first sequences and publishes what is queued.
+        // One that does not stop within 2 s is aborted; one that panicked is reported.
         self.inner.shutdown.cancel();
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner.tasks.lock());
-        for t in tasks {
+        let tasks: Vec<(&'static str, JoinHandle<()>)> =
+            std::mem::take(&mut *self.inner.tasks.lock());
+        for (name, mut t) in tasks {
             // Discovery sends its bye before returning; the rest return on cancel.
-            if tokio::time::timeout(Duration::from_secs(2), t)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a node task did not stop within 2 s");
+            match tokio::time::timeout(Duration::from_secs(2), &mut t).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_panic() => {
+                    tracing::error!(task = name, "a node task had panicked");
+                    report.panicked.push(name);
+                }
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    tracing::warn!(task = name, "a node task did not stop within 2 s: aborted");
+                    t.abort();
+                    report.aborted.push(name);
+                }
             }
         }
         // 3. Every acknowledged change's event leaves the node before it stops.
@@ -346,7 +327,9 @@ impl Node {
         for h in hosted {
             if let Err(e) = h.store.flush().await {
                 tracing::error!(collection = %h.name, error = %e, "flush at shutdown failed");
+                report.flush_failed.push(h.name.clone());
             }
         }
+        report
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::Node;
+use super::NodeHandle;
 use super::Output;
 use crate::error::{Error, Result};
 use crate::protocol::{decode_reply, kind, reply_data};
@@ -17,7 +17,7 @@ pub(super) enum Answer {
     There(Bytes),
 }
 
-impl Node {
+impl NodeHandle {
     /// Runs a resource action: here when this node hosts the collection, else on a live
     /// provider (round-robin). Read-only actions are retried on another provider when one
     /// fails. Errors: `NotFound` for a collection never seen, `Unavailable` when every

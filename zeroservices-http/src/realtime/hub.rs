@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use tokio::sync::broadcast;
-use zeroservices_core::{Event, Node, Tap};
+use zeroservices_core::{Event, NodeHandle, Tap};
 
 use super::MAX_SINCE;
 use crate::ops::Metrics;
@@ -216,7 +216,7 @@ fn hub_event(ev: &Event) -> Option<HubEvent> {
 
 /// Feeds the hub from the node's events, synchronously where each event is delivered (no
 /// task in between).
-pub(crate) fn tap(node: &Node, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Tap {
+pub(crate) fn tap(node: &NodeHandle, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Tap {
     node.tap(
         vec!["*".into()],
         Arc::new(move |ev: &Event| {
@@ -238,7 +238,7 @@ pub(crate) struct Prefill(tokio::task::JoinHandle<()>);
 
 impl Prefill {
     /// Starts loading, or marks the hub loaded at once outside a runtime.
-    pub(crate) fn start(node: &Node, hub: Arc<Hub>, max: usize) -> Option<Prefill> {
+    pub(crate) fn start(node: &NodeHandle, hub: Arc<Hub>, max: usize) -> Option<Prefill> {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             hub.loaded.send_replace(true);
             return None;

@@ -53,7 +53,7 @@ pub(crate) async fn start_with(specs: Vec<CollectionSpec>, cfg: HttpConfig) -> A
         b = b.collection(s);
     }
     let node = b.start().await.expect("node");
-    let router = app(AppState::new(node.clone(), &cfg), &cfg);
+    let router = app(AppState::new(&node, &cfg), &cfg);
     Api { router, node }
 }
 
