@@ -44,9 +44,8 @@ async fn client(url: &str) -> Node {
 
 async fn count(c: &Node, filter: Value) -> u64 {
     let q = ListQuery {
-        filter,
         limit: Some(0),
-        ..ListQuery::default()
+        ..ListQuery::filtered(&filter).expect("filter")
     };
     c.collection("power").list(&q).await.expect("list").total
 }
@@ -120,7 +119,7 @@ async fn the_power_demo_split_over_three_processes_on_nats_turns_a_thousand_powe
     let seven = c
         .collection("power")
         .list(&ListQuery {
-            filter: json!({"value": 7}),
+            filter: serde_json::from_value(json!({"value": 7})).expect("filter"),
             ..ListQuery::default()
         })
         .await

@@ -88,7 +88,7 @@ async fn a_thousand_powers_are_squared_across_processes_and_survive_sigkill() {
     loop {
         let pending = power
             .list(&ListQuery {
-                filter: json!({"status": "pending"}),
+                filter: serde_json::from_value(json!({"status": "pending"})).expect("filter"),
                 limit: Some(0),
                 ..ListQuery::default()
             })

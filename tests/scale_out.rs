@@ -50,7 +50,7 @@ async fn client(port: u16) -> Node {
 
 async fn pending(c: &Node) -> u64 {
     let q = ListQuery {
-        filter: json!({"status": "pending"}),
+        filter: serde_json::from_value(json!({"status": "pending"})).expect("filter"),
         limit: Some(0),
         ..ListQuery::default()
     };

@@ -48,7 +48,7 @@ fn queries(n: u64) -> [(&'static str, ListQuery); 2] {
         (
             "status_pending_limit_100",
             ListQuery {
-                filter: json!({"status": "pending"}),
+                filter: serde_json::from_value(json!({"status": "pending"})).expect("filter"),
                 limit: Some(100),
                 ..ListQuery::default()
             },
@@ -56,7 +56,8 @@ fn queries(n: u64) -> [(&'static str, ListQuery); 2] {
         (
             "value_range_sorted_limit_10",
             ListQuery {
-                filter: json!({"value": {"$gte": low, "$lt": low + 1000}}),
+                filter: serde_json::from_value(json!({"value": {"$gte": low, "$lt": low + 1000}}))
+                    .expect("filter"),
                 sort: Sort::parse("-value").unwrap_or_default(),
                 limit: Some(10),
                 ..ListQuery::default()
@@ -194,7 +195,8 @@ pub(crate) async fn mongo(uri: &str, n: u64) -> anyhow::Result<()> {
     let c = store.collection("bench_lists");
     let low = n / 2;
     let q = ListQuery {
-        filter: json!({"value": {"$gte": low, "$lt": low + 1000}}),
+        filter: serde_json::from_value(json!({"value": {"$gte": low, "$lt": low + 1000}}))
+            .expect("filter"),
         limit: Some(10),
         ..ListQuery::default()
     };

@@ -78,7 +78,6 @@ type Callback = Arc<dyn Fn(WorkContext) -> BoxFuture<'static, Result<()>> + Send
 
 struct Rule {
     collection: String,
-    filter_doc: Value,
     filter: Filter,
     callback: Callback,
     /// The worker group: every rule with this collection and filter, in any process.
@@ -167,7 +166,6 @@ impl Worker {
         self.rules.push(Arc::new(Rule {
             collection: collection.to_owned(),
             group: format!("{collection}:{filter}"),
-            filter_doc: filter,
             filter: parsed,
             callback: Arc::new(move |ctx| Box::pin(callback(ctx))),
             running: Mutex::new(HashSet::new()),
@@ -483,7 +481,7 @@ async fn catch_up(w: Arc<Shared>, rule: Arc<Rule>, every: Duration) {
         let mut skip = 0;
         loop {
             let q = ListQuery {
-                filter: rule.filter_doc.clone(),
+                filter: rule.filter.clone(),
                 skip,
                 limit: Some(CATCH_UP_PAGE),
                 ..ListQuery::default()

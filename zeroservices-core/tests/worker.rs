@@ -15,7 +15,7 @@ async fn wait_all_done(node: &Node, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let q = ListQuery {
-            filter: json!({"status": "done"}),
+            filter: serde_json::from_value(json!({"status": "done"})).expect("filter"),
             limit: Some(0),
             ..ListQuery::default()
         };

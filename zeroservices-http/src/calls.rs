@@ -88,7 +88,12 @@ impl AppState {
         }
         match StandardArgs::parse(&req.action, std::mem::take(&mut req.args))? {
             StandardArgs::List(mut q) => {
-                q.filter = visibility::and(std::mem::take(&mut q.filter), rule.filter_for(user));
+                // The rule, parsed once when configured and checked then, joins the parsed
+                // filter: nothing is parsed again here.
+                let mine = rule.matcher(user).ok_or_else(|| {
+                    ApiError::from(zeroservices_core::Error::Internal("read rule".into()))
+                })?;
+                q.filter = std::mem::take(&mut q.filter).and(mine);
                 req.args = StandardArgs::List(q).into_value()?;
                 self.call_plain(who, req).await
             }

@@ -26,7 +26,7 @@ use crate::outgoing::{Change, ServerMessage};
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use zeroservices_core::query::{Filter, ListQuery};
+use zeroservices_core::query::Filter;
 use zeroservices_core::{ListPage, ResourceEvent, ResourceRequest};
 
 use crate::auth::Principal;
@@ -81,12 +81,10 @@ pub(crate) async fn open(
             ));
         }
     }
-    let filter = ListQuery {
-        filter: sub.filter.clone(),
-        ..ListQuery::default()
-    }
-    .parsed_filter()
-    .map_err(|e| error("bad_request", &e.to_string()))?;
+    let filter = match &sub.filter {
+        Value::Null => Filter::all(),
+        doc => Filter::parse(doc).map_err(|e| error("bad_request", &e.to_string()))?,
+    };
     let req = ResourceRequest::new(
         &sub.collection,
         "list",

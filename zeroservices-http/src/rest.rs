@@ -106,12 +106,12 @@ pub(crate) async fn list(
                 w.len()
             )));
         }
-        q.filter = serde_json::from_str(w)
+        let doc: Value = serde_json::from_str(w)
             .map_err(|e| ApiError::bad_request(format!("where is not JSON: {e}")))?;
-        if !q.filter.is_object() {
+        if !doc.is_object() {
             return Err(ApiError::bad_request("where must be a JSON object"));
         }
-        zeroservices_core::query::Filter::parse(&q.filter)?;
+        q.filter = zeroservices_core::query::Filter::parse(&doc)?;
     }
     if let Some(s) = params.get("sort") {
         q.sort = Sort::parse(s)?;

@@ -554,8 +554,12 @@ mod pushdown_agrees {
                             .await
                             .expect("mongo create");
                     }
+                    // An invalid filter cannot be made into a query: no store sees one.
+                    let Ok(filter) = serde_json::from_value(f.clone()) else {
+                        return Ok(());
+                    };
                     let q = ListQuery {
-                        filter: f.clone(),
+                        filter,
                         sort: Sort::parse(sort).expect("sort"),
                         skip,
                         limit,
@@ -654,7 +658,10 @@ async fn a_pushed_down_page_reads_only_its_documents() {
         }
     };
     let q = ListQuery {
-        filter: json!({"value": {"$gte": 100, "$lt": 200}, "status": "pending"}),
+        filter: serde_json::from_value(
+            json!({"value": {"$gte": 100, "$lt": 200}, "status": "pending"}),
+        )
+        .expect("filter"),
         sort: Sort::parse("-value").expect("sort"),
         skip: 2,
         limit: Some(10),
@@ -671,7 +678,8 @@ async fn a_pushed_down_page_reads_only_its_documents() {
     assert!(n <= 10, "a pushed-down page of 10 read {n} documents");
     // Untranslatable: the server narrows with what translates (status), the node does the rest.
     let q = ListQuery {
-        filter: json!({"status": "pending", "name": {"$regex": "^p1"}}),
+        filter: serde_json::from_value(json!({"status": "pending", "name": {"$regex": "^p1"}}))
+            .expect("filter"),
         limit: Some(5),
         ..ListQuery::default()
     };

@@ -10,9 +10,43 @@ use super::path::{cmp_values, resolve, values_equal};
 use crate::error::{Error, Result};
 
 /// A parsed filter. Parsing rejects unknown operators and malformed operands, so evaluation
-/// never fails.
+/// never fails. It keeps the document it was parsed from ([`Filter::doc`]): that is what
+/// travels on the wire (it serializes as the document and deserializes by parsing, so a query
+/// that arrives is checked once, where it arrives), what an index plans with and what MongoDB
+/// is given.
 #[derive(Debug, Clone)]
-pub struct Filter(Node);
+pub struct Filter {
+    node: Node,
+    doc: Value,
+}
+
+impl Default for Filter {
+    fn default() -> Filter {
+        Filter::all()
+    }
+}
+
+impl PartialEq for Filter {
+    fn eq(&self, other: &Filter) -> bool {
+        self.doc == other.doc
+    }
+}
+
+impl serde::Serialize for Filter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.doc.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Filter {
+    /// A filter document, or `null` for "everything".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Filter, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Filter::all()),
+            doc => Filter::parse(&doc).map_err(serde::de::Error::custom),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -43,7 +77,30 @@ fn bad(msg: impl Into<String>) -> Error {
 impl Filter {
     /// The filter that matches everything.
     pub fn all() -> Filter {
-        Filter(Node::And(Vec::new()))
+        Filter {
+            node: Node::And(Vec::new()),
+            doc: Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    /// Both `self` and `other` (as the document `{"$and": [self, other]}`), without parsing
+    /// either again.
+    pub fn and(self, other: Filter) -> Filter {
+        if self.is_all() {
+            return other;
+        }
+        if other.is_all() {
+            return self;
+        }
+        Filter {
+            doc: serde_json::json!({ "$and": [self.doc, other.doc] }),
+            node: Node::And(vec![self.node, other.node]),
+        }
+    }
+
+    /// The document this filter was parsed from.
+    pub fn doc(&self) -> &Value {
+        &self.doc
     }
 
     /// Parses a filter document.
@@ -60,17 +117,20 @@ impl Filter {
                 "{regexes} $regex in one filter (at most {MAX_REGEXES})"
             )));
         }
-        Ok(Filter(parse_doc(doc, 0)?))
+        Ok(Filter {
+            node: parse_doc(doc, 0)?,
+            doc: doc.clone(),
+        })
     }
 
     /// True when `data` matches.
     pub fn matches(&self, data: &Value) -> bool {
-        eval(&self.0, data)
+        eval(&self.node, data)
     }
 
     /// True for the empty filter, which matches every resource.
     pub fn is_all(&self) -> bool {
-        matches!(&self.0, Node::And(v) if v.is_empty())
+        matches!(&self.node, Node::And(v) if v.is_empty())
     }
 }
 

@@ -159,12 +159,24 @@ pub fn check_path(p: &str) -> Result<()> {
     Ok(())
 }
 
-/// Everything `list` takes.
+/// Everything `list` takes. The filter is parsed where the query is made or arrives
+/// (deserializing one parses its `where`), so every layer below gets it checked and typed.
+///
+/// ```
+/// use serde_json::json;
+/// use zeroservices_core::ListQuery;
+///
+/// let q = ListQuery::filtered(&json!({"status": "pending"}))?;
+/// assert!(q.filter.matches(&json!({"status": "pending", "value": 3})));
+/// // From the wire: an invalid filter does not get past deserialization.
+/// assert!(serde_json::from_value::<ListQuery>(json!({"where": {"v": {"$bogus": 1}}})).is_err());
+/// # Ok::<(), zeroservices_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListQuery {
-    /// Filter document (`{}` matches everything).
+    /// Filter (its document is `where` on the wire; `{}` or absent matches everything).
     #[serde(default, rename = "where")]
-    pub filter: Value,
+    pub filter: Filter,
     /// Sort order.
     #[serde(default)]
     pub sort: Sort,
@@ -180,11 +192,12 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    /// The parsed filter.
-    pub fn parsed_filter(&self) -> Result<Filter> {
-        match &self.filter {
-            Value::Null => Ok(Filter::all()),
-            f => Filter::parse(f),
-        }
+    /// Everything matching the filter document `doc` (parsed here: an invalid one is a
+    /// `BadRequest`).
+    pub fn filtered(doc: &Value) -> Result<ListQuery> {
+        Ok(ListQuery {
+            filter: Filter::parse(doc)?,
+            ..ListQuery::default()
+        })
     }
 }

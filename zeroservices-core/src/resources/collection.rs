@@ -38,7 +38,7 @@ pub struct ListPage {
 /// let store = MemoryCollection::new();
 /// store.create(Some("1".into()), json!({"value": 2, "status": "pending"})).await?;
 /// store.create(Some("2".into()), json!({"value": 3, "status": "done"})).await?;
-/// let q = ListQuery { filter: json!({"status": "pending"}), ..ListQuery::default() };
+/// let q = ListQuery::filtered(&json!({"status": "pending"}))?;
 /// let page = store.list(&q).await?;
 /// assert_eq!((page.total, page.items[0].resource_id.as_str()), (1, "1"));
 /// # Ok(()) }
@@ -142,7 +142,7 @@ pub fn list_in_memory_by<'a>(
     query: &ListQuery,
     ids: impl Fn(&str, &str) -> std::cmp::Ordering,
 ) -> Result<ListPage> {
-    let filter = query.parsed_filter()?;
+    let filter = &query.filter;
     let mut hits: Vec<(&str, &Value)> = items.filter(|(_, d)| filter.matches(d)).collect();
     let total = hits.len() as u64;
     hits.sort_by(|(ia, a), (ib, b)| query.sort.compare_data(a, b).then_with(|| ids(ia, ib)));

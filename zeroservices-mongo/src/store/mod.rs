@@ -295,8 +295,7 @@ impl Collection for MongoCollection {
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         self.ensure_indexes().await?;
-        query.parsed_filter()?; // reject a bad query before touching the server
-        let pushed = pushdown::filter(&query.filter);
+        let pushed = pushdown::filter(query.filter.doc());
         if pushed.exact {
             if let Some(page) = self.list_on_server(&pushed.filter, query).await? {
                 return Ok(page);

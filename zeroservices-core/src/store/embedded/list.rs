@@ -57,7 +57,7 @@ pub(super) fn list(
         tx.open_table(TableDefinition::new(&table_name(records, path)))
             .map_err(storage)
     };
-    if let Some(p) = plan(&query.filter, &indexes) {
+    if let Some(p) = plan(query.filter.doc(), &indexes) {
         let index = open_index(&p.path)?;
         let meta = indexes.iter().find(|m| m.path == p.path);
         return if p.exact {
@@ -72,7 +72,7 @@ pub(super) fn list(
         .first()
         .and_then(|k| indexes.iter().find(|m| m.path == k.path));
     match (sort_index, query.limit) {
-        (Some(meta), Some(limit)) if query.parsed_filter()?.is_all() => {
+        (Some(meta), Some(limit)) if query.filter.is_all() => {
             let index = open_index(&meta.path)?;
             sorted_scan(&table, &index, query, limit)
         }
