@@ -15,7 +15,7 @@ use futures::SinkExt as _;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use zeroservices::core::medium::NatsConfig;
-use zeroservices::core::{ListQuery, Node, ResourceEvent};
+use zeroservices::core::{Action, ListQuery, Node, ResourceEvent};
 use zeroservices_testkit::nats::{temp_dir, NatsServer};
 
 /// `power --role ROLE` on the NATS server at `url`, with more arguments.
@@ -174,7 +174,7 @@ async fn three_workers_on_nats_share_the_jobs_each_done_once() {
         let Some(d) = e.resource_data.filter(|d| d["status"] == "done") else {
             continue;
         };
-        if e.action == "patch" {
+        if e.action == Action::Patch {
             *patches.entry(e.resource_id.clone()).or_default() += 1;
             let w = d["worker"].as_str().expect("worker").to_owned();
             by_worker.entry(w).or_default().insert(e.resource_id);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{bin, example, free_port, serve_power, spawn_ready, Proc};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
-use zeroservices::core::{ListQuery, Node, ResourceEvent, StaticDiscovery, ZmqConfig};
+use zeroservices::core::{Action, ListQuery, Node, ResourceEvent, StaticDiscovery, ZmqConfig};
 
 const HB: Duration = Duration::from_millis(200);
 
@@ -101,7 +101,7 @@ async fn done_patches(
     let quiet = Duration::from_secs(2);
     while let Ok(Some(ev)) = tokio::time::timeout(quiet, events.recv()).await {
         let e: ResourceEvent = serde_json::from_slice(&ev.payload).expect("event JSON");
-        if e.action == "patch" && e.resource_data.is_some_and(|d| d["status"] == "done") {
+        if e.action == Action::Patch && e.resource_data.is_some_and(|d| d["status"] == "done") {
             *done.entry(e.resource_id).or_default() += 1;
         }
     }
@@ -198,7 +198,7 @@ async fn concurrent_increments_of_one_resource_publish_in_commit_order() {
             continue;
         };
         let e: ResourceEvent = serde_json::from_slice(&ev.payload).expect("event JSON");
-        if e.action == "patch" {
+        if e.action == Action::Patch {
             let n = e.resource_data.and_then(|d| d["n"].as_i64()).expect("n");
             by_seq.insert(e.seq, n);
         }

@@ -15,6 +15,8 @@ use axum::http::{header, StatusCode};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
+use zeroservices_core::Action;
+
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -47,14 +49,45 @@ impl Principal {
     }
 }
 
+/// What a caller asks to do on a collection, as [`Auth::authorize`] sees it. Grants name it
+/// by [`Access::name`] (`"list"`, `"create"`, a custom action's name, or `"subscribe"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// A resource action, standard or custom.
+    Action(&'a Action),
+    /// Receiving the collection's events on `/realtime`.
+    Subscribe,
+}
+
+impl Access<'_> {
+    /// The name grants use.
+    pub fn name(&self) -> &str {
+        match self {
+            Access::Action(a) => a.as_str(),
+            Access::Subscribe => "subscribe",
+        }
+    }
+}
+
+impl fmt::Display for Access<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Decides who a request comes from and what they may do.
 pub trait Auth: Send + Sync + fmt::Debug + 'static {
     /// Identifies the caller from the `Authorization` header value (or the websocket `token`).
     /// Bad credentials are 401.
     fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError>;
-    /// Allows or refuses (401 for anonymous, 403 otherwise) an action on a collection. The
-    /// websocket asks with action `subscribe` and the topic's collection (or `*`).
-    fn authorize(&self, who: &Principal, collection: &str, action: &str) -> Result<(), ApiError>;
+    /// Allows or refuses (401 for anonymous, 403 otherwise) an access to a collection. The
+    /// websocket asks for [`Access::Subscribe`] with the topic's collection (or `*`).
+    fn authorize(
+        &self,
+        who: &Principal,
+        collection: &str,
+        access: Access<'_>,
+    ) -> Result<(), ApiError>;
 }
 
 /// Everyone may do everything (the default).
@@ -65,7 +98,7 @@ impl Auth for AllowAll {
     fn authenticate(&self, _: Option<&str>) -> Result<Principal, ApiError> {
         Ok(Principal::Anonymous)
     }
-    fn authorize(&self, _: &Principal, _: &str, _: &str) -> Result<(), ApiError> {
+    fn authorize(&self, _: &Principal, _: &str, _: Access<'_>) -> Result<(), ApiError> {
         Ok(())
     }
 }
@@ -176,12 +209,17 @@ impl Auth for BasicAuth {
         }
     }
 
-    fn authorize(&self, who: &Principal, collection: &str, action: &str) -> Result<(), ApiError> {
+    fn authorize(
+        &self,
+        who: &Principal,
+        collection: &str,
+        access: Access<'_>,
+    ) -> Result<(), ApiError> {
         let grants = match who {
             Principal::Anonymous | Principal::Token { .. } => &self.anonymous,
             Principal::User(u) => self.users.get(u).map(|(_, g)| g).unwrap_or(&self.anonymous),
         };
-        decide(grants, who, collection, action)
+        decide(grants, who, collection, access.name())
     }
 }
 
@@ -306,12 +344,17 @@ impl Auth for JwtAuth {
         })
     }
 
-    fn authorize(&self, who: &Principal, collection: &str, action: &str) -> Result<(), ApiError> {
+    fn authorize(
+        &self,
+        who: &Principal,
+        collection: &str,
+        access: Access<'_>,
+    ) -> Result<(), ApiError> {
         let grants = match who {
             Principal::Token { grants, .. } => grants,
             _ => &self.anonymous,
         };
-        decide(grants, who, collection, action)
+        decide(grants, who, collection, access.name())
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use zeroservices_core::resources::StandardArgs;
 use zeroservices_core::{Action, ResourceRequest};
 
-use crate::auth::Principal;
+use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::visibility::{self, ReadRule};
 use crate::AppState;
@@ -37,7 +37,7 @@ impl AppState {
         mut req: ResourceRequest,
     ) -> Result<Bytes, ApiError> {
         self.auth
-            .authorize(who, &req.collection, req.action.as_str())?;
+            .authorize(who, &req.collection, Access::Action(&req.action))?;
         let user = visibility::user_of(who).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -150,7 +150,7 @@ impl AppState {
         req: ResourceRequest,
     ) -> Result<Bytes, ApiError> {
         self.auth
-            .authorize(who, &req.collection, req.action.as_str())?;
+            .authorize(who, &req.collection, Access::Action(&req.action))?;
         let start = Instant::now();
         let (collection, action) = (req.collection.clone(), req.action.clone());
         let res = self.node.send_json(req).await.map_err(ApiError::from);

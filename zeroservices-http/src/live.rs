@@ -27,9 +27,9 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroservices_core::query::Filter;
-use zeroservices_core::{ListPage, ResourceEvent, ResourceRequest};
+use zeroservices_core::{Action, ListPage, ResourceEvent, ResourceRequest};
 
-use crate::auth::Principal;
+use crate::auth::{Access, Principal};
 use crate::AppState;
 
 /// Live queries one connection may hold.
@@ -68,8 +68,8 @@ pub(crate) async fn open(
     who: &Principal,
     sub: &LiveSubscribe,
 ) -> Result<(LiveQuery, Utf8Bytes), Utf8Bytes> {
-    for action in ["subscribe", "list"] {
-        if let Err(e) = st.auth.authorize(who, &sub.collection, action) {
+    for access in [Access::Subscribe, Access::Action(&Action::List)] {
+        if let Err(e) = st.auth.authorize(who, &sub.collection, access) {
             let code = if e.status().as_u16() == 401 {
                 "unauthorized"
             } else {
@@ -77,7 +77,7 @@ pub(crate) async fn open(
             };
             return Err(error(
                 code,
-                &format!("not allowed to {action} {:?}", sub.collection),
+                &format!("not allowed to {access} {:?}", sub.collection),
             ));
         }
     }
@@ -196,7 +196,7 @@ impl LiveQueries {
                 query: &q.id,
                 collection: &ev.collection,
                 resource_id: &ev.resource_id,
-                action: &ev.action,
+                action: ev.action.as_str(),
                 node_id: &ev.node_id,
                 seq: ev.seq,
                 ts: ev.ts,

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use zeroservices_core::medium::{Inbox, Incoming};
-use zeroservices_core::protocol::{decode_reply, encode_reply, kind, MAX_BODY_BYTES};
+use zeroservices_core::medium::{Inbox, Incoming, MessageKind};
+use zeroservices_core::protocol::{decode_reply, encode_reply, MAX_BODY_BYTES};
 use zeroservices_core::{ClusterKey, Error, Medium};
 
 use crate::MediumFactory;
@@ -55,7 +55,7 @@ impl Pair {
     /// Stops b's server and returns what it collected (one-way messages, events).
     async fn stop_b(self) -> Vec<(String, Value)> {
         self.a
-            .notify("b", kind::NOTIFY, Bytes::from_static(b"\"stop\""))
+            .notify("b", MessageKind::Notify, Bytes::from_static(b"\"stop\""))
             .await
             .expect("stop b");
         tokio::time::timeout(T, self.b_server)
@@ -117,16 +117,26 @@ fn answer_everything_noting(
 pub async fn request_reply_both_ways(make: &MediumFactory) {
     let p = pair(make).await;
     let r = decode_reply(
-        &p.a.request("b", kind::REQUEST, Bytes::from_static(b"{\"x\":1}"), T)
-            .await
-            .expect("a->b"),
+        &p.a.request(
+            "b",
+            MessageKind::Request,
+            Bytes::from_static(b"{\"x\":1}"),
+            T,
+        )
+        .await
+        .expect("a->b"),
     )
     .expect("reply");
     assert_eq!(r, json!({"tag": "b", "echo": {"x": 1}}));
     let r = decode_reply(
-        &p.b.request("a", kind::REQUEST, Bytes::from_static(b"{\"y\":2}"), T)
-            .await
-            .expect("b->a"),
+        &p.b.request(
+            "a",
+            MessageKind::Request,
+            Bytes::from_static(b"{\"y\":2}"),
+            T,
+        )
+        .await
+        .expect("b->a"),
     )
     .expect("reply");
     assert_eq!(r["tag"], "a");
@@ -140,7 +150,7 @@ pub async fn concurrent_requests_get_their_own_replies(make: &MediumFactory) {
         async move {
             let body = Bytes::from(json!({"i": i}).to_string());
             let reply = a
-                .request("b", kind::REQUEST, body, T)
+                .request("b", MessageKind::Request, body, T)
                 .await
                 .expect("concurrent request");
             decode_reply(&reply).ok()?["echo"]["i"].as_i64()
@@ -157,7 +167,7 @@ pub async fn concurrent_requests_get_their_own_replies(make: &MediumFactory) {
 pub async fn unknown_peer_is_gone_at_once(make: &MediumFactory) {
     let p = pair(make).await;
     let e =
-        p.a.request("nobody", kind::REQUEST, Bytes::from_static(b"{}"), T)
+        p.a.request("nobody", MessageKind::Request, Bytes::from_static(b"{}"), T)
             .await
             .expect_err("no such peer");
     assert!(matches!(e, Error::PeerGone(_)), "{e:?}");
@@ -170,7 +180,7 @@ pub async fn silent_peer_times_out_on_time(make: &MediumFactory) {
     let e =
         p.a.request(
             "b",
-            kind::REQUEST,
+            MessageKind::Request,
             Bytes::from_static(b"{\"hold\":true}"),
             Duration::from_millis(200),
         )
@@ -190,7 +200,7 @@ pub async fn dropped_request_is_answered_internal(make: &MediumFactory) {
     let reply =
         p.a.request(
             "b",
-            kind::REQUEST,
+            MessageKind::Request,
             Bytes::from_static(b"{\"drop\":true}"),
             T,
         )
@@ -203,7 +213,7 @@ pub async fn dropped_request_is_answered_internal(make: &MediumFactory) {
 pub async fn ping_is_answered_by_the_medium(make: &MediumFactory) {
     let p = pair(make).await;
     let pong =
-        p.a.request("b", kind::PING, Bytes::from_static(b"{}"), T)
+        p.a.request("b", MessageKind::Ping, Bytes::from_static(b"{}"), T)
             .await
             .expect("ping");
     assert_eq!(decode_reply(&pong).ok(), Some(json!({})), "ping reply");
@@ -214,11 +224,11 @@ pub async fn oversized_body_is_refused_before_sending(make: &MediumFactory) {
     let p = pair(make).await;
     let big = Bytes::from(vec![b' '; MAX_BODY_BYTES + 1]);
     let e =
-        p.a.request("b", kind::REQUEST, big, T)
+        p.a.request("b", MessageKind::Request, big, T)
             .await
             .expect_err("too large");
     assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
-    p.a.request("b", kind::REQUEST, Bytes::from_static(b"{}"), T)
+    p.a.request("b", MessageKind::Request, Bytes::from_static(b"{}"), T)
         .await
         .expect("served after an oversized body");
 }
@@ -226,7 +236,7 @@ pub async fn oversized_body_is_refused_before_sending(make: &MediumFactory) {
 /// One-way messages arrive.
 pub async fn one_way_messages_arrive(make: &MediumFactory) {
     let p = pair(make).await;
-    p.a.notify("b", kind::NOTIFY, Bytes::from_static(b"{\"n\":1}"))
+    p.a.notify("b", MessageKind::Notify, Bytes::from_static(b"{\"n\":1}"))
         .await
         .expect("notify");
     let seen = p.stop_b().await;
@@ -290,17 +300,17 @@ pub async fn disconnected_peer_is_gone(make: &MediumFactory) {
     let p = pair(make).await;
     p.a.disconnect_peer("b").await;
     let e =
-        p.a.request("b", kind::REQUEST, Bytes::from_static(b"{}"), T)
+        p.a.request("b", MessageKind::Request, Bytes::from_static(b"{}"), T)
             .await
             .expect_err("disconnected");
     assert!(matches!(e, Error::PeerGone(_)), "{e:?}");
-    p.b.request("a", kind::REQUEST, Bytes::from_static(b"{}"), T)
+    p.b.request("a", MessageKind::Request, Bytes::from_static(b"{}"), T)
         .await
         .expect("b still reaches a");
     p.a.connect_peer("b", &p.b.endpoints())
         .await
         .expect("reconnect");
-    p.a.request("b", kind::REQUEST, Bytes::from_static(b"{}"), T)
+    p.a.request("b", MessageKind::Request, Bytes::from_static(b"{}"), T)
         .await
         .expect("a reaches b again");
 }
@@ -331,16 +341,16 @@ pub async fn cluster_key(make: &MediumFactory) {
     let short = Duration::from_millis(300);
     // c → d: same key, answered (a request and a ping).
     let r = c
-        .request("p0", kind::REQUEST, Bytes::from_static(b"{}"), t)
+        .request("p0", MessageKind::Request, Bytes::from_static(b"{}"), t)
         .await
         .expect("keyed request");
     assert_eq!(decode_reply(&r).unwrap()["tag"], "d");
-    c.request("p0", kind::PING, Bytes::from_static(b"{}"), t)
+    c.request("p0", MessageKind::Ping, Bytes::from_static(b"{}"), t)
         .await
         .expect("keyed ping");
     // Keyless e → c and other-key f → c: not answered, not even a ping.
     for (who, m) in [("keyless", &e), ("other-key", &f)] {
-        for k in [kind::REQUEST, kind::PING] {
+        for k in [MessageKind::Request, MessageKind::Ping] {
             let err = m
                 .request("p0", k, Bytes::from_static(b"{}"), short)
                 .await
@@ -351,7 +361,7 @@ pub async fn cluster_key(make: &MediumFactory) {
     // c → e and c → f: their answers do not pass c's check.
     for peer in ["p1", "p2"] {
         let err = c
-            .request(peer, kind::REQUEST, Bytes::from_static(b"{}"), short)
+            .request(peer, MessageKind::Request, Bytes::from_static(b"{}"), short)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{peer}: {err:?}");

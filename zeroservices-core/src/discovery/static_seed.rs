@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::{Discovery, DiscoveryContext, Heard};
 use crate::error::Result;
-use crate::protocol::{decode_reply, kind, AnnounceKind, Announcement};
+use crate::medium::MessageKind;
+use crate::protocol::{decode_reply, AnnounceKind, Announcement};
 
 /// Discovery from seed endpoints such as `tcp://10.0.0.5:5555` (a seed node's request endpoint).
 #[derive(Debug)]
@@ -55,7 +56,7 @@ impl Discovery for StaticDiscovery {
                 let (medium, body) = (ctx.medium.clone(), body.clone());
                 async move {
                     let reply = medium
-                        .request_endpoint(ep, kind::ANNOUNCE, body, timeout)
+                        .request_endpoint(ep, MessageKind::Announce, body, timeout)
                         .await;
                     (ep.clone(), reply)
                 }
@@ -97,7 +98,7 @@ impl Discovery for StaticDiscovery {
         let calls = targets_now.iter().map(|ep| {
             ctx.medium.request_endpoint(
                 ep,
-                kind::ANNOUNCE,
+                MessageKind::Announce,
                 body.clone(),
                 Duration::from_millis(300),
             )

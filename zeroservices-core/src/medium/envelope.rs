@@ -34,6 +34,9 @@ pub enum MessageKind {
     Announce,
     /// `claim`: a worker's lease on a resource, answered.
     Claim,
+    /// `ping`: liveness and round-trip time, answered `{}` by the receiving medium itself
+    /// (a node never sees one).
+    Ping,
 }
 
 impl MessageKind {
@@ -45,7 +48,14 @@ impl MessageKind {
             MessageKind::Resource => kind::RESOURCE,
             MessageKind::Announce => kind::ANNOUNCE,
             MessageKind::Claim => kind::CLAIM,
+            MessageKind::Ping => kind::PING,
         }
+    }
+}
+
+impl std::fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

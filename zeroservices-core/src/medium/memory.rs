@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::envelope::{self, Key, Opened};
-use super::{InboundRequest, Inbox, Incoming, Medium, Replier, INBOX_CAPACITY};
+use super::{InboundRequest, Inbox, Incoming, Medium, MessageKind, Replier, INBOX_CAPACITY};
 use crate::error::{Error, Result};
 use crate::protocol::{topic_matches, Endpoints};
 
@@ -224,10 +224,11 @@ impl Medium for MemoryMedium {
     async fn request_endpoint(
         &self,
         endpoint: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
+        let kind = kind.as_str();
         let exchange = async {
             match self
                 .exchange_at(endpoint, endpoint, kind, body, false)
@@ -247,10 +248,11 @@ impl Medium for MemoryMedium {
     async fn request(
         &self,
         node_id: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
+        let kind = kind.as_str();
         let exchange = async {
             match self.exchange(node_id, kind, body, false).await? {
                 Some(b) => Ok(b),
@@ -263,7 +265,8 @@ impl Medium for MemoryMedium {
             .map_err(|_| Error::Timeout(timeout))?
     }
 
-    async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {
+    async fn notify(&self, node_id: &str, kind: MessageKind, body: Bytes) -> Result<()> {
+        let kind = kind.as_str();
         self.exchange(node_id, kind, body, true).await.map(|_| ())
     }
 

@@ -177,7 +177,7 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
     async fn request(
         &self,
         node_id: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes>;
@@ -188,7 +188,7 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
     async fn request_endpoint(
         &self,
         endpoint: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes>;
@@ -197,7 +197,7 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
     fn forget_endpoints(&self, keep: &[String]);
 
     /// Sends a one-way message.
-    async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()>;
+    async fn notify(&self, node_id: &str, kind: MessageKind, body: Bytes) -> Result<()>;
 
     /// Publishes an event to every peer subscribed to a prefix of `topic`.
     async fn publish(&self, topic: &str, payload: Bytes) -> Result<()>;
@@ -225,7 +225,7 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
     async fn request_collection(
         &self,
         collection: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Option<Result<Bytes>> {

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::NodeHandle;
 use crate::error::{Error, Result};
-use crate::protocol::{decode_reply, kind};
+use crate::medium::MessageKind;
+use crate::protocol::decode_reply;
 use crate::resources::{validate_id, Resource};
 
 /// Leases one coordinator keeps at most (expired ones are swept first).
@@ -155,7 +156,7 @@ impl NodeHandle {
         let reply = self
             .inner
             .medium
-            .request(&coordinator, kind::CLAIM, body, self.inner.timeout)
+            .request(&coordinator, MessageKind::Claim, body, self.inner.timeout)
             .await?;
         serde_json::from_value(decode_reply(&reply)?)
             .map_err(|e| Error::Internal(format!("unexpected claim reply: {e}")))

@@ -53,6 +53,8 @@ impl NodeHandle {
                     ))),
                 }
             }
+            // Media answer pings themselves; a medium that hands one on gets the same answer.
+            MessageKind::Ping => Ok(Output::Value(json!({}))),
             MessageKind::Claim => {
                 let req: super::ClaimRequest = serde_json::from_slice(body)
                     .map_err(|e| Error::BadRequest(format!("invalid claim: {e}")))?;

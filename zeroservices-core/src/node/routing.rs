@@ -9,7 +9,8 @@ use serde_json::Value;
 use super::NodeHandle;
 use super::Output;
 use crate::error::{Error, Result};
-use crate::protocol::{decode_reply, kind, reply_data};
+use crate::medium::MessageKind;
+use crate::protocol::{decode_reply, reply_data};
 use crate::resources::ResourceRequest;
 
 pub(super) enum Answer {
@@ -86,7 +87,12 @@ impl NodeHandle {
             let reply = self
                 .inner
                 .medium
-                .request(&peer, kind::RESOURCE, body.clone(), self.inner.timeout)
+                .request(
+                    &peer,
+                    MessageKind::Resource,
+                    body.clone(),
+                    self.inner.timeout,
+                )
                 .await;
             match reply {
                 Ok(b) => return Ok(Answer::There(b)),
@@ -124,7 +130,7 @@ impl NodeHandle {
                 .medium
                 .request_collection(
                     &req.collection,
-                    kind::RESOURCE,
+                    MessageKind::Resource,
                     body.clone(),
                     self.inner.timeout,
                 )
@@ -158,7 +164,7 @@ impl NodeHandle {
         let reply = self
             .inner
             .medium
-            .request(node_id, kind::REQUEST, body, timeout)
+            .request(node_id, MessageKind::Request, body, timeout)
             .await?;
         decode_reply(&reply)
     }
@@ -167,7 +173,11 @@ impl NodeHandle {
     pub async fn notify(&self, node_id: &str, message: Value) -> Result<()> {
         self.inner
             .medium
-            .notify(node_id, kind::NOTIFY, Bytes::from(message.to_string()))
+            .notify(
+                node_id,
+                MessageKind::Notify,
+                Bytes::from(message.to_string()),
+            )
             .await
     }
 
@@ -179,7 +189,7 @@ impl NodeHandle {
             .medium
             .request(
                 node_id,
-                kind::PING,
+                MessageKind::Ping,
                 Bytes::from_static(b"{}"),
                 self.inner.timeout,
             )

@@ -29,8 +29,9 @@ pub const DEFAULT_LIST_LIMIT: u64 = 100;
 pub struct ResourceEvent {
     /// Collection name.
     pub collection: String,
-    /// `create`, `patch`, `delete` (add_link publishes `patch`).
-    pub action: String,
+    /// [`Action::Create`], [`Action::Patch`] or [`Action::Delete`] (`add_link` publishes a
+    /// patch); its name on the wire.
+    pub action: Action,
     /// The changed resource.
     pub resource_id: String,
     /// Full data after the change (create and patch).

@@ -27,6 +27,7 @@ use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast;
 use zeroservices_core::protocol::covering_prefixes;
+use zeroservices_core::Action;
 
 mod hub;
 mod messages;
@@ -36,7 +37,7 @@ use self::hub::HubEvent;
 pub(crate) use self::hub::{tap, Hub, Prefill};
 use self::messages::{error_msg, live_message, ClientMessage, LiveMessage, Topics};
 use self::seen::{Seen, SeenVisible};
-use crate::auth::Principal;
+use crate::auth::{Access, Principal};
 use crate::live;
 use crate::outgoing::ServerMessage;
 use crate::visibility;
@@ -119,7 +120,11 @@ impl Conn {
         if let Some(ok) = self.allowed.get(collection) {
             return *ok;
         }
-        let ok = self.st.auth.authorize(&self.who, collection, "get").is_ok();
+        let ok = self
+            .st
+            .auth
+            .authorize(&self.who, collection, Access::Action(&Action::Get))
+            .is_ok();
         if self.allowed.len() >= PERMISSION_CACHE {
             self.allowed.clear();
         }
@@ -281,7 +286,11 @@ impl Conn {
             } else {
                 collection_of(t)
             };
-            if let Err(e) = self.st.auth.authorize(&self.who, collection, "subscribe") {
+            if let Err(e) = self
+                .st
+                .auth
+                .authorize(&self.who, collection, Access::Subscribe)
+            {
                 let code = if e.status().as_u16() == 401 {
                     "unauthorized"
                 } else {

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::envelope::{self, Key};
-use super::{Event, Inbox, Medium, WorkQueue, INBOX_CAPACITY};
+use super::{Event, Inbox, Medium, MessageKind, WorkQueue, INBOX_CAPACITY};
 use crate::error::{Error, Result};
 use crate::protocol::Endpoints;
 use crate::task::TaskGuard;
@@ -372,10 +372,11 @@ impl Medium for NatsMedium {
     async fn request(
         &self,
         node_id: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
+        let kind = kind.as_str();
         let subject = self.peer_subject(node_id)?;
         // "No responders" means nobody got the request: a peer whose connection to the
         // server is being re-established (a slow consumer cut off under load, a server that
@@ -400,17 +401,19 @@ impl Medium for NatsMedium {
     async fn request_endpoint(
         &self,
         endpoint: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
+        let kind = kind.as_str();
         let subject = endpoint.strip_prefix("nats:").unwrap_or(endpoint);
         self.call(Subject::from(subject), kind, body, timeout).await
     }
 
     fn forget_endpoints(&self, _keep: &[String]) {}
 
-    async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {
+    async fn notify(&self, node_id: &str, kind: MessageKind, body: Bytes) -> Result<()> {
+        let kind = kind.as_str();
         envelope::check_size(&body)?;
         let subject = self.peer_subject(node_id)?;
         let frames = envelope::seal_request(
@@ -459,10 +462,11 @@ impl Medium for NatsMedium {
     async fn request_collection(
         &self,
         collection: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Option<Result<Bytes>> {
+        let kind = kind.as_str();
         if self.shared.key.is_some() {
             // Any member of a queue group takes a request sent to it, so a keyed request
             // could be replayed to another provider: keyed nodes address each request to one

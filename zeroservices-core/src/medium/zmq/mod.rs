@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 
 pub(crate) use self::dealer::DealerClient;
 use super::envelope::Key;
-use super::{Inbox, Medium, INBOX_CAPACITY};
+use super::{Inbox, Medium, MessageKind, INBOX_CAPACITY};
 use crate::error::{Error, Result};
 use crate::protocol::Endpoints;
 use crate::task::TaskGuard;
@@ -267,10 +267,11 @@ impl Medium for ZmqMedium {
     async fn request(
         &self,
         node_id: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
+        let kind = kind.as_str();
         let dealer = self.dealer_for(node_id)?;
         dealer
             .request(kind, body, timeout)
@@ -284,10 +285,11 @@ impl Medium for ZmqMedium {
     async fn request_endpoint(
         &self,
         endpoint: &str,
-        kind: &str,
+        kind: MessageKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
+        let kind = kind.as_str();
         let dealer = {
             let mut asked = self.endpoints_asked.lock();
             match asked.get(endpoint) {
@@ -308,7 +310,8 @@ impl Medium for ZmqMedium {
             .retain(|ep, _| keep.contains(ep));
     }
 
-    async fn notify(&self, node_id: &str, kind: &str, body: Bytes) -> Result<()> {
+    async fn notify(&self, node_id: &str, kind: MessageKind, body: Bytes) -> Result<()> {
+        let kind = kind.as_str();
         self.dealer_for(node_id)?.notify(kind, body).await
     }
 
