@@ -52,16 +52,29 @@ fn a_new_project_builds_and_its_test_passes() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
     // A target directory of its own, dependencies unoptimized and without debug info. Sharing
-    // the workspace's (and its dependency profile) was tried (issue 26): libzmq was reused,
-    // but the TLS stack differs by features and was rebuilt at opt-level 2, and on a clean
-    // clone the test took 157 s instead of 87 s.
-    let test = Command::new(env!("CARGO"))
+    // the workspace's (and its dependency profile) was tried (issue 26): the TLS stack differs
+    // by features and was rebuilt at opt-level 2, and the test took 157 s instead of 87 s.
+    // libzmq is not built again: the workspace built it for this very test binary, and
+    // `zmq-sys` declares `links = "zmq"`, so a build-script override hands that library to
+    // the new project (cargo then neither builds zeromq-src nor runs the build script).
+    let libzmq = built_libzmq(&target);
+    let host = host_triple();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
         .args(["test", "--offline", "--quiet"])
         .current_dir(&dir)
         .env("CARGO_TARGET_DIR", target.join("new-project"))
-        .env("CARGO_PROFILE_DEV_DEBUG", "0")
-        .output()
-        .expect("cargo test in the new project");
+        .env("CARGO_PROFILE_DEV_DEBUG", "0");
+    cargo.args([
+        "--config".to_owned(),
+        format!(r#"target.{host}.zmq.rustc-link-lib = ["static=zmq", "stdc++"]"#),
+        "--config".to_owned(),
+        format!(
+            r#"target.{host}.zmq.rustc-link-search = ["native={}"]"#,
+            libzmq.display()
+        ),
+    ]);
+    let test = cargo.output().expect("cargo test in the new project");
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&test.stdout),
@@ -76,4 +89,29 @@ fn a_new_project_builds_and_its_test_passes() {
         "the smoke test did not run:\n{log}"
     );
     let _ = std::fs::remove_dir_all(&parent);
+}
+
+/// The directory holding the `libzmq.a` that `zmq-sys` built for the workspace's tests.
+fn built_libzmq(target: &std::path::Path) -> std::path::PathBuf {
+    let build = target.join("debug").join("build");
+    std::fs::read_dir(&build)
+        .expect("target/debug/build")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("zmq-sys-"))
+        .map(|e| e.path().join("out").join("lib"))
+        .find(|lib| lib.join("libzmq.a").exists())
+        .expect("no libzmq.a built by zmq-sys in target/debug/build")
+}
+
+/// The host's target triple, as rustc reports it.
+fn host_triple() -> String {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("host line in rustc -vV")
+        .to_owned()
 }

@@ -8,6 +8,7 @@
 //! medium receives arrives on its [`Inbox`], a bounded channel: when the node cannot keep up,
 //! the medium stops reading its sockets (back-pressure), it never buffers without bound.
 
+mod capabilities;
 pub mod envelope;
 mod memory;
 #[cfg(feature = "nats")]
@@ -16,6 +17,7 @@ mod work;
 #[cfg(feature = "zmq")]
 mod zmq;
 
+pub use self::capabilities::{CollectionRouting, EventHistory, WorkQueues};
 pub use self::envelope::MessageKind;
 pub use self::memory::{MemoryMedium, MemoryNetwork};
 #[cfg(feature = "nats")]
@@ -211,45 +213,18 @@ pub trait Medium: Send + Sync + fmt::Debug + 'static {
         let _ = limit;
     }
 
-    /// Tells the medium which collections this node serves now (at start and on every
-    /// change). A medium that routes requests by collection (NATS: one queue group per
-    /// collection) listens for exactly these. The default routes by node and ignores it.
-    fn serve_collections(&self, names: Vec<String>) {
-        let _ = names;
-    }
-
-    /// Sends a resource request to a provider of `collection` that the medium chooses, and
-    /// waits for the reply body, at most `timeout`. `None` when this medium leaves the choice
-    /// to the node (the default): the node then picks a provider and calls
-    /// [`Medium::request`].
-    async fn request_collection(
-        &self,
-        collection: &str,
-        kind: MessageKind,
-        body: Bytes,
-        timeout: Duration,
-    ) -> Option<Result<Bytes>> {
-        let _ = (collection, kind, body, timeout);
+    /// Routing by collection, if this medium does it (see [`CollectionRouting`]).
+    fn collection_routing(&self) -> Option<&dyn CollectionRouting> {
         None
     }
 
-    /// The last events (at most `max`, oldest first) the medium keeps durably, for a realtime
-    /// hub that starts and must replay what its clients missed. The default keeps none.
-    async fn history(&self, max: usize) -> Result<Vec<Event>> {
-        let _ = max;
-        Ok(Vec::new())
+    /// Durable events, if this medium keeps them (see [`EventHistory`]).
+    fn event_history(&self) -> Option<&dyn EventHistory> {
+        None
     }
 
-    /// The durable work queue of worker `group`, holding the events of `collection`;
-    /// each event goes to one reader of the group and comes back after `ack_wait` without an
-    /// acknowledgement. `None` when the medium keeps no events (the default).
-    async fn work_queue(
-        &self,
-        group: &str,
-        collection: &str,
-        ack_wait: Duration,
-    ) -> Result<Option<WorkQueue>> {
-        let _ = (group, collection, ack_wait);
-        Ok(None)
+    /// Durable work queues, if this medium has them (see [`WorkQueues`]).
+    fn work_queues(&self) -> Option<&dyn WorkQueues> {
+        None
     }
 }

@@ -260,9 +260,7 @@ impl NodeBuilder {
             cluster_key: self.cluster_key.clone(),
             medium: inner.medium.clone(),
         };
-        inner
-            .medium
-            .serve_collections(inner.me.borrow().collections.clone());
+        inner.serve_collections(inner.me.borrow().collections.clone());
         let tasks = spawn_tasks(&inner, self.discovery, ctx, inbox, events_rx, heard_rx);
         *inner.tasks.lock() = tasks;
         tracing::info!(name = %inner.name, node_id = %inner.node_id, endpoints = ?inner.medium.endpoints(), "node started");

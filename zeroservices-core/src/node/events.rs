@@ -170,7 +170,10 @@ impl NodeHandle {
     /// JetStream stream on NATS — for a realtime hub that starts. Empty on media that keep
     /// none (ZeroMQ, memory).
     pub async fn event_history(&self, max: usize) -> Result<Vec<Event>> {
-        self.inner.medium.history(max).await
+        match self.inner.medium.event_history() {
+            Some(h) => h.history(max).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The medium's durable work queue of a worker group (see [`crate::medium::WorkQueue`]),
@@ -181,10 +184,10 @@ impl NodeHandle {
         collection: &str,
         ack_wait: std::time::Duration,
     ) -> Result<Option<crate::medium::WorkQueue>> {
-        self.inner
-            .medium
-            .work_queue(group, collection, ack_wait)
-            .await
+        match self.inner.medium.work_queues() {
+            Some(q) => q.work_queue(group, collection, ack_wait).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Delivers an event to this node's own subscribers only (nothing goes to peers).

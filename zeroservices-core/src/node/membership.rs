@@ -126,9 +126,7 @@ impl NodeHandle {
                 me.stores.remove(c);
                 me.refused.insert(c.clone(), reason);
             });
-            self.inner
-                .medium
-                .serve_collections(self.local_collections());
+            self.inner.serve_collections(self.local_collections());
         }
     }
 

@@ -189,6 +189,15 @@ struct NodeInner {
     tasks: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
 }
 
+impl NodeInner {
+    /// Tells a medium that routes by collection what this node serves now.
+    fn serve_collections(&self, names: Vec<String>) {
+        if let Some(r) = self.medium.collection_routing() {
+            r.serve_collections(names);
+        }
+    }
+}
+
 impl NodeHandle {
     /// Unique id of this process's node.
     pub fn node_id(&self) -> &str {
@@ -263,9 +272,7 @@ impl NodeHandle {
             me.refused.remove(&name);
             me.stores.insert(name, identity);
         });
-        self.inner
-            .medium
-            .serve_collections(self.local_collections());
+        self.inner.serve_collections(self.local_collections());
         self.refuse_split_collections();
         Ok(())
     }

@@ -128,6 +128,7 @@ impl NodeHandle {
             let reply = self
                 .inner
                 .medium
+                .collection_routing()?
                 .request_collection(
                     &req.collection,
                     MessageKind::Resource,

@@ -36,7 +36,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::envelope::{self, Key};
-use super::{Event, Inbox, Medium, MessageKind, WorkQueue, INBOX_CAPACITY};
+use super::{
+    CollectionRouting, Event, EventHistory, Inbox, Medium, MessageKind, WorkQueue, WorkQueues,
+    INBOX_CAPACITY,
+};
 use crate::error::{Error, Result};
 use crate::protocol::Endpoints;
 use crate::task::TaskGuard;
@@ -451,6 +454,21 @@ impl Medium for NatsMedium {
         let _ = tokio::time::timeout(limit, self.shared.client.flush()).await;
     }
 
+    fn collection_routing(&self) -> Option<&dyn CollectionRouting> {
+        Some(self)
+    }
+
+    fn event_history(&self) -> Option<&dyn EventHistory> {
+        self.stream.is_some().then_some(self as &dyn EventHistory)
+    }
+
+    fn work_queues(&self) -> Option<&dyn WorkQueues> {
+        self.stream.is_some().then_some(self as &dyn WorkQueues)
+    }
+}
+
+#[async_trait]
+impl CollectionRouting for NatsMedium {
     fn serve_collections(&self, names: Vec<String>) {
         self.served.send_if_modified(|s| {
             let changed = *s != names;
@@ -492,26 +510,34 @@ impl Medium for NatsMedium {
             e => e,
         }))
     }
+}
 
+#[async_trait]
+impl EventHistory for NatsMedium {
     async fn history(&self, max: usize) -> Result<Vec<Event>> {
         match &self.stream {
             Some(s) => s.history(&self.shared, max).await,
             None => Ok(Vec::new()),
         }
     }
+}
 
+#[async_trait]
+impl WorkQueues for NatsMedium {
     async fn work_queue(
         &self,
         group: &str,
         collection: &str,
         ack_wait: Duration,
-    ) -> Result<Option<WorkQueue>> {
+    ) -> Result<WorkQueue> {
         match &self.stream {
-            Some(s) => s
-                .work_queue(&self.shared, group, collection, ack_wait)
-                .await
-                .map(Some),
-            None => Ok(None),
+            Some(s) => {
+                s.work_queue(&self.shared, group, collection, ack_wait)
+                    .await
+            }
+            None => Err(Error::Unavailable(
+                "no JetStream stream: no work queues".into(),
+            )),
         }
     }
 }
