@@ -1,4 +1,5 @@
-//! Entry points for the fuzz targets in `fuzz/` (not a stable API).
+//! Entry points for the fuzz targets in `fuzz/` and the wire-level tests (not a stable API:
+//! the wire format is private).
 
 use bytes::Bytes;
 
@@ -83,4 +84,16 @@ pub fn update(data: &[u8]) {
             Err(_) => assert_eq!(doc, before, "a failed update changed the document"),
         }
     }
+}
+
+/// A keyed request as a client seals it for the node `to` (for tests that replay one).
+pub fn seal_request(
+    key: &ClusterKey,
+    to: &str,
+    rid: Bytes,
+    kind: crate::medium::MessageKind,
+    body: Bytes,
+) -> Vec<Bytes> {
+    let kind = Bytes::from_static(kind.as_str().as_bytes());
+    crate::medium::envelope::seal_request(Some(key), Some(to), rid, kind, body)
 }

@@ -44,7 +44,9 @@
 //! ```
 //!
 //! # Layout
-//! - [`protocol`]: the wire format (announcements, frames, replies, topics); see docs/protocol.md.
+//! - The wire format (announcements, frames, replies, topics) is private; docs/protocol.md
+//!   describes it. [`Announcement`] is what a node announces; [`medium`] has what a medium
+//!   written in another crate needs (reply bodies, topic matching, [`medium::MessageKind`]).
 //! - [`medium`]: moving bytes between nodes — [`ZmqMedium`], [`NatsMedium`], [`MemoryMedium`].
 //! - [`discovery`]: finding peers — [`MulticastDiscovery`], [`StaticDiscovery`], [`MemoryDiscovery`].
 //! - [`directory`]: who is alive, what they provide, round-trip times.
@@ -69,7 +71,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod medium;
 pub mod node;
-pub mod protocol;
+mod protocol;
 pub mod query;
 pub mod resources;
 pub mod store;
@@ -92,7 +94,7 @@ pub use node::{
     ActionContext, ActionFn, CollectionClient, CollectionSpec, Node, NodeBuilder, NodeHandle,
     PeerEvent, Service, ShutdownReport, Subscription, Tap, TapFn, MAX_LEASE, MAX_LEASES,
 };
-pub use protocol::{Announcement, NodeType};
+pub use protocol::{AnnounceKind, Announcement, Endpoints, NodeType, PROTOCOL_VERSION};
 pub use query::ListQuery;
 pub use resources::{Action, Collection, ListPage, Resource, ResourceEvent, ResourceRequest};
 pub use store::MemoryCollection;

@@ -19,26 +19,26 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest discovery datagram (bytes).
-pub const MAX_DATAGRAM_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_DATAGRAM_BYTES: usize = 8 * 1024;
 
 /// Message kinds (second frame of a request).
-pub mod kind {
+pub(crate) mod kind {
     /// A user message answered by the service's `on_message` hook; expects a reply.
-    pub const REQUEST: &str = "request";
+    pub(crate) const REQUEST: &str = "request";
     /// A one-way user message; never answered.
-    pub const NOTIFY: &str = "notify";
+    pub(crate) const NOTIFY: &str = "notify";
     /// A resource action (`{"collection","action","args"}`); expects a reply.
-    pub const RESOURCE: &str = "resource";
+    pub(crate) const RESOURCE: &str = "resource";
     /// Liveness and round-trip probe; answered with `{}`.
-    pub const PING: &str = "ping";
+    pub(crate) const PING: &str = "ping";
     /// Static discovery: the body is an [`Announcement`](super::Announcement); the reply is
     /// `{"node": Announcement, "peers": [Announcement]}`.
-    pub const ANNOUNCE: &str = "announce";
+    pub(crate) const ANNOUNCE: &str = "announce";
     /// Worker groups: take, renew or release a lease on one resource for one rule
     /// (see `node::claims`); answered with `{"granted": bool, "resource": ...}`.
-    pub const CLAIM: &str = "claim";
+    pub(crate) const CLAIM: &str = "claim";
     /// Reply frame kind.
-    pub const REPLY: &str = "reply";
+    pub(crate) const REPLY: &str = "reply";
 }
 
 /// Role of a node in the cluster.
@@ -113,7 +113,7 @@ pub struct Announcement {
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     /// Identity of the store behind each provided collection ([`crate::Collection::identity`]):
-    /// requests are spread only over providers sharing one (see [`store_winner`]).
+    /// requests are spread only over providers sharing one (see docs/architecture.md, "Store identity").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stores: BTreeMap<String, String>,
     /// When this node started, in milliseconds since the Unix epoch.
@@ -127,7 +127,7 @@ pub struct Announcement {
 /// Of the providers of one collection, given as `(store identity, started_ms, node_id)`, the
 /// store identity that serves it: the one of the provider that started first (ties: the
 /// smaller node id). Providers announcing no identity (older nodes) are left out.
-pub fn store_winner<'a>(
+pub(crate) fn store_winner<'a>(
     providers: impl Iterator<Item = (&'a str, u64, &'a str)>,
 ) -> Option<&'a str> {
     providers
@@ -237,7 +237,7 @@ pub(crate) fn encode_json_reply(data: &[u8]) -> Bytes {
 
 /// The `data` of a successful reply body as JSON bytes (a slice of `body`, not a copy), or the
 /// error it carries.
-pub fn reply_data(body: &Bytes) -> Result<Bytes> {
+pub(crate) fn reply_data(body: &Bytes) -> Result<Bytes> {
     #[derive(Deserialize)]
     struct Reply<'a> {
         ok: bool,

@@ -113,8 +113,8 @@ fn raw_exchange(endpoint: &str, frames: &[bytes::Bytes], wait: Duration) -> Opti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_captured_on_its_way_to_one_provider_is_dropped_by_another() {
-    use zeroservices_core::medium::envelope;
-    use zeroservices_core::protocol::kind;
+    use zeroservices_core::fuzzing::seal_request;
+    use zeroservices_core::medium::MessageKind;
     use zeroservices_core::ResourceRequest;
 
     // Two providers with the key, each with its own replay memory (two processes).
@@ -124,11 +124,11 @@ async fn a_request_captured_on_its_way_to_one_provider_is_dropped_by_another() {
     // What a keyed client sent to `a`, as captured on the wire: a create.
     let create = ResourceRequest::new("power", "create", json!({"resource_data": {"v": 1}}));
     let body = serde_json::to_vec(&create).expect("json");
-    let frames = envelope::seal_request(
-        Some(&ClusterKey::new(secret)),
-        Some(a.node_id()),
+    let frames = seal_request(
+        &ClusterKey::new(secret),
+        a.node_id(),
         bytes::Bytes::from_static(b"1"),
-        bytes::Bytes::from_static(kind::RESOURCE.as_bytes()),
+        MessageKind::Resource,
         bytes::Bytes::from(body),
     );
     let (to_a, to_b) = (

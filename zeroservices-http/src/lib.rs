@@ -222,7 +222,7 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
 
 /// Serves the HTTP node on `listener` until `shutdown` completes, then lets the requests in
 /// progress finish (at most [`HttpConfig::shutdown_timeout`]) and returns; call
-/// [`Node::shutdown`] after it. `extra` routes (such as a page under `/ui/`) are merged with
+/// [`zeroservices_core::Node::shutdown`] after it. `extra` routes (such as a page under `/ui/`) are merged with
 /// the generated ones; they must not reuse a generated route (`/`, `/health`, …) — axum
 /// refuses overlapping routes.
 pub async fn serve(

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use zeroservices_core::medium::{Inbox, Incoming, MessageKind};
-use zeroservices_core::protocol::{decode_reply, encode_reply, MAX_BODY_BYTES};
+use zeroservices_core::medium::{
+    decode_reply, encode_reply, Inbox, Incoming, MessageKind, MAX_BODY_BYTES,
+};
 use zeroservices_core::{ClusterKey, Error, Medium};
 
 use crate::MediumFactory;

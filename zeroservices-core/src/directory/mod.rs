@@ -229,7 +229,7 @@ impl Directory {
     }
 
     /// Node ids of live peers providing `collection` from the store that serves it (see
-    /// [`crate::protocol::store_winner`]: a provider with another, unshared store is left out).
+    /// `store_winner`: a provider with another, unshared store is left out).
     pub fn providers(&self, collection: &str) -> Vec<String> {
         let inner = self.lock();
         let mut v: Vec<String> = serving(&inner, collection)

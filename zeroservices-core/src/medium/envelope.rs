@@ -61,7 +61,7 @@ impl std::fmt::Display for MessageKind {
 
 /// What to do with a received request.
 #[derive(Debug)]
-pub enum Opened {
+pub(crate) enum Opened {
     /// Not answerable (wrong frames, failed authentication, a stray reply): log and drop.
     Drop(&'static str),
     /// Answered at once by the receiving medium with this reply body: `ping`, an oversized
@@ -84,7 +84,7 @@ pub enum Opened {
 }
 
 /// A shared cluster key, or none (open cluster).
-pub type Key = Option<Arc<ClusterKey>>;
+pub(crate) type Key = Option<Arc<ClusterKey>>;
 
 fn with_auth(key: Option<&ClusterKey>, mut frames: Vec<Bytes>) -> Vec<Bytes> {
     if let Some(k) = key {
@@ -179,7 +179,7 @@ fn check_request_auth(
 
 /// Refuses, before anything is sent, a body or event payload over the protocol's limit: a
 /// receiver would not read it (on ZeroMQ the connection would be closed).
-pub fn check_size(body: &[u8]) -> crate::error::Result<()> {
+pub(crate) fn check_size(body: &[u8]) -> crate::error::Result<()> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Error::TooLarge(format!(
             "{} bytes (the limit is {MAX_BODY_BYTES})",
@@ -191,7 +191,7 @@ pub fn check_size(body: &[u8]) -> crate::error::Result<()> {
 
 /// The frames of a request to the node `to` (its node id; `None` when only its address is
 /// known): `[request_id, kind, body]` (+ the authenticator, naming `to`: see [`audience`]).
-pub fn seal_request(
+pub(crate) fn seal_request(
     key: Option<&ClusterKey>,
     to: Option<&str>,
     rid: Bytes,
@@ -213,7 +213,11 @@ pub fn seal_request(
 /// Applies the protocol's rules to a request received by the node `me` (`None`: a medium
 /// used without a node, which takes keyed requests for any node); `frames` without any
 /// routing identity.
-pub fn open_request(key: Option<&ClusterKey>, me: Option<&str>, frames: Vec<Bytes>) -> Opened {
+pub(crate) fn open_request(
+    key: Option<&ClusterKey>,
+    me: Option<&str>,
+    frames: Vec<Bytes>,
+) -> Opened {
     let frames = match key {
         Some(k) => check_request_auth(k, frames, me),
         None if frames.len() == 3 => Ok(frames),
@@ -271,7 +275,7 @@ pub fn open_request(key: Option<&ClusterKey>, me: Option<&str>, frames: Vec<Byte
 }
 
 /// The frames of a reply: `[request_id, "reply", body]` (+ authenticator).
-pub fn seal_reply(key: Option<&ClusterKey>, rid: Bytes, body: Bytes) -> Vec<Bytes> {
+pub(crate) fn seal_reply(key: Option<&ClusterKey>, rid: Bytes, body: Bytes) -> Vec<Bytes> {
     with_auth(
         key,
         vec![rid, Bytes::from_static(kind::REPLY.as_bytes()), body],
@@ -279,7 +283,7 @@ pub fn seal_reply(key: Option<&ClusterKey>, rid: Bytes, body: Bytes) -> Vec<Byte
 }
 
 /// Checks a received reply; returns its request id and body.
-pub fn open_reply(
+pub(crate) fn open_reply(
     key: Option<&ClusterKey>,
     frames: Vec<Bytes>,
 ) -> Result<(Bytes, Bytes), &'static str> {
@@ -294,12 +298,15 @@ pub fn open_reply(
 }
 
 /// The frames of an event: `[topic, payload]` (+ authenticator).
-pub fn seal_event(key: Option<&ClusterKey>, topic: &str, payload: Bytes) -> Vec<Bytes> {
+pub(crate) fn seal_event(key: Option<&ClusterKey>, topic: &str, payload: Bytes) -> Vec<Bytes> {
     with_auth(key, vec![Bytes::copy_from_slice(topic.as_bytes()), payload])
 }
 
 /// Checks a received event.
-pub fn open_event(key: Option<&ClusterKey>, frames: Vec<Bytes>) -> Result<Event, &'static str> {
+pub(crate) fn open_event(
+    key: Option<&ClusterKey>,
+    frames: Vec<Bytes>,
+) -> Result<Event, &'static str> {
     let frames = check_auth(key, frames, 2, "an event without exactly 2 frames")?;
     let Ok([topic, payload]) = <[Bytes; 2]>::try_from(frames) else {
         return Err("an event without exactly 2 frames");

@@ -3,13 +3,13 @@
 //! conformance cases of the `zeroservices-testkit` crate.
 //!
 //! A medium only moves frames; the protocol's rules (frame counts, authentication, size limit,
-//! `ping`) are applied by [`envelope`] on every medium, and the [`Node`](crate::Node) decides
+//! `ping`) are applied by `envelope.rs` on every medium, and the [`Node`](crate::Node) decides
 //! what the rest means. Everything a
 //! medium receives arrives on its [`Inbox`], a bounded channel: when the node cannot keep up,
 //! the medium stops reading its sockets (back-pressure), it never buffers without bound.
 
 mod capabilities;
-pub mod envelope;
+pub(crate) mod envelope;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
@@ -25,6 +25,9 @@ pub use self::nats::{JetStreamMode, NatsConfig, NatsMedium};
 pub use self::work::{WorkAck, WorkItem, WorkQueue};
 #[cfg(feature = "zmq")]
 pub use self::zmq::{ZmqConfig, ZmqMedium};
+pub use crate::protocol::{
+    covering_prefixes, decode_reply, encode_reply, topic_matches, MAX_BODY_BYTES,
+};
 
 use std::fmt;
 use std::sync::Arc;
@@ -55,7 +58,7 @@ pub enum Incoming {
 /// A request received from a peer.
 #[derive(Debug)]
 pub struct InboundRequest {
-    /// Message kind, parsed by [`envelope::open_request`].
+    /// Message kind, parsed by the medium (see docs/protocol.md).
     pub kind: MessageKind,
     /// JSON body as received.
     pub body: Bytes,

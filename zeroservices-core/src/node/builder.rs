@@ -177,7 +177,7 @@ impl NodeBuilder {
 
     /// Names no collection of this node may take, such as the routes of the HTTP layer that
     /// serves the cluster (`zeroservices_http::RESERVED_ROUTES`), checked at start and by
-    /// [`Node::register_collection`]. Adds to what was reserved before.
+    /// [`NodeHandle::register_collection`]. Adds to what was reserved before.
     ///
     /// ```
     /// # use zeroservices_core::Node;

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::query::ListQuery;
 use crate::resources::{ListPage, Resource, ResourceRequest};
 
-/// A handle on a collection of the cluster, from [`Node::collection`].
+/// A handle on a collection of the cluster, from [`NodeHandle::collection`].
 ///
 /// ```no_run
 /// # async fn demo(node: zeroservices_core::Node) -> zeroservices_core::Result<()> {

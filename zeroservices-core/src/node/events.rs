@@ -28,14 +28,14 @@ pub(super) enum Sink {
         tx: mpsc::Sender<Event>,
         dropped: Arc<AtomicU64>,
     },
-    /// A callback run where the event is delivered (see [`Node::tap`]).
+    /// A callback run where the event is delivered (see [`NodeHandle::tap`]).
     Call(TapFn),
 }
 
 /// The callback of a [`Tap`].
 pub type TapFn = Arc<dyn Fn(&Event) + Send + Sync>;
 
-/// A callback receiving events under some topic prefixes, from [`Node::tap`]. Removed when
+/// A callback receiving events under some topic prefixes, from [`NodeHandle::tap`]. Removed when
 /// dropped.
 pub struct Tap {
     id: u64,

@@ -124,7 +124,7 @@ pub trait Service: Send + Sync + 'static {
 struct NoService;
 impl Service for NoService {}
 
-/// A peer appearing or leaving, as seen by [`Node::peer_events`].
+/// A peer appearing or leaving, as seen by [`NodeHandle::peer_events`].
 #[derive(Debug, Clone)]
 pub enum PeerEvent {
     /// New peer.

@@ -30,7 +30,7 @@ impl NodeHandle {
         }
     }
 
-    /// [`Node::send`], answering the JSON bytes of the result. A provider's answer is passed
+    /// [`NodeHandle::send`], answering the JSON bytes of the result. A provider's answer is passed
     /// on as it came (checked, not parsed into a `Value` and serialized again): what a gateway
     /// forwarding results wants.
     ///
@@ -48,7 +48,7 @@ impl NodeHandle {
         }
     }
 
-    /// [`Node::send`], its result read straight into `T` (a provider's reply is not built
+    /// [`NodeHandle::send`], its result read straight into `T` (a provider's reply is not built
     /// into a `Value` first).
     pub(crate) async fn send_as<T: serde::de::DeserializeOwned>(
         &self,
@@ -154,7 +154,7 @@ impl NodeHandle {
             .await
     }
 
-    /// [`Node::request`] with an explicit timeout.
+    /// [`NodeHandle::request`] with an explicit timeout.
     pub async fn request_with_timeout(
         &self,
         node_id: &str,

@@ -26,7 +26,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast;
-use zeroservices_core::protocol::covering_prefixes;
+use zeroservices_core::medium::covering_prefixes;
 use zeroservices_core::Action;
 
 mod hub;
