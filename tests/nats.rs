@@ -15,7 +15,11 @@ use futures::SinkExt as _;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use zeroservices::core::medium::NatsConfig;
-use zeroservices::core::{Action, ListQuery, Node, ResourceEvent};
+use zeroservices::core::{
+    query::ListQuery,
+    resources::{Action, ResourceEvent},
+    Node,
+};
 use zeroservices_testkit::nats::{temp_dir, NatsServer};
 
 /// `power --role ROLE` on the NATS server at `url`, with more arguments.

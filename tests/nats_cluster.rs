@@ -16,7 +16,7 @@ use futures::stream::{self, StreamExt};
 use futures::FutureExt as _;
 use serde_json::json;
 use zeroservices::core::medium::NatsConfig;
-use zeroservices::core::{ListQuery, Node, ResourceEvent};
+use zeroservices::core::{query::ListQuery, resources::ResourceEvent, Node};
 use zeroservices_testkit::nats::temp_dir;
 
 fn ip(args: &[&str]) {

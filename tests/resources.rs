@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use common::{example, free_port, serve_power, spawn};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
-use zeroservices::core::{ListQuery, Node, ResourceEvent, StaticDiscovery, ZmqConfig};
+use zeroservices::core::{
+    discovery::StaticDiscovery, medium::ZmqConfig, query::ListQuery, resources::ResourceEvent, Node,
+};
 
 const HB: Duration = Duration::from_millis(200);
 

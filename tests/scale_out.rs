@@ -11,7 +11,13 @@ use std::time::{Duration, Instant};
 use common::{bin, example, free_port, serve_power, spawn_ready, Proc};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
-use zeroservices::core::{Action, ListQuery, Node, ResourceEvent, StaticDiscovery, ZmqConfig};
+use zeroservices::core::{
+    discovery::StaticDiscovery,
+    medium::ZmqConfig,
+    query::ListQuery,
+    resources::{Action, ResourceEvent},
+    Node,
+};
 
 const HB: Duration = Duration::from_millis(200);
 

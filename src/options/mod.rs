@@ -13,8 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zeroservices_core::{
-    ClusterKey, Collection, Discovery, EmbeddedStore, MemoryCollection, MulticastConfig,
-    MulticastDiscovery, NoDiscovery, NodeBuilder, StaticDiscovery, ZmqConfig,
+    discovery::{Discovery, MulticastConfig, MulticastDiscovery, NoDiscovery, StaticDiscovery},
+    medium::ZmqConfig,
+    resources::Collection,
+    store::{EmbeddedStore, MemoryCollection},
+    ClusterKey, NodeBuilder,
 };
 
 /// Where collections live: `embedded:PATH` (a directory, created if missing), `memory`, or

@@ -22,7 +22,7 @@ use mongodb::event::{command::CommandEvent, EventHandler};
 use serde_json::{json, Value};
 use zeroservices_core::query::Sort;
 use zeroservices_core::resources::list_in_memory;
-use zeroservices_core::{Collection, EmbeddedStore, ListQuery};
+use zeroservices_core::{query::ListQuery, resources::Collection, store::EmbeddedStore};
 use zeroservices_mongo::MongoStore;
 
 use crate::stats::{emit, summary};

@@ -9,7 +9,7 @@ use mongodb::bson::{doc, oid::ObjectId, Document};
 use mongodb::options::ReturnDocument;
 use serde_json::json;
 use zeroservices_core::query::Update;
-use zeroservices_core::Collection;
+use zeroservices_core::resources::Collection;
 use zeroservices_mongo::MongoStore;
 
 use crate::stats::{emit, summary};

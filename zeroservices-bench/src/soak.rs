@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use zeroservices_core::{Node, NodeType, StaticDiscovery, Worker, ZmqConfig};
+use zeroservices_core::{discovery::StaticDiscovery, medium::ZmqConfig, Node, NodeType, Worker};
 
 use crate::stats::{emit, env_or, exit_on_stdin_close_or_deadline};
 

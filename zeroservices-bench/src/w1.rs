@@ -14,8 +14,8 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use zeroservices_core::{
-    Collection, CollectionSpec, MemoryCollection, Node, NodeBuilder, NodeHandle, Service,
-    StaticDiscovery, ZmqConfig,
+    discovery::StaticDiscovery, medium::ZmqConfig, resources::Collection, store::MemoryCollection,
+    CollectionSpec, Node, NodeBuilder, NodeHandle, Service,
 };
 
 use crate::stats::{emit, env_or, exit_on_stdin_close_or_deadline, summary};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::bail;
 use bytes::Bytes;
 use serde_json::{json, Value};
-use zeroservices_core::{Node, StaticDiscovery, ZmqConfig};
+use zeroservices_core::{discovery::StaticDiscovery, medium::ZmqConfig, Node};
 
 use crate::stats::{emit, env_or};
 

@@ -18,8 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use zeroservices_core::{
-    Collection, CollectionSpec, EmbeddedStore, MemoryCollection, Node, NodeType, StaticDiscovery,
-    ZmqConfig,
+    discovery::StaticDiscovery,
+    medium::ZmqConfig,
+    resources::Collection,
+    store::{EmbeddedStore, MemoryCollection},
+    CollectionSpec, Node, NodeType,
 };
 use zeroservices_http::{serve, HttpConfig};
 

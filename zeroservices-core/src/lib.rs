@@ -8,14 +8,14 @@
 //! The FOSDEM power demo in one process: a node serving the `power` collection, and a worker
 //! that squares `value` for every power in status `pending`. Here the node sits on an
 //! in-process network; [`Node::builder`] without [`NodeBuilder::memory`] uses ZeroMQ (on
-//! loopback unless a [`ClusterKey`] is set), and a [`MulticastDiscovery`] or
-//! [`StaticDiscovery`] lets nodes of other processes and hosts find it.
+//! loopback unless a [`ClusterKey`] is set), and a [`discovery::MulticastDiscovery`] or
+//! [`discovery::StaticDiscovery`] lets nodes of other processes and hosts find it.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use serde_json::json;
-//! use zeroservices_core::{CollectionSpec, MemoryCollection, MemoryNetwork, Node, Worker};
+//! use zeroservices_core::{CollectionSpec, Node, Worker, store::MemoryCollection, medium::MemoryNetwork};
 //!
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> zeroservices_core::Result<()> {
@@ -44,60 +44,53 @@
 //! ```
 //!
 //! # Layout
-//! - The wire format (announcements, frames, replies, topics) is private; docs/protocol.md
-//!   describes it. [`Announcement`] is what a node announces; [`medium`] has what a medium
-//!   written in another crate needs (reply bodies, topic matching, [`medium::MessageKind`]).
-//! - [`medium`]: moving bytes between nodes — [`ZmqMedium`], [`NatsMedium`], [`MemoryMedium`].
-//! - [`discovery`]: finding peers — [`MulticastDiscovery`], [`StaticDiscovery`], [`MemoryDiscovery`].
-//! - [`directory`]: who is alive, what they provide, round-trip times.
-//! - [`node`]: the [`Node`] tying it together, with the [`Service`] hooks.
+//! One path per public type. At the root: the node and what runs on it.
+//! - [`Node`] (the owner, from [`NodeBuilder::start`]) and [`NodeHandle`] (what hooks, workers
+//!   and servers hold), with the [`Service`] hooks, [`CollectionSpec`] and [`CollectionClient`].
+//! - [`Worker`]: rules that run a callback on matching resources.
+//! - [`Directory`]: who is alive, what they provide, round-trip times.
+//! - [`Error`], and the optional shared [`ClusterKey`] authenticating every frame and datagram.
+//!
+//! Each subsystem in its module:
+//! - [`medium`]: moving bytes between nodes — [`medium::ZmqMedium`], [`medium::NatsMedium`],
+//!   [`medium::MemoryMedium`], and what a medium written in another crate needs (reply bodies,
+//!   topic matching, [`medium::MessageKind`], the optional capability traits). The wire format
+//!   itself is private; docs/protocol.md describes it.
+//! - [`discovery`]: finding peers — [`discovery::MulticastDiscovery`],
+//!   [`discovery::StaticDiscovery`], [`discovery::MemoryDiscovery`].
 //! - [`resources`]: collections, resource requests, change events, custom actions, schemas.
 //! - [`query`]: the filter/update/sort/projection language shared by every backend.
-//! - [`store`]: [`MemoryCollection`] and the embedded persistent [`EmbeddedStore`].
-//! - [`worker`]: rules that run a callback on matching resources.
-//! - `cluster_key`: the optional shared [`ClusterKey`] authenticating every frame and datagram.
-//! - [`error`]: the [`Error`] type.
+//! - [`store`]: [`store::MemoryCollection`] and the embedded persistent [`store::EmbeddedStore`].
 //!
 //! # Features
 //! `zmq` (the ZeroMQ medium: libzmq, built with a C++ compiler), `nats` (the NATS medium and
 //! NATS discovery) and `embedded` (the embedded store) are on by default. A NATS-only user:
 //! `default-features = false, features = ["nats"]`.
 
+// One path per public type: the node, its owner and handle, workers, errors and the directory
+// are at the root; each subsystem's types are in its module (`medium::ZmqConfig`,
+// `store::MemoryCollection`, `query::ListQuery`, `resources::Action`, `discovery::NoDiscovery`).
 mod cluster_key;
-pub mod directory;
+mod directory;
 pub mod discovery;
-pub mod error;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod medium;
-pub mod node;
+mod node;
 mod protocol;
 pub mod query;
 pub mod resources;
 pub mod store;
 mod task;
-pub mod worker;
+mod worker;
 
 pub use cluster_key::ClusterKey;
 pub use directory::{Directory, PeerInfo};
-pub use discovery::{
-    Discovery, MemoryDiscovery, MemoryDiscoveryBus, MulticastConfig, MulticastDiscovery,
-    NoDiscovery, StaticDiscovery,
-};
 pub use error::{Error, Result};
-pub use medium::{Event, Medium, MemoryMedium, MemoryNetwork};
-#[cfg(feature = "nats")]
-pub use medium::{NatsConfig, NatsMedium};
-#[cfg(feature = "zmq")]
-pub use medium::{ZmqConfig, ZmqMedium};
 pub use node::{
     ActionContext, ActionFn, CollectionClient, CollectionSpec, Node, NodeBuilder, NodeHandle,
     PeerEvent, Service, ShutdownReport, Subscription, Tap, TapFn, MAX_LEASE, MAX_LEASES,
 };
 pub use protocol::{AnnounceKind, Announcement, Endpoints, NodeType, PROTOCOL_VERSION};
-pub use query::ListQuery;
-pub use resources::{Action, Collection, ListPage, Resource, ResourceEvent, ResourceRequest};
-pub use store::MemoryCollection;
-#[cfg(feature = "embedded")]
-pub use store::{EmbeddedStore, GroupCommit};
 pub use worker::{WorkContext, Worker, WorkerHandle};

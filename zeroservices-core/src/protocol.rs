@@ -112,7 +112,7 @@ pub struct Announcement {
     /// Announce period in milliseconds (peers use it to decide when this node is gone).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
-    /// Identity of the store behind each provided collection ([`crate::Collection::identity`]):
+    /// Identity of the store behind each provided collection ([`crate::resources::Collection::identity`]):
     /// requests are spread only over providers sharing one (see docs/architecture.md, "Store identity").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stores: BTreeMap<String, String>,

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use zeroservices_core::query::{Filter, Projection, Sort, Update};
-use zeroservices_core::{Collection, EmbeddedStore, ListQuery, MemoryCollection};
+use zeroservices_core::{
+    query::ListQuery,
+    resources::Collection,
+    store::{EmbeddedStore, MemoryCollection},
+};
 
 fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![

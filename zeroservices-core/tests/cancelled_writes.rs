@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use zeroservices_core::query::{ListQuery, Update};
 use zeroservices_core::{
-    Collection, CollectionSpec, ListPage, MemoryCollection, MemoryNetwork, Node, Resource,
-    ResourceEvent, ResourceRequest, Result,
+    medium::MemoryNetwork,
+    resources::{Collection, ListPage, Resource, ResourceEvent, ResourceRequest},
+    store::MemoryCollection,
+    CollectionSpec, Node, Result,
 };
 
 /// A store that has written when it is still answering (as a store whose acknowledgement

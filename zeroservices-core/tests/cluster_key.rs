@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use zeroservices_core::{
-    ClusterKey, CollectionSpec, Error, MemoryCollection, Node, StaticDiscovery, ZmqConfig,
+    discovery::StaticDiscovery, medium::ZmqConfig, store::MemoryCollection, ClusterKey,
+    CollectionSpec, Error, Node,
 };
 
 async fn node(name: &str, key: Arc<ClusterKey>, seed: Option<String>, serve: bool) -> Node {
@@ -115,7 +116,7 @@ fn raw_exchange(endpoint: &str, frames: &[bytes::Bytes], wait: Duration) -> Opti
 async fn a_request_captured_on_its_way_to_one_provider_is_dropped_by_another() {
     use zeroservices_core::fuzzing::seal_request;
     use zeroservices_core::medium::MessageKind;
-    use zeroservices_core::ResourceRequest;
+    use zeroservices_core::resources::ResourceRequest;
 
     // Two providers with the key, each with its own replay memory (two processes).
     let secret = b"a-shared-secret-of-32-bytes-long";
@@ -145,7 +146,7 @@ async fn a_request_captured_on_its_way_to_one_provider_is_dropped_by_another() {
     .expect("exchanges");
     assert!(replayed.is_none(), "b answered a request meant for a");
     assert!(delivered.is_some(), "a answers the request meant for it");
-    let q = zeroservices_core::ListQuery::default();
+    let q = zeroservices_core::query::ListQuery::default();
     let (in_a, in_b) = (
         a.collection("power").list(&q).await.expect("list a").total,
         b.collection("power").list(&q).await.expect("list b").total,

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use zeroservices_core::{CollectionSpec, Error, MemoryCollection, MemoryNetwork, Node};
+use zeroservices_core::{
+    medium::MemoryNetwork, store::MemoryCollection, CollectionSpec, Error, Node,
+};
 
 const RESERVED_NAMES: [&str; 2] = ["health", "ui"];
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use zeroservices_core::medium::{Inbox, Medium, NatsConfig, NatsMedium};
 use zeroservices_core::{
-    Collection, EmbeddedStore, MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium,
+    medium::{MemoryMedium, MemoryNetwork, ZmqConfig, ZmqMedium},
+    resources::Collection,
+    store::EmbeddedStore,
 };
 use zeroservices_testkit::{collection_factory, CollectionFactory, MediumFactory};
 
@@ -108,7 +110,7 @@ mod nats_medium {
 
 mod memory_collection {
     zeroservices_testkit::collection_suite!(zeroservices_testkit::collection_factory(|| {
-        std::sync::Arc::new(zeroservices_core::MemoryCollection::new())
+        std::sync::Arc::new(zeroservices_core::store::MemoryCollection::new())
     }));
 }
 

@@ -5,7 +5,7 @@
 use redb::{Database, TableDefinition};
 use serde_json::json;
 use zeroservices_core::query::ListQuery;
-use zeroservices_core::{Collection, EmbeddedStore};
+use zeroservices_core::{resources::Collection, store::EmbeddedStore};
 
 #[tokio::test]
 async fn a_list_skips_a_record_that_cannot_be_decoded() {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use zeroservices_core::{Error, Node, NodeHandle, Service, StaticDiscovery, ZmqConfig};
+use zeroservices_core::{
+    discovery::StaticDiscovery, medium::ZmqConfig, Error, Node, NodeHandle, Service,
+};
 
 struct Fragile;
 
@@ -135,7 +137,7 @@ impl Service for FragileListener {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_event_hook_that_panics_costs_its_event_only() {
     use std::sync::Arc;
-    use zeroservices_core::{CollectionSpec, MemoryCollection, MemoryNetwork};
+    use zeroservices_core::{medium::MemoryNetwork, store::MemoryCollection, CollectionSpec};
 
     let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
     let node = Node::builder("listener")

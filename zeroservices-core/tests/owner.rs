@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use serde_json::json;
 use zeroservices_core::discovery::DiscoveryContext;
 use zeroservices_core::{
-    CollectionSpec, Discovery, MemoryCollection, MemoryNetwork, Node, NodeHandle,
+    discovery::Discovery, medium::MemoryNetwork, store::MemoryCollection, CollectionSpec, Node,
+    NodeHandle,
 };
 
 /// A discovery that panics as soon as it runs.
@@ -56,7 +57,7 @@ async fn node_with(discovery: impl Discovery) -> Node {
 
 #[tokio::test]
 async fn a_clean_shutdown_reports_nothing() {
-    let node = node_with(zeroservices_core::NoDiscovery).await;
+    let node = node_with(zeroservices_core::discovery::NoDiscovery).await;
     node.collection("c")
         .create(None, json!({"v": 1}))
         .await
@@ -99,7 +100,7 @@ async fn shutdown_aborts_a_task_that_does_not_stop() {
 
 #[tokio::test]
 async fn handles_do_not_keep_the_node_running() {
-    let node = node_with(zeroservices_core::NoDiscovery).await;
+    let node = node_with(zeroservices_core::discovery::NoDiscovery).await;
     let handle: NodeHandle = node.handle();
     let stopped = handle.shutdown_token();
     assert!(!stopped.is_cancelled());

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use zeroservices_core::{
-    Collection, CollectionSpec, EmbeddedStore, Error, MemoryCollection, MemoryNetwork, Node,
+    medium::MemoryNetwork,
+    resources::Collection,
+    store::{EmbeddedStore, MemoryCollection},
+    CollectionSpec, Error, Node,
 };
 
 async fn race(store: Arc<dyn Collection>) {

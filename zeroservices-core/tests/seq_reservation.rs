@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use zeroservices_core::{
-    CollectionSpec, Error, MemoryCollection, MemoryNetwork, Node, ResourceEvent, Subscription,
+    medium::MemoryNetwork, resources::ResourceEvent, store::MemoryCollection, CollectionSpec,
+    Error, Node, Subscription,
 };
 use zeroservices_testkit::nats::temp_dir;
 

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use zeroservices_core::query::{ListQuery, Update};
 use zeroservices_core::{
-    Collection, CollectionSpec, Error, ListPage, MemoryNetwork, Node, Resource, Result,
+    medium::MemoryNetwork,
+    resources::{Collection, ListPage, Resource},
+    CollectionSpec, Error, Node, Result,
 };
 
 /// Reads work, writes fail as a full disk would.

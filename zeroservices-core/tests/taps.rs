@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use zeroservices_core::{Event, MemoryNetwork, Node, Tap};
+use zeroservices_core::{
+    medium::{Event, MemoryNetwork},
+    Node, Tap,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tap_may_drop_itself_and_subscribe_from_its_callback() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use zeroservices_core::medium::NatsConfig;
-use zeroservices_core::{CollectionSpec, MemoryCollection, Node, Worker};
+use zeroservices_core::{store::MemoryCollection, CollectionSpec, Node, Worker};
 use zeroservices_testkit::nats::NatsServer;
 
 async fn node(url: &str, name: &str, power: bool) -> Node {

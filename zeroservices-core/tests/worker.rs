@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use zeroservices_core::{
-    CollectionSpec, ListQuery, MemoryCollection, MemoryDiscovery, MemoryDiscoveryBus,
-    MemoryNetwork, Node, Worker,
+    discovery::{MemoryDiscovery, MemoryDiscoveryBus},
+    medium::MemoryNetwork,
+    query::ListQuery,
+    store::MemoryCollection,
+    CollectionSpec, Node, Worker,
 };
 
 async fn wait_all_done(node: &Node, n: u64) {

@@ -15,7 +15,7 @@ use axum::http::{header, StatusCode};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use zeroservices_core::Action;
+use zeroservices_core::resources::Action;
 
 use crate::error::ApiError;
 use crate::AppState;

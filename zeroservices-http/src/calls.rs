@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use serde_json::Value;
 use zeroservices_core::resources::StandardArgs;
-use zeroservices_core::{Action, ResourceRequest};
+use zeroservices_core::resources::{Action, ResourceRequest};
 
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;

@@ -15,7 +15,7 @@
 //! - `outgoing`: what `/realtime` sends, as one `ServerMessage` type.
 //!
 //! ```no_run
-//! use zeroservices_core::{Node, NodeType, MulticastDiscovery};
+//! use zeroservices_core::{Node, NodeType, discovery::MulticastDiscovery};
 //! use zeroservices_http::{HttpConfig, serve};
 //!
 //! # async fn demo() -> anyhow::Result<()> {

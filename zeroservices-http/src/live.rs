@@ -27,7 +27,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroservices_core::query::Filter;
-use zeroservices_core::{Action, ListPage, ResourceEvent, ResourceRequest};
+use zeroservices_core::resources::{Action, ListPage, ResourceEvent, ResourceRequest};
 
 use crate::auth::{Access, Principal};
 use crate::AppState;

@@ -32,7 +32,7 @@ pub(crate) enum ServerMessage<'a> {
     LiveSubscribed {
         query: &'a str,
         collection: &'a str,
-        items: &'a [zeroservices_core::Resource],
+        items: &'a [zeroservices_core::resources::Resource],
         total: u64,
     },
     /// A live query ended (`found`: whether there was one by that id).

@@ -14,7 +14,10 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use zeroservices_core::query::{Projection, Sort};
 use zeroservices_core::resources::{validate_id, MAX_LIST_LIMIT};
-use zeroservices_core::{Action, ListQuery, ResourceRequest};
+use zeroservices_core::{
+    query::ListQuery,
+    resources::{Action, ResourceRequest},
+};
 
 use crate::auth::Principal;
 use crate::error::ApiError;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use common::Api;
 use serde_json::{json, Value};
-use zeroservices_core::{CollectionSpec, MemoryCollection};
+use zeroservices_core::{store::MemoryCollection, CollectionSpec};
 use zeroservices_http::{BasicAuth, HttpConfig, ReadRule};
 
 async fn start() -> Api {

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use zeroservices_core::discovery::NoDiscovery;
 use zeroservices_core::medium::MemoryNetwork;
-use zeroservices_core::{CollectionSpec, MemoryCollection, Node};
+use zeroservices_core::{store::MemoryCollection, CollectionSpec, Node};
 use zeroservices_http::{serve, BasicAuth, HttpConfig, ReadRule};
 
 type Ws =

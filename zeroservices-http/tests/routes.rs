@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::Api;
 use serde_json::{json, Value};
-use zeroservices_core::{CollectionSpec, MemoryCollection};
+use zeroservices_core::{store::MemoryCollection, CollectionSpec};
 use zeroservices_http::HttpConfig;
 
 async fn start() -> Api {

@@ -4,7 +4,7 @@ use mongodb::bson::raw::{RawArray, RawArrayBuf, RawBson, RawBsonRef, RawDocument
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use serde_json::Value;
-use zeroservices_core::{Error, Resource};
+use zeroservices_core::{resources::Resource, Error};
 
 /// Field holding a document's version, for compare-and-swap patches. Hidden from resources.
 pub(crate) const VERSION: &str = "_v";

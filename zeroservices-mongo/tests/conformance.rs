@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zeroservices_core::Collection;
+use zeroservices_core::resources::Collection;
 use zeroservices_mongo::MongoStore;
 use zeroservices_testkit::CollectionFactory;
 
@@ -285,7 +285,7 @@ async fn declared_indexes_are_made_and_enforced() {
         .await
         .expect("another email");
     let page = users
-        .list(&zeroservices_core::ListQuery::default())
+        .list(&zeroservices_core::query::ListQuery::default())
         .await
         .expect("list");
     assert_eq!(page.total, 2);
@@ -312,7 +312,7 @@ mod pushdown_agrees {
     use proptest::test_runner::{Config, TestRunner};
     use serde_json::{json, Value};
     use zeroservices_core::query::{Projection, Sort, Update};
-    use zeroservices_core::{Collection, ListQuery, MemoryCollection};
+    use zeroservices_core::{query::ListQuery, resources::Collection, store::MemoryCollection};
     use zeroservices_mongo::MongoStore;
 
     fn scalar() -> impl Strategy<Value = Value> {
@@ -484,12 +484,12 @@ mod pushdown_agrees {
         ]
     }
 
-    fn resource(r: &zeroservices_core::Resource) -> Value {
+    fn resource(r: &zeroservices_core::resources::Resource) -> Value {
         json!({"id": r.resource_id, "data": r.resource_data})
     }
 
     /// A patch's result as JSON (objects compare whatever the order of their fields).
-    fn outcome(r: zeroservices_core::Result<zeroservices_core::Resource>) -> Value {
+    fn outcome(r: zeroservices_core::Result<zeroservices_core::resources::Resource>) -> Value {
         match r {
             Ok(r) => resource(&r),
             Err(e) => json!({"error": e.code()}),
@@ -497,7 +497,7 @@ mod pushdown_agrees {
     }
 
     /// A list's result as JSON.
-    fn page(r: zeroservices_core::Result<zeroservices_core::ListPage>) -> Value {
+    fn page(r: zeroservices_core::Result<zeroservices_core::resources::ListPage>) -> Value {
         match r {
             Ok(p) => {
                 json!({"items": p.items.iter().map(resource).collect::<Vec<_>>(), "total": p.total})
@@ -633,8 +633,8 @@ async fn counted_store(uri: &str) -> (MongoStore, Arc<AtomicU64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_down_page_reads_only_its_documents() {
     use serde_json::json;
+    use zeroservices_core::query::ListQuery;
     use zeroservices_core::query::Sort;
-    use zeroservices_core::ListQuery;
 
     let _turn = Turn::take();
     let srv = server(&format!("zs_pushdown_{}", std::process::id()));

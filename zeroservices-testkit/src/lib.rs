@@ -9,7 +9,7 @@
 //! // in tests/conformance.rs of a backend crate (dev-dependencies: zeroservices-testkit, tokio)
 //! mod memory {
 //!     zeroservices_testkit::collection_suite!(zeroservices_testkit::collection_factory(|| {
-//!         std::sync::Arc::new(zeroservices_core::MemoryCollection::new())
+//!         std::sync::Arc::new(zeroservices_core::store::MemoryCollection::new())
 //!     }));
 //! }
 //! # fn main() {}
@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use zeroservices_core::medium::Inbox;
-use zeroservices_core::{ClusterKey, Collection, Medium, Result};
+use zeroservices_core::{medium::Medium, resources::Collection, ClusterKey, Result};
 
 /// Makes a fresh, empty collection.
 pub type CollectionFactory = Box<dyn Fn() -> BoxFuture<'static, Arc<dyn Collection>> + Send + Sync>;

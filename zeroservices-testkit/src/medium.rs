@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use zeroservices_core::medium::{
     decode_reply, encode_reply, Inbox, Incoming, MessageKind, MAX_BODY_BYTES,
 };
-use zeroservices_core::{ClusterKey, Error, Medium};
+use zeroservices_core::{medium::Medium, ClusterKey, Error};
 
 use crate::MediumFactory;
 

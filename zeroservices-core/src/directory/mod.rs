@@ -26,13 +26,13 @@ pub struct PeerInfo {
 
 /// Peers the directory holds at most. Past it, a newcomer evicts the stalest peer that never
 /// answered a ping, or is refused when every peer has answered.
-pub const MAX_PEERS: usize = 1024;
+pub(crate) const MAX_PEERS: usize = 1024;
 /// New peers admitted per second at most: a flood of forged announcements (each a new node id)
 /// costs a parse each, not a connection each; real newcomers re-announce and get in a moment
 /// later.
-pub const MAX_JOINS_PER_SECOND: u32 = 256;
+pub(crate) const MAX_JOINS_PER_SECOND: u32 = 256;
 /// Collection names remembered at most (for 503 rather than 404 once their providers left).
-pub const MAX_SEEN_COLLECTIONS: usize = 4096;
+pub(crate) const MAX_SEEN_COLLECTIONS: usize = 4096;
 
 /// Result of recording an announcement.
 #[derive(Debug)]

@@ -4,13 +4,6 @@
 //!
 //! A medium only moves frame lists: it seals what it sends and opens what it receives with the
 //! functions here, so a rule added here holds on every medium (see docs/protocol.md §3, §5, §7).
-//!
-//! ```
-//! # use bytes::Bytes;
-//! # use zeroservices_core::medium::envelope::{open_request, seal_request, Opened};
-//! let frames = seal_request(None, Some("node-a"), Bytes::from_static(b"1"), Bytes::from_static(b"ping"), Bytes::from_static(b"{}"));
-//! assert!(matches!(open_request(None, Some("node-a"), frames), Opened::Answer { .. }));
-//! ```
 
 use std::sync::Arc;
 

@@ -60,7 +60,7 @@ impl MediumChoice {
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use zeroservices_core::{ClusterKey, CollectionSpec, MemoryCollection, MulticastDiscovery, Node};
+/// use zeroservices_core::{ClusterKey, CollectionSpec, Node, store::MemoryCollection, discovery::MulticastDiscovery};
 ///
 /// # async fn demo() -> zeroservices_core::Result<()> {
 /// let node = Node::builder("power-service")

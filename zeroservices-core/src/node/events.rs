@@ -283,7 +283,7 @@ impl NodeHandle {
     /// use std::sync::Arc;
     /// let seen = Arc::new(AtomicU64::new(0));
     /// let counter = seen.clone();
-    /// let _tap = node.tap(vec!["power.".into()], Arc::new(move |_ev: &zeroservices_core::Event| {
+    /// let _tap = node.tap(vec!["power.".into()], Arc::new(move |_ev: &zeroservices_core::medium::Event| {
     ///     counter.fetch_add(1, Ordering::Relaxed);
     /// }));
     /// # }

@@ -40,7 +40,7 @@ pub type ActionFn = Arc<dyn Fn(ActionContext) -> BoxFuture<'static, Result<Value
 /// ```
 /// use std::sync::Arc;
 /// use serde_json::json;
-/// use zeroservices_core::{CollectionSpec, MemoryCollection};
+/// use zeroservices_core::{CollectionSpec, store::MemoryCollection};
 ///
 /// let spec = CollectionSpec::new("power", Arc::new(MemoryCollection::new()))
 ///     .schema(json!({"type": "object", "properties": {"value": {"type": "number"}}}))
@@ -86,7 +86,7 @@ impl CollectionSpec {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use zeroservices_core::{CollectionSpec, MemoryCollection};
+    /// use zeroservices_core::{CollectionSpec, store::MemoryCollection};
     ///
     /// let spec = CollectionSpec::new("power", Arc::new(MemoryCollection::new())).index("status");
     /// # drop(spec);

@@ -5,7 +5,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use serde_json::json;
-//! use zeroservices_core::{CollectionSpec, MemoryCollection, MulticastDiscovery, Node, ZmqConfig};
+//! use zeroservices_core::{CollectionSpec, Node, store::MemoryCollection, discovery::MulticastDiscovery, medium::ZmqConfig};
 //!
 //! # async fn demo() -> zeroservices_core::Result<()> {
 //! let node = Node::builder("power-service")
@@ -61,13 +61,13 @@ pub use self::events::{Subscription, Tap, TapFn};
 pub use self::owner::{Node, ShutdownReport};
 
 /// Default request timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default heartbeat.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// A peer silent for this many of its heartbeats is gone.
-pub const MISSED_HEARTBEATS: u32 = 3;
+pub(crate) const MISSED_HEARTBEATS: u32 = 3;
 /// Default capacity of a subscription's queue.
-pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
+pub(crate) const SUBSCRIPTION_CAPACITY: usize = 65_536;
 
 /// The hooks of a service. Every method has a default, so implement only what you need.
 ///

@@ -17,7 +17,7 @@ use super::{NodeBuilder, NodeHandle};
 /// ```
 /// use std::sync::Arc;
 /// use serde_json::json;
-/// use zeroservices_core::{CollectionSpec, MemoryCollection, MemoryNetwork, Node};
+/// use zeroservices_core::{CollectionSpec, Node, store::MemoryCollection, medium::MemoryNetwork};
 ///
 /// # #[tokio::main] async fn main() -> zeroservices_core::Result<()> {
 /// let node = Node::builder("todo")

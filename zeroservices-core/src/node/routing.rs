@@ -36,7 +36,7 @@ impl NodeHandle {
     ///
     /// ```
     /// # async fn demo(node: zeroservices_core::Node) -> zeroservices_core::Result<()> {
-    /// use zeroservices_core::ResourceRequest;
+    /// use zeroservices_core::resources::ResourceRequest;
     /// let json = node.send_json(ResourceRequest::new("power", "list", serde_json::json!({}))).await?;
     /// assert!(json.starts_with(b"{"));
     /// # Ok(()) }

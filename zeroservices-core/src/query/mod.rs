@@ -164,7 +164,7 @@ pub fn check_path(p: &str) -> Result<()> {
 ///
 /// ```
 /// use serde_json::json;
-/// use zeroservices_core::ListQuery;
+/// use zeroservices_core::query::ListQuery;
 ///
 /// let q = ListQuery::filtered(&json!({"status": "pending"}))?;
 /// assert!(q.filter.matches(&json!({"status": "pending", "value": 3})));

@@ -32,7 +32,7 @@ pub struct ListPage {
 ///
 /// ```
 /// use serde_json::json;
-/// use zeroservices_core::{Collection, ListQuery, MemoryCollection};
+/// use zeroservices_core::{resources::Collection, query::ListQuery, store::MemoryCollection};
 ///
 /// # #[tokio::main] async fn main() -> zeroservices_core::Result<()> {
 /// let store = MemoryCollection::new();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use tokio::sync::broadcast;
-use zeroservices_core::{Event, NodeHandle, Tap};
+use zeroservices_core::{medium::Event, NodeHandle, Tap};
 
 use super::MAX_SINCE;
 use crate::ops::Metrics;

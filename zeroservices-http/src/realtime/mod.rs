@@ -27,7 +27,7 @@ use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast;
 use zeroservices_core::medium::covering_prefixes;
-use zeroservices_core::Action;
+use zeroservices_core::resources::Action;
 
 mod hub;
 mod messages;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use zeroservices_core::discovery::NoDiscovery;
 use zeroservices_core::medium::MemoryNetwork;
-use zeroservices_core::{CollectionSpec, MemoryCollection, Node};
+use zeroservices_core::{store::MemoryCollection, CollectionSpec, Node};
 use zeroservices_http::{app, AppState, HttpConfig};
 
 /// A node serving `collections` behind the generated routes.

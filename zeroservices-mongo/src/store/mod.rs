@@ -14,7 +14,10 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use zeroservices_core::query::{ListQuery, Update};
 use zeroservices_core::resources::{list_in_memory_by, validate_data, validate_id};
-use zeroservices_core::{Collection, Error, ListPage, Resource, Result};
+use zeroservices_core::{
+    resources::{Collection, ListPage, Resource},
+    Error, Result,
+};
 
 use crate::convert::{id_filter, json_to_raw, map_error, raw_to_resource, to_document, VERSION};
 use crate::pushdown;

@@ -6,7 +6,10 @@ use mongodb::bson::raw::RawDocumentBuf;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
 use zeroservices_core::query::{ListQuery, Update};
-use zeroservices_core::{Error, ListPage, Resource, Result};
+use zeroservices_core::{
+    resources::{ListPage, Resource},
+    Error, Result,
+};
 
 use super::{read, MongoCollection};
 use crate::convert::{id_filter, map_error, raw_to_resource};

@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use zeroservices_core::{CollectionSpec, Error, MemoryNetwork, Node, ResourceEvent};
+use zeroservices_core::{
+    medium::MemoryNetwork, resources::ResourceEvent, CollectionSpec, Error, Node,
+};
 
 use super::{people_node, start_node};
 use crate::{CollectionFactory, Failures};

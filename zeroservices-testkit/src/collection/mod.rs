@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use zeroservices_core::{Collection, CollectionClient, CollectionSpec, Error, MemoryNetwork, Node};
+use zeroservices_core::{
+    medium::MemoryNetwork, resources::Collection, CollectionClient, CollectionSpec, Error, Node,
+};
 
 use crate::{CollectionFactory, Failures};
 

@@ -1,7 +1,7 @@
 //! Writing: ids, conflicts, not-found, deletes, updates.
 
 use serde_json::{json, Value};
-use zeroservices_core::{Error, ListQuery};
+use zeroservices_core::{query::ListQuery, Error};
 
 use super::people_node;
 use crate::{CollectionFactory, Failures};

@@ -86,7 +86,7 @@ impl ZmqConfig {
     /// cluster key and 0.0.0.0 with one.
     ///
     /// ```
-    /// use zeroservices_core::{ClusterKey, ZmqConfig};
+    /// use zeroservices_core::{ClusterKey, medium::ZmqConfig};
     /// assert!(ZmqConfig::default().bind_address().is_loopback());
     /// let keyed = ZmqConfig { cluster_key: Some(ClusterKey::new(b"a-secret-of-16-bytes")), ..ZmqConfig::default() };
     /// assert!(keyed.bind_address().is_unspecified());
