@@ -163,6 +163,10 @@ struct ServeArgs {
     /// Seconds a client may take to send a request's body (then 408).
     #[arg(long, env = "ZEROSERVICES_BODY_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
     body_timeout: f64,
+    /// Requests each user (or, without credentials, each client IP) may make: `N/s`, `N/min`
+    /// or `N/h`, N at once. Over it: 429 with `Retry-After`. Default: no limit.
+    #[arg(long, env = "ZEROSERVICES_RATE_LIMIT", value_name = "N/PERIOD")]
+    rate_limit: Option<zeroservices::http::RateLimit>,
     /// Seconds SIGTERM/SIGINT waits for requests in progress before the node stops anyway.
     #[arg(long, env = "ZEROSERVICES_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
     shutdown_timeout: f64,
@@ -340,6 +344,7 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
             body_timeout: Duration::from_secs_f64(a.body_timeout),
             shutdown_timeout: Duration::from_secs_f64(a.shutdown_timeout),
             read_rules,
+            rate_limit: a.rate_limit,
         };
         serve(listener, node.handle(), cfg, None, stop_signal()).await?;
     }

@@ -1180,3 +1180,28 @@ async fn the_originals_clients_work_unchanged() {
     let quiet = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
     assert!(quiet.is_err(), "an event after leave: {quiet:?}");
 }
+
+/// `--rate-limit` on the CLI: past its budget a client gets 429, with `Retry-After` and the
+/// JSON error; `/health` is not counted.
+#[test]
+fn the_rate_limit_flag_answers_429_with_retry_after() {
+    // Starting the cluster may have spent part of the budget (its readiness probes): the
+    // budget of 5 runs out within 6 requests, and only with 429s.
+    let c = Cluster::start(&["--rate-limit", "5/min"]);
+    let url = format!("{}/power", c.base);
+    let (status, headers, body) = (0..6)
+        .map(|_| call("GET", &url, None, &[]))
+        .find(|(s, _, _)| *s != 200)
+        .expect("6 requests within a budget of 5 a minute");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let retry = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    assert!(
+        retry.is_some_and(|s| (1..=30).contains(&s)),
+        "Retry-After {retry:?}"
+    );
+    assert_eq!(call("GET", &format!("{}/health", c.base), None, &[]).0, 200);
+}

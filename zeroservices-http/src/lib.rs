@@ -34,6 +34,7 @@ mod live;
 mod ops;
 mod origin;
 mod outgoing;
+mod rate_limit;
 mod realtime;
 mod rest;
 mod server;
@@ -43,6 +44,7 @@ pub use auth::{AllowAll, Auth, BasicAuth, JwtAuth, Principal};
 pub use error::ApiError;
 pub use ops::Metrics;
 pub use origin::origin_allowed;
+pub use rate_limit::{RateLimit, MAX_KEYS as RATE_LIMIT_MAX_KEYS};
 pub use realtime::{CONNECTION_QUEUE, MAX_SINCE, MAX_TOPICS, REPLAY_BYTES, REPLAY_CAPACITY};
 pub use visibility::ReadRule;
 
@@ -88,6 +90,9 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// Per-user read rules by collection (see [`ReadRule`]): what each user may see.
     pub read_rules: HashMap<String, ReadRule>,
+    /// Requests each user (or, without credentials, each client IP) may make (see
+    /// [`RateLimit`]); `None` (the default): no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for HttpConfig {
@@ -103,6 +108,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             read_rules: HashMap::new(),
+            rate_limit: None,
         }
     }
 }
@@ -191,7 +197,7 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
             },
         ))
     };
-    Router::new()
+    let routes = Router::new()
         .route("/", get(rest::index))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
@@ -213,11 +219,25 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         }))
         .layer(limits::RejectOversizedLayer {
             limit: cfg.body_limit,
-        })
+        });
+    rate_limited(routes, cfg)
         .layer(axum::middleware::from_fn(move |req, next| {
             origin::guard(extra.clone(), req, next)
         }))
         .layer(cors)
+}
+
+/// `router` behind the rate limit, if one is set (see [`RateLimit`]); as it is otherwise, so
+/// a node without a limit pays nothing for it.
+fn rate_limited(router: Router, cfg: &HttpConfig) -> Router {
+    let Some(limit) = cfg.rate_limit else {
+        return router;
+    };
+    let limiter = Arc::new(rate_limit::Limiter::new(limit));
+    let auth = cfg.auth.clone();
+    router.layer(axum::middleware::from_fn(move |req, next| {
+        rate_limit::guard(limiter.clone(), auth.clone(), req, next)
+    }))
 }
 
 /// Serves the HTTP node on `listener` until `shutdown` completes, then lets the requests in

@@ -18,6 +18,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+/// The TCP peer of a request (an extension on every request the server hands to the router).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) std::net::SocketAddr);
+
 /// Serves `router` on `listener` until `shutdown` completes; then waits at most
 /// `shutdown_timeout` for the requests in progress (websockets are told by the node's own
 /// shutdown) and closes the rest.
@@ -36,7 +40,7 @@ pub(crate) async fn run(
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -53,11 +57,12 @@ pub(crate) async fn run(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new)),
-        );
+        let service =
+            TowerToHyperService::new(router.clone().map_request(move |req: Request<Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ClientAddr(peer));
+                req
+            }));
         let conn = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
