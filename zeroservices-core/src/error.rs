@@ -99,6 +99,8 @@ impl Error {
             "too_large" => Error::TooLarge(message),
             "storage" => Error::Storage(message),
             "internal" => Error::Internal(message),
+            // A peer that stopped before answering: 503 here too, not a remote 500.
+            "shutdown" => Error::Shutdown,
             other => Error::Remote {
                 code: other.to_owned(),
                 message,
@@ -153,6 +155,11 @@ mod tests {
         assert!(matches!(
             Error::from_wire("weird", "x".into()),
             Error::Remote { .. }
+        ));
+        // A peer that stopped is `Shutdown` here too (an HTTP node answers 503, not 500).
+        assert!(matches!(
+            Error::from_wire(Error::Shutdown.code(), Error::Shutdown.wire_message()),
+            Error::Shutdown
         ));
     }
 }

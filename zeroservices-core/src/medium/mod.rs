@@ -98,9 +98,11 @@ impl Replier {
     /// let (replier, reply) = Replier::new();
     /// replier.send(Bytes::from_static(br#"{"ok":true,"data":{}}"#));
     /// assert_eq!(reply.await.unwrap(), Bytes::from_static(br#"{"ok":true,"data":{}}"#));
+    /// // A request dropped unanswered (its node stopped) is answered `shutdown`.
     /// let (dropped, reply) = Replier::new();
     /// drop(dropped);
-    /// assert!(reply.await.unwrap().starts_with(br#"{"ok":false"#));
+    /// let answer = zeroservices_core::medium::decode_reply(&reply.await.unwrap());
+    /// assert!(matches!(answer, Err(zeroservices_core::Error::Shutdown)), "{answer:?}");
     /// # }
     /// ```
     pub fn new() -> (Replier, oneshot::Receiver<Bytes>) {
@@ -144,8 +146,10 @@ impl ReplyTo {
 impl Drop for Replier {
     fn drop(&mut self) {
         if let Some(to) = self.0.take() {
-            let e = crate::Error::Internal("request dropped without a reply".into());
-            to.send(crate::protocol::encode_reply(&Err(e)));
+            // Only a node that stops drops a request it took (a handler that panics is answered
+            // `internal`): the caller hears `shutdown` (503, worth retrying elsewhere).
+            tracing::debug!("request dropped without a reply: answered shutdown");
+            to.send(crate::protocol::encode_reply(&Err(crate::Error::Shutdown)));
         }
     }
 }
