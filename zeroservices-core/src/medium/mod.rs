@@ -98,11 +98,11 @@ impl Replier {
     /// let (replier, reply) = Replier::new();
     /// replier.send(Bytes::from_static(br#"{"ok":true,"data":{}}"#));
     /// assert_eq!(reply.await.unwrap(), Bytes::from_static(br#"{"ok":true,"data":{}}"#));
-    /// // A request dropped unanswered (its node stopped) is answered `shutdown`.
+    /// // Dropped unanswered (a handler that panicked, say): the caller hears an error at once.
     /// let (dropped, reply) = Replier::new();
     /// drop(dropped);
     /// let answer = zeroservices_core::medium::decode_reply(&reply.await.unwrap());
-    /// assert!(matches!(answer, Err(zeroservices_core::Error::Shutdown)), "{answer:?}");
+    /// assert!(matches!(answer, Err(zeroservices_core::Error::Internal(_))), "{answer:?}");
     /// # }
     /// ```
     pub fn new() -> (Replier, oneshot::Receiver<Bytes>) {
@@ -146,10 +146,8 @@ impl ReplyTo {
 impl Drop for Replier {
     fn drop(&mut self) {
         if let Some(to) = self.0.take() {
-            // Only a node that stops drops a request it took (a handler that panics is answered
-            // `internal`): the caller hears `shutdown` (503, worth retrying elsewhere).
-            tracing::debug!("request dropped without a reply: answered shutdown");
-            to.send(crate::protocol::encode_reply(&Err(crate::Error::Shutdown)));
+            let e = crate::Error::Internal("request dropped without a reply".into());
+            to.send(crate::protocol::encode_reply(&Err(e)));
         }
     }
 }
