@@ -33,6 +33,12 @@ pub enum Error {
     /// The data violates the collection's schema; one entry per offending path.
     #[error("schema violation: {}", .0.join("; "))]
     Validation(Vec<String>),
+    /// An idempotency key sent again with a different request.
+    #[error("{0}")]
+    KeyReused(String),
+    /// A request with the same idempotency key is still running.
+    #[error("{0}")]
+    InProgress(String),
     /// The caller is not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
@@ -75,6 +81,8 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::BadRequest(_) => "bad_request",
             Error::Validation(_) => "validation",
+            Error::KeyReused(_) => "idempotency_key_reused",
+            Error::InProgress(_) => "idempotency_in_progress",
             Error::Forbidden(_) => "forbidden",
             Error::TooLarge(_) => "too_large",
             Error::Remote { code, .. } => code,
@@ -95,6 +103,8 @@ impl Error {
             "conflict" => Error::Conflict(message),
             "bad_request" => Error::BadRequest(message),
             "validation" => Error::Validation(message.split("; ").map(str::to_owned).collect()),
+            "idempotency_key_reused" => Error::KeyReused(message),
+            "idempotency_in_progress" => Error::InProgress(message),
             "forbidden" => Error::Forbidden(message),
             "too_large" => Error::TooLarge(message),
             "storage" => Error::Storage(message),
@@ -116,6 +126,8 @@ impl Error {
             | Error::Conflict(m)
             | Error::BadRequest(m)
             | Error::Forbidden(m)
+            | Error::KeyReused(m)
+            | Error::InProgress(m)
             | Error::TooLarge(m)
             | Error::Unavailable(m)
             | Error::Storage(m)
@@ -146,6 +158,8 @@ mod tests {
                 "/status: required".into(),
             ]),
             Error::Unavailable("power".into()),
+            Error::KeyReused("other request".into()),
+            Error::InProgress("running".into()),
         ];
         for e in cases {
             let back = Error::from_wire(e.code(), e.wire_message());

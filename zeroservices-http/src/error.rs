@@ -40,9 +40,9 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let status = match &e {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Validation(_) | Error::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::InProgress(_) => StatusCode::CONFLICT,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unavailable(_) | Error::PeerGone(_) | Error::Transport(_) | Error::Shutdown => {

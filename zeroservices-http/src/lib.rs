@@ -29,6 +29,7 @@
 pub mod auth;
 mod calls;
 pub mod error;
+mod idempotency;
 mod limits;
 mod live;
 mod ops;

@@ -21,6 +21,7 @@ use zeroservices_core::{
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::idempotency::IdempotencyKey;
 use crate::AppState;
 
 /// Default `limit` of a list.
@@ -208,6 +209,7 @@ fn patch_document(body: Value) -> Value {
 pub(crate) async fn create(
     State(st): State<AppState>,
     who: Principal,
+    key: IdempotencyKey,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -222,7 +224,10 @@ pub(crate) async fn create(
         m.insert("resource_id".into(), Value::String(id));
     }
     let json = st
-        .call(&who, ResourceRequest::new(&c, "create", args))
+        .call(
+            &who,
+            keyed(ResourceRequest::new(&c, "create", args), &key, &who),
+        )
         .await?;
     // The resource goes out as it came; only its shape is checked and its id read.
     #[derive(serde::Deserialize)]
@@ -260,6 +265,7 @@ fn percent(s: &str) -> String {
 pub(crate) async fn resource(
     State(st): State<AppState>,
     who: Principal,
+    key: IdempotencyKey,
     method: Method,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -283,7 +289,11 @@ pub(crate) async fn resource(
                 StatusCode::OK,
                 st.call(
                     &who,
-                    ResourceRequest::new(&c, "patch", wrap("patch", patch)).on(&id),
+                    keyed(
+                        ResourceRequest::new(&c, "patch", wrap("patch", patch)).on(&id),
+                        &key,
+                        &who,
+                    ),
                 )
                 .await?,
             ))
@@ -291,7 +301,11 @@ pub(crate) async fn resource(
         Method::DELETE => {
             st.call(
                 &who,
-                ResourceRequest::new(&c, "delete", Value::Null).on(&id),
+                keyed(
+                    ResourceRequest::new(&c, "delete", Value::Null).on(&id),
+                    &key,
+                    &who,
+                ),
             )
             .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
@@ -300,7 +314,8 @@ pub(crate) async fn resource(
             let args = action_args(&id, &body)?;
             Ok(json_response(
                 StatusCode::OK,
-                st.call(&who, ResourceRequest::new(&c, &id, args)).await?,
+                st.call(&who, keyed(ResourceRequest::new(&c, &id, args), &key, &who))
+                    .await?,
             ))
         }
         _ => Err(ApiError::new(
@@ -331,6 +346,7 @@ fn action_args(action: &str, body: &Bytes) -> Result<Value, ApiError> {
 pub(crate) async fn resource_action(
     State(st): State<AppState>,
     who: Principal,
+    key: IdempotencyKey,
     path: Result<Path<(String, String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -341,9 +357,20 @@ pub(crate) async fn resource_action(
     let args = action_args(&action, &body.map_err(body_error)?)?;
     Ok(json_response(
         StatusCode::OK,
-        st.call(&who, ResourceRequest::new(&c, &action, args).on(&id))
-            .await?,
+        st.call(
+            &who,
+            keyed(ResourceRequest::new(&c, &action, args).on(&id), &key, &who),
+        )
+        .await?,
     ))
+}
+
+/// `req` carrying the caller's `Idempotency-Key`, if any (scoped to the caller).
+fn keyed(req: ResourceRequest, key: &IdempotencyKey, who: &Principal) -> ResourceRequest {
+    match key.scoped(who) {
+        Some(k) => req.idempotent(&k),
+        None => req,
+    }
 }
 
 /// Anything else.

@@ -2,7 +2,7 @@
 //! answer. One per node, shared by cheap clones.
 
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +72,9 @@ struct Inner {
     cursor: HashMap<String, usize>,
     /// Start of the current one-second join window and the peers admitted in it.
     joins: Option<(Instant, u32)>,
+    /// Peers admitted but not yet connected by the medium: recorded (so a repeat announcement
+    /// is not a second join) but not shown, since a request to them would find no connection.
+    joining: HashSet<String>,
 }
 
 /// Replaces a `0.0.0.0` host in `tcp://0.0.0.0:PORT` by `source` (or 127.0.0.1 when unknown).
@@ -163,6 +166,7 @@ impl Directory {
                 None => return Upsert::Refused,
             }
         }
+        inner.joining.insert(a.node_id.clone());
         inner.peers.insert(
             a.node_id.clone(),
             PeerInfo {
@@ -183,9 +187,17 @@ impl Directory {
         }
     }
 
+    /// Shows a peer that [`Upsert::Joined`] admitted, once the medium has connected it: until
+    /// then `peers`, `peer` and the provider lookups leave it out.
+    pub fn connected(&self, node_id: &str) {
+        self.lock().joining.remove(node_id);
+    }
+
     /// Forgets a peer; returns what was known of it.
     pub fn remove(&self, node_id: &str) -> Option<PeerInfo> {
-        self.lock().peers.remove(node_id)
+        let mut inner = self.lock();
+        inner.joining.remove(node_id);
+        inner.peers.remove(node_id)
     }
 
     /// Removes and returns peers silent for more than `missed` of their own heartbeats.
@@ -201,6 +213,9 @@ impl Directory {
             })
             .map(|p| p.announcement.node_id.clone())
             .collect();
+        for id in &dead {
+            inner.joining.remove(id);
+        }
         dead.iter()
             .filter_map(|id| inner.peers.remove(id))
             .collect()
@@ -218,14 +233,20 @@ impl Directory {
 
     /// Every live peer.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        let mut v: Vec<PeerInfo> = self.lock().peers.values().cloned().collect();
+        let inner = self.lock();
+        let mut v: Vec<PeerInfo> = shown(&inner).cloned().collect();
+        drop(inner);
         v.sort_by(|a, b| a.announcement.name.cmp(&b.announcement.name));
         v
     }
 
     /// One peer.
     pub fn peer(&self, node_id: &str) -> Option<PeerInfo> {
-        self.lock().peers.get(node_id).cloned()
+        let inner = self.lock();
+        if inner.joining.contains(node_id) {
+            return None;
+        }
+        inner.peers.get(node_id).cloned()
     }
 
     /// Node ids of live peers providing `collection` from the store that serves it (see
@@ -270,9 +291,7 @@ impl Directory {
     /// Collections provided by live peers.
     pub fn live_collections(&self) -> BTreeSet<String> {
         let inner = self.lock();
-        inner
-            .peers
-            .values()
+        shown(&inner)
             .flat_map(|p| p.announcement.collections.iter().cloned())
             .collect()
     }
@@ -288,6 +307,14 @@ impl Directory {
     }
 }
 
+/// Peers admitted and connected (see [`Directory::connected`]).
+fn shown(inner: &Inner) -> impl Iterator<Item = &PeerInfo> {
+    inner
+        .peers
+        .values()
+        .filter(|p| !inner.joining.contains(&p.announcement.node_id))
+}
+
 /// Live providers of `collection` whose store is the one serving it.
 fn serving<'a>(inner: &'a Inner, collection: &'a str) -> impl Iterator<Item = &'a PeerInfo> + 'a {
     let store = |p: &'a PeerInfo| {
@@ -297,9 +324,7 @@ fn serving<'a>(inner: &'a Inner, collection: &'a str) -> impl Iterator<Item = &'
             .map_or("", String::as_str)
     };
     let live = move || {
-        inner
-            .peers
-            .values()
+        shown(inner)
             .filter(move |p| !p.down && p.announcement.collections.iter().any(|c| c == collection))
     };
     let winner = crate::protocol::store_winner(live().map(|p| {

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::idempotency::Idempotency;
 use super::NodeHandle;
 use crate::error::{Error, Result};
 use crate::query::Update;
@@ -55,6 +56,7 @@ pub struct CollectionSpec {
     schema: Option<Schema>,
     actions: HashMap<String, ActionFn>,
     indexes: Vec<String>,
+    idempotency: Option<Arc<dyn Collection>>,
 }
 
 impl std::fmt::Debug for CollectionSpec {
@@ -77,7 +79,26 @@ impl CollectionSpec {
             schema: None,
             actions: HashMap::new(),
             indexes: Vec::new(),
+            idempotency: None,
         }
+    }
+
+    /// Where the collection keeps its idempotency records (see
+    /// [`crate::resources::ResourceRequest::idempotent`]): a collection of the same store as
+    /// the data, so that the records survive a restart and every provider sharing the store
+    /// shares them. Without one, they are kept in memory by this node only.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use zeroservices_core::{CollectionSpec, store::MemoryCollection};
+    ///
+    /// let spec = CollectionSpec::new("power", Arc::new(MemoryCollection::new()))
+    ///     .idempotency_store(Arc::new(MemoryCollection::new()));
+    /// # drop(spec);
+    /// ```
+    pub fn idempotency_store(mut self, store: Arc<dyn Collection>) -> CollectionSpec {
+        self.idempotency = Some(store);
+        self
     }
 
     /// Keeps a secondary index on the dotted `path` in the store (see
@@ -145,6 +166,10 @@ impl CollectionSpec {
             schema: self.schema,
             actions: self.actions,
             last_failure: Arc::new(parking_lot::Mutex::new(None)),
+            idempotency: Arc::new(Idempotency::new(
+                self.idempotency
+                    .unwrap_or_else(|| Arc::new(crate::store::MemoryCollection::new())),
+            )),
             order: Arc::new(super::ordering::WriteOrder::new()),
             leases: Arc::new(super::claims::Leases::default()),
         })
@@ -174,6 +199,8 @@ pub(crate) struct Hosted {
     pub(crate) actions: HashMap<String, ActionFn>,
     /// When the store last failed (a storage error), for `/health`.
     pub(crate) last_failure: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+    /// Answers of changes sent with an idempotency key.
+    idempotency: Arc<Idempotency>,
     /// Keeps each resource's events in commit order (see `ordering`).
     order: Arc<super::ordering::WriteOrder>,
     /// Worker leases, when this node coordinates the collection's claims (see `claims`).
@@ -279,7 +306,14 @@ impl Hosted {
                 "the node cannot save its event seq reservation (is its disk full?): writes are refused until it can".into(),
             ));
         }
-        let out = self.run(node, req).await;
+        let out = match req.idempotency_key.clone() {
+            Some(key) if !req.is_read_only() => {
+                let idem = self.idempotency.clone();
+                let run = self.run(node, req.clone());
+                idem.run_once(&key, &req, run).await
+            }
+            _ => self.run(node, req).await,
+        };
         if let Err(Error::Storage(_) | Error::Io(_)) = &out {
             *self.last_failure.lock() = Some(std::time::Instant::now());
         }

@@ -46,6 +46,8 @@ impl NodeHandle {
                     self.peer_left(old.announcement).await;
                 }
                 self.connect(&a).await;
+                // Shown only now: a caller that sees the peer finds its connection.
+                self.inner.directory.connected(&a.node_id);
                 tracing::info!(peer = %a.name, node_id = %a.node_id, "peer joined");
                 let _ = self.inner.peer_events.send(PeerEvent::Joined(a.clone()));
                 // Measure the round-trip time at once, so /health and `nodes` show it.

@@ -25,6 +25,7 @@ mod client;
 mod durable;
 mod events;
 mod hosted;
+mod idempotency;
 mod inbound;
 mod membership;
 mod ordering;

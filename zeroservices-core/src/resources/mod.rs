@@ -151,6 +151,10 @@ pub struct ResourceRequest {
     /// Action arguments (see docs/protocol.md, "Resource actions").
     #[serde(default)]
     pub args: Value,
+    /// A change sent again with the key of an earlier one answers what that one answered
+    /// and changes nothing (see [`ResourceRequest::idempotent`]). Ignored on reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl ResourceRequest {
@@ -161,7 +165,27 @@ impl ResourceRequest {
             action: action.into(),
             resource_id: None,
             args,
+            idempotency_key: None,
         }
+    }
+
+    /// The same request, run at most once per `key` within 24 hours by the providers of the
+    /// collection: a retry with the key answers what the first run answered, a different
+    /// request with the key is refused (`Error::KeyReused`), and one sent while the first
+    /// still runs is refused too (`Error::InProgress`). The key is the caller's: scope it
+    /// (the HTTP API prefixes the signed-in user).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use zeroservices_core::resources::ResourceRequest;
+    ///
+    /// let req = ResourceRequest::new("power", "create", json!({"resource_data": {"value": 2}}))
+    ///     .idempotent("order-7f3a");
+    /// assert_eq!(req.idempotency_key.as_deref(), Some("order-7f3a"));
+    /// ```
+    pub fn idempotent(mut self, key: &str) -> ResourceRequest {
+        self.idempotency_key = Some(key.into());
+        self
     }
 
     /// The same request, aimed at one resource.
