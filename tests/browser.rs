@@ -413,3 +413,151 @@ fn a_react_live_query_page_shows_pending_powers_until_the_worker_is_done() {
     d.cmd("DELETE", "", None);
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+/// `zeroservices serve` of `power` on its own memory store, HTTP off, at `router`;
+/// `seed`: another node's router port to find.
+fn provider(name: &str, router: u16, seed: Option<u16>) -> common::Proc {
+    let mut c = Command::new(common::bin());
+    c.args([
+        "serve",
+        "--name",
+        name,
+        "--no-http",
+        "--collection",
+        "power",
+    ]);
+    c.args([
+        "--store",
+        "memory",
+        "--bind",
+        "127.0.0.1",
+        "--heartbeat-ms",
+        "200",
+    ]);
+    c.args(["--router-port", &router.to_string()]);
+    match seed {
+        Some(p) => c.args(["--discovery", &format!("static:127.0.0.1:{p}")]),
+        None => c.args(["--discovery", "none"]),
+    };
+    spawn_ready(name, c)
+}
+
+/// The admin page of an API node in Chromium: the nodes with their state and RTT, `power`
+/// with its provider, its store and the node that refused it (its own store would split the
+/// data); a create made by another client shows in the live tail and moves the event rate; the
+/// data browser lists with a `where` filter. Saves `target/admin-ui.png`.
+#[test]
+fn the_admin_page_shows_the_cluster_and_its_events_live() {
+    let router = free_port();
+    let _first = provider("provider", router, None);
+    let _second = provider("late-provider", free_port(), Some(router));
+    let http = free_port();
+    let mut api = Command::new(common::bin());
+    api.args([
+        "serve",
+        "--name",
+        "api",
+        "--http",
+        &format!("127.0.0.1:{http}"),
+    ]);
+    api.args(["--discovery", &format!("static:127.0.0.1:{router}")]);
+    api.args(["--bind", "127.0.0.1", "--heartbeat-ms", "200"]);
+    let _api = spawn_ready("api", api);
+    let base = format!("http://127.0.0.1:{http}");
+    let create = |value: u64| {
+        ureq::post(&format!("{base}/power"))
+            .send_string(&json!({"value": value, "status": "pending"}).to_string())
+            .ok()
+            .filter(|r| r.status() == 201)
+            .map(|_| ())
+    };
+    common::eventually(
+        "the API node to route power",
+        Duration::from_secs(10),
+        || create(1),
+    );
+
+    let (_driver, d, profile) = start_browser();
+    d.cmd(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("{base}/_admin/")})),
+    );
+    let table = |id: &str| -> Vec<Vec<String>> {
+        serde_json::from_value(d.script(&format!(
+            "return Array.from(document.querySelectorAll('#{id} tbody tr')).map(tr => Array.from(tr.children).map(td => td.textContent));"
+        )))
+        .unwrap_or_default()
+    };
+    let nodes = common::eventually(
+        "three nodes, the peers up with an RTT",
+        Duration::from_secs(15),
+        || {
+            let rows = table("nodes");
+            let up = rows
+                .iter()
+                .filter(|r| r[2] == "up" && r[3].ends_with(" ms"))
+                .count();
+            (rows.len() == 3 && up == 2).then_some(rows)
+        },
+    );
+    let names: Vec<&str> = nodes.iter().map(|r| r[0].as_str()).collect();
+    assert!(
+        names.contains(&"api") && names.contains(&"late-provider"),
+        "{nodes:?}"
+    );
+    let power = common::eventually(
+        "power with its provider and its refusal",
+        Duration::from_secs(15),
+        || {
+            table("collections")
+                .into_iter()
+                .find(|r| r[0] == "power" && !r[3].is_empty())
+        },
+    );
+    assert_eq!(power[1], "provider", "{power:?}");
+    assert!(
+        power[2].starts_with("memory:"),
+        "the memory store's identity: {power:?}"
+    );
+    assert!(power[3].starts_with("late-provider:"), "{power:?}");
+
+    // A create by another client: in the live tail, and counted in the rate.
+    common::eventually("the live feed to be open", Duration::from_secs(10), || {
+        create(42)?;
+        let tail = table("tail");
+        tail.iter()
+            .any(|r| r[1].starts_with("power.create.") && r[4].contains("42"))
+            .then_some(())
+    });
+    common::eventually("an event rate for power", Duration::from_secs(10), || {
+        let rate: f64 = table("collections")
+            .iter()
+            .find(|r| r[0] == "power")
+            .and_then(|r| r[4].parse().ok())?;
+        (rate > 0.0).then_some(())
+    });
+
+    // The data browser speaks the list language.
+    d.script("document.getElementById('b-where').value = '{\"value\": {\"$gte\": 42}}'; document.getElementById('b-sort').value = '-value'; document.querySelector('#browse button').click();");
+    let rows = common::eventually("the filtered list", Duration::from_secs(10), || {
+        let rows = table("b-rows");
+        (!rows.is_empty()).then_some(rows)
+    });
+    assert!(
+        rows.iter().all(|r| r[1].contains("\"value\":42")),
+        "{rows:?}"
+    );
+    let total: String =
+        serde_json::from_value(d.script("return document.getElementById('b-total').textContent;"))
+            .unwrap_or_default();
+    assert!(total.ends_with(&format!("of {}", rows.len())), "{total}");
+    d.cmd(
+        "POST",
+        "/window/rect",
+        Some(json!({"width": 1200, "height": 1000})),
+    );
+    screenshot(&d, "admin-ui.png");
+    d.cmd("DELETE", "", None);
+    let _ = std::fs::remove_dir_all(&profile);
+}

@@ -9,6 +9,7 @@
 //!   metrics.
 //! - `realtime`: `/realtime` websocket with prefix subscriptions, overflow `resync` and resume.
 //! - `ops`: `/health`, `/metrics`, `/openapi.json`.
+//! - `admin`: the operator's page at `/_admin/` (needs the grant `_admin/read`).
 //! - [`auth`]: the [`Auth`] trait, [`AllowAll`], [`BasicAuth`], [`JwtAuth`] (HS256, RS256).
 //! - [`error`]: [`ApiError`], the one error → status + JSON mapping.
 //! - `origin`: which browser origins may call (CORS), 403 for state changes from others.
@@ -26,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 pub mod auth;
 mod calls;
 pub mod error;
@@ -41,6 +43,7 @@ mod rest;
 mod server;
 mod visibility;
 
+pub use admin::ADMIN_COLLECTION;
 pub use auth::{AllowAll, Auth, BasicAuth, JwtAuth, Principal};
 pub use error::ApiError;
 pub use ops::Metrics;
@@ -211,6 +214,7 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .route("/{c}/{id}/", resource_routes())
         .route("/{c}/{id}/{action}", post(rest::resource_action))
         .route("/{c}/{id}/{action}/", post(rest::resource_action))
+        .merge(admin::routes(st.clone()))
         .fallback(rest::fallback)
         .with_state(st)
         .layer(DefaultBodyLimit::max(cfg.body_limit))
