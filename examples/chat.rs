@@ -19,7 +19,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use zeroservices::core::{Announcement, Node, NodeHandle, Service};
 use zeroservices::http::{serve, HttpConfig};
-use zeroservices::options::{init_logging, stop_signal, ClusterArgs};
+use zeroservices::options::{init_telemetry, stop_signal, ClusterArgs};
 
 const PAGE: &str = include_str!("chat/index.html");
 
@@ -78,8 +78,8 @@ async fn say(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
     let args = Args::parse();
+    let _telemetry = init_telemetry(args.cluster.otlp_endpoint.as_deref(), &args.name)?;
     let node = args
         .cluster
         .apply(Node::builder(&args.name))?

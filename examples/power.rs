@@ -22,7 +22,7 @@ use clap::Parser;
 use serde_json::json;
 use zeroservices::core::{CollectionSpec, Node, NodeType, Worker, WorkerHandle};
 use zeroservices::http::{serve, HttpConfig};
-use zeroservices::options::{init_logging, stop_signal, ClusterArgs, StoreSpec};
+use zeroservices::options::{init_telemetry, stop_signal, ClusterArgs, StoreSpec};
 
 /// The page, compiled into the binary so it works from any directory and without internet.
 const PAGE: &str = include_str!("power/index.html");
@@ -81,8 +81,11 @@ fn squaring_worker(node: &Node, args: &Args) -> anyhow::Result<WorkerHandle> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
     let args = Args::parse();
+    let _telemetry = init_telemetry(
+        args.cluster.otlp_endpoint.as_deref(),
+        &format!("power-{}", args.role),
+    )?;
     let (serves, works, http) = match args.role.as_str() {
         "all" => (true, true, true),
         "service" => (true, false, false),

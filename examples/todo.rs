@@ -22,7 +22,7 @@ use serde_json::json;
 use zeroservices::core::{CollectionSpec, Node};
 use zeroservices::http::auth::JwtAuth;
 use zeroservices::http::{serve, HttpConfig, ReadRule};
-use zeroservices::options::{init_logging, stop_signal, ClusterArgs, StoreSpec};
+use zeroservices::options::{init_telemetry, stop_signal, ClusterArgs, StoreSpec};
 
 const PAGE: &str = include_str!("todo/index.html");
 
@@ -67,8 +67,8 @@ async fn login(secret: Arc<Vec<u8>>, Json(body): Json<serde_json::Value>) -> Res
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
     let args = Args::parse();
+    let _telemetry = init_telemetry(args.cluster.otlp_endpoint.as_deref(), "todo")?;
     let store = args.store.open().await?;
     let schema = json!({
         "type": "object",

@@ -217,8 +217,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Vec<String>) -> anyhow::Result<()> {
-    zeroservices::options::init_logging();
-    match Cli::parse_from(args).command {
+    let command = Cli::parse_from(args).command;
+    let _telemetry = match &command {
+        Command::Serve(a) => {
+            zeroservices::options::init_telemetry(a.cluster.otlp_endpoint.as_deref(), &a.name)?
+        }
+        _ => zeroservices::options::init_telemetry(None, "")?,
+    };
+    match command {
         Command::Serve(a) => run_serve(*a).await,
         Command::New {
             name,

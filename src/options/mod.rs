@@ -3,6 +3,8 @@
 //! also readable from a `ZEROSERVICES_*` variable.
 
 pub mod medium;
+#[cfg(feature = "otlp")]
+mod otlp;
 
 pub use self::medium::{MediumSpec, NatsArgs};
 
@@ -204,6 +206,10 @@ pub struct ClusterArgs {
     /// (docs/security.md). Secrets are never taken on the command line, where `ps` shows them.
     #[arg(long, env = "ZEROSERVICES_CLUSTER_KEY_FILE")]
     pub cluster_key_file: Option<PathBuf>,
+    /// Export traces over OTLP/HTTP to this endpoint (e.g. http://127.0.0.1:4318, an
+    /// OpenTelemetry collector, Jaeger or Zipkin's OTLP port). Off by default.
+    #[arg(long, env = "ZEROSERVICES_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ClusterArgs {
@@ -335,15 +341,67 @@ pub async fn stop_signal() {
 
 /// Logs to stderr (stdout is kept for the machine-readable `ready` line), at the level given by
 /// `ZEROSERVICES_LOG` (a `tracing` filter such as `debug` or `zeroservices_core=trace`;
-/// default `info`). For the `zeroservices` binary and the examples.
+/// default `info`). For commands that export no traces; see [`init_telemetry`].
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+    if let Err(e) = init_telemetry(None, "") {
+        eprintln!("logging not set up: {e}");
+    }
+}
+
+/// What [`init_telemetry`] set up; dropping it sends the spans not sent yet.
+#[derive(Debug, Default)]
+#[must_use = "dropping it stops the trace export"]
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(p) = self.provider.take() {
+            if let Err(e) = p.shutdown() {
+                eprintln!("traces not all exported: {e}");
+            }
+        }
+    }
+}
+
+/// Logs as [`init_logging`] does and, given an OTLP/HTTP endpoint (`--otlp-endpoint`, e.g.
+/// `http://127.0.0.1:4318`), exports the node's spans there as `service`: one trace per
+/// change across nodes (see `zeroservices_core::trace`). Without an endpoint, tracing costs
+/// nothing: no span is made.
+pub fn init_telemetry(otlp_endpoint: Option<&str>, service: &str) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZEROSERVICES_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(logs);
+    let Some(endpoint) = otlp_endpoint else {
+        registry.try_init()?;
+        return Ok(Telemetry::default());
+    };
+    #[cfg(feature = "otlp")]
+    {
+        let provider = otlp::provider(endpoint, service)?;
+        registry.with(otlp::layer(&provider)).try_init()?;
+        if zeroservices_core::trace::install(otlp::Propagation).is_err() {
+            anyhow::bail!("tracing is already set up in this process");
+        }
+        Ok(Telemetry {
+            provider: Some(provider),
+        })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = (registry, service);
+        anyhow::bail!("--otlp-endpoint {endpoint}: this build has no `otlp` feature")
+    }
 }
 
 /// Reads a secret from a file: surrounding whitespace (a trailing newline) is dropped, and a

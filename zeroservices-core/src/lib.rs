@@ -83,6 +83,7 @@ pub mod query;
 pub mod resources;
 pub mod store;
 mod task;
+pub mod trace;
 mod worker;
 
 pub use cluster_key::ClusterKey;

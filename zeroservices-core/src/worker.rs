@@ -52,6 +52,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::error::Result;
 use crate::medium::{WorkAck, WorkQueue};
@@ -280,7 +281,7 @@ async fn from_queue(w: Arc<Shared>, rule: Arc<Rule>, mut queue: WorkQueue) {
             _ = w.stop.cancelled() => return,
             item = queue.recv() => match item { Some(i) => i, None => return },
         };
-        let id = match serde_json::from_slice::<ResourceEvent>(&item.event.payload) {
+        let (id, traceparent) = match serde_json::from_slice::<ResourceEvent>(&item.event.payload) {
             Ok(ev)
                 if ev.collection == rule.collection
                     && ev
@@ -288,20 +289,27 @@ async fn from_queue(w: Arc<Shared>, rule: Arc<Rule>, mut queue: WorkQueue) {
                         .as_ref()
                         .is_some_and(|d| rule.filter.matches(d)) =>
             {
-                ev.resource_id
+                (ev.resource_id, ev.traceparent)
             }
             _ => {
                 item.ack.done().await;
                 continue;
             }
         };
-        run(&w, &rule, id, Some(item.ack)).await;
+        run(&w, &rule, id, Some(item.ack), traceparent).await;
     }
 }
 
 /// Starts the job for one resource unless it already runs here; `ack` (from a work queue)
-/// is acknowledged when the job ends.
-async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String, ack: Option<Box<dyn WorkAck>>) {
+/// is acknowledged when the job ends; `traceparent`: the trace of the change that made the job
+/// (from its event), which the job's span continues.
+async fn run(
+    w: &Arc<Shared>,
+    rule: &Arc<Rule>,
+    id: String,
+    ack: Option<Box<dyn WorkAck>>,
+    traceparent: Option<String>,
+) {
     if !rule.running.lock().insert(id.clone()) {
         // Runs here already, maybe on data older than this event's: the event comes back
         // once that job is over (then it finds the resource done, or runs again).
@@ -318,7 +326,12 @@ async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String, ack: Option<Box<dyn 
         return;
     };
     let w2 = w.clone();
-    w.jobs.spawn(async move {
+    let span = crate::trace::span(
+        &format!("job {}", rule.collection),
+        "consumer",
+        traceparent.as_deref(),
+    );
+    let job_task = async move {
         let _permit = permit;
         tokio::select! {
             () = w2.stop.cancelled() => {
@@ -348,7 +361,8 @@ async fn run(w: &Arc<Shared>, rule: &Arc<Rule>, id: String, ack: Option<Box<dyn 
             }
         }
         drop(running);
-    });
+    };
+    w.jobs.spawn(job_task.instrument(span));
 }
 
 /// How a job ended, for its work-queue event.
@@ -465,7 +479,7 @@ async fn on_events(w: Arc<Shared>, rule: Arc<Rule>, mut sub: crate::Subscription
             continue;
         }
         if ev.resource_data.is_some_and(|d| rule.filter.matches(&d)) {
-            run(&w, &rule, ev.resource_id, None).await;
+            run(&w, &rule, ev.resource_id, None, ev.traceparent).await;
         }
     }
 }
@@ -499,7 +513,7 @@ async fn catch_up(w: Arc<Shared>, rule: Arc<Rule>, every: Duration) {
                 if w.stop.is_cancelled() {
                     return;
                 }
-                run(&w, &rule, r.resource_id, None).await;
+                run(&w, &rule, r.resource_id, None, None).await;
             }
             // Jobs finishing meanwhile leave the filter and shift the pages: what this pass
             // skips over that way, the next one finds.

@@ -41,6 +41,7 @@ mod rate_limit;
 mod realtime;
 mod rest;
 mod server;
+mod traced;
 mod visibility;
 
 pub use admin::ADMIN_COLLECTION;
@@ -214,6 +215,7 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .route("/{c}/{id}/", resource_routes())
         .route("/{c}/{id}/{action}", post(rest::resource_action))
         .route("/{c}/{id}/{action}/", post(rest::resource_action))
+        .route_layer(axum::middleware::from_fn(traced::layer))
         .merge(admin::routes(st.clone()))
         .fallback(rest::fallback)
         .with_state(st)

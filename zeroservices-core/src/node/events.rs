@@ -228,6 +228,10 @@ impl NodeHandle {
                 body.extend_from_slice(br#","patch":"#);
                 serde_json::to_writer(&mut body, p)?;
             }
+            if let Some(tp) = crate::trace::current() {
+                body.extend_from_slice(br#","traceparent":"#);
+                serde_json::to_writer(&mut body, &tp)?;
+            }
             body.extend_from_slice(br#","node_id":"#);
             serde_json::to_writer(&mut body, &self.inner.node_id)
         })();

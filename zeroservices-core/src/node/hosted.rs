@@ -9,6 +9,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use tracing::Instrument;
+
 use super::idempotency::Idempotency;
 use super::NodeHandle;
 use crate::error::{Error, Result};
@@ -17,6 +19,7 @@ use crate::resources::{
     validate_id, Action, Collection, LinkArgs, Resource, ResourceRequest, Schema, StandardArgs,
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
+use crate::trace;
 
 /// What a custom action receives.
 #[derive(Debug, Clone)]
@@ -291,9 +294,14 @@ impl Hosted {
             return self.execute(node, req).await;
         }
         let (h, n) = (self.clone(), node.clone());
+        // The caller's span goes along, so the change is part of its trace.
+        let span = match trace::enabled() {
+            true => tracing::Span::current(),
+            false => tracing::Span::none(),
+        };
         node.inner
             .tracker
-            .spawn(async move { h.execute(&n, req).await })
+            .spawn(async move { h.execute(&n, req).await }.instrument(span))
             .await
             .unwrap_or_else(|e| Err(Error::Internal(format!("the action failed: {e}"))))
     }
@@ -306,6 +314,20 @@ impl Hosted {
                 "the node cannot save its event seq reservation (is its disk full?): writes are refused until it can".into(),
             ));
         }
+        if trace::enabled() {
+            let span = trace::span(
+                &format!("handle {}.{}", self.name, req.action),
+                "server",
+                req.traceparent.as_deref(),
+            );
+            return self.execute_keyed(node, req).instrument(span).await;
+        }
+        self.execute_keyed(node, req).await
+    }
+
+    /// [`Hosted::execute`] once a refused write is ruled out: the idempotency key's answer, or
+    /// the action.
+    async fn execute_keyed(&self, node: &NodeHandle, req: ResourceRequest) -> Result<Output> {
         let out = match req.idempotency_key.clone() {
             Some(key) if !req.is_read_only() => {
                 let idem = self.idempotency.clone();
@@ -373,7 +395,7 @@ impl Hosted {
             StandardArgs::Delete => {
                 let id = need_id(&action, &resource_id)?;
                 let _turn = self.order.turn(id).await;
-                self.store.delete(id).await?;
+                self.stored("delete", self.store.delete(id)).await?;
                 node.publish_change(&self.name, "delete", id, None, None)
                     .await;
                 Ok(Output::Value(json!({})))
@@ -383,6 +405,15 @@ impl Hosted {
                 self.add_link(node, id, link).await
             }
         }
+    }
+
+    /// A write to the store, in a span of its own when tracing is on.
+    async fn stored<T>(&self, op: &str, write: impl Future<Output = Result<T>>) -> Result<T> {
+        if !trace::enabled() {
+            return write.await;
+        }
+        let span = trace::span(&format!("store {op} {}", self.name), "internal", None);
+        write.instrument(span).await
     }
 
     async fn create(&self, node: &NodeHandle, id: Option<String>, data: Value) -> Result<Output> {
@@ -395,13 +426,15 @@ impl Hosted {
         let id = match id {
             Some(id) => {
                 let _turn = self.order.turn(&id).await;
-                let id = self.store.insert(Some(id), data).await?;
+                let id = self
+                    .stored("create", self.store.insert(Some(id), data))
+                    .await?;
                 node.publish_change(&self.name, "create", &id, Some(&data_json), None)
                     .await;
                 id
             }
             None => {
-                let id = self.store.insert(None, data).await?;
+                let id = self.stored("create", self.store.insert(None, data)).await?;
                 let _turn = self.order.turn(&id).await;
                 node.publish_change(&self.name, "create", &id, Some(&data_json), None)
                     .await;
@@ -431,9 +464,9 @@ impl Hosted {
             Some(s) => {
                 let s = s.clone();
                 let checked = update.clone().with_check(move |d| s.validate(d));
-                self.store.patch(id, &checked).await?
+                self.stored("patch", self.store.patch(id, &checked)).await?
             }
-            None => self.store.patch(id, update).await?,
+            None => self.stored("patch", self.store.patch(id, update)).await?,
         };
         let data_json = to_json(&r.resource_data)?;
         node.publish_change(

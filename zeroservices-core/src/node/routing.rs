@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::NodeHandle;
 use super::Output;
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::medium::MessageKind;
 use crate::protocol::{decode_reply, reply_data};
 use crate::resources::ResourceRequest;
+use crate::trace;
 
 pub(super) enum Answer {
     Here(Output),
@@ -62,10 +64,28 @@ impl NodeHandle {
         }
     }
 
-    pub(super) async fn route(&self, req: ResourceRequest) -> Result<Answer> {
+    pub(super) async fn route(&self, mut req: ResourceRequest) -> Result<Answer> {
         if let Some(h) = self.hosted(&req.collection) {
             return h.execute_detached(self, req).await.map(Answer::Here);
         }
+        if !trace::enabled() {
+            return self.route_remote(req).await;
+        }
+        let span = trace::span(
+            &format!("request {}.{}", req.collection, req.action),
+            "client",
+            None,
+        );
+        async move {
+            req.traceparent = trace::current();
+            self.route_remote(req).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// [`NodeHandle::route`] to another node.
+    async fn route_remote(&self, req: ResourceRequest) -> Result<Answer> {
         let body =
             Bytes::from(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
         if let Some(answer) = self.route_by_medium(&req, &body).await {

@@ -46,6 +46,10 @@ pub struct ResourceEvent {
     pub seq: u64,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
+    /// W3C trace context of the change, when the node that made it traces (see
+    /// [`crate::trace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What a resource request does: a standard action, or a custom one of the collection. On
@@ -155,6 +159,9 @@ pub struct ResourceRequest {
     /// and changes nothing (see [`ResourceRequest::idempotent`]). Ignored on reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// W3C trace context of the caller, when it traces (see [`crate::trace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl ResourceRequest {
@@ -166,6 +173,7 @@ impl ResourceRequest {
             resource_id: None,
             args,
             idempotency_key: None,
+            traceparent: None,
         }
     }
 
