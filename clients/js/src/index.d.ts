@@ -19,10 +19,16 @@ export interface ListQuery {
 export interface CollectionClient<T = Record<string, unknown>> {
   list(query?: ListQuery): Promise<{ items: Resource<T>[]; total: number }>;
   get(id: string): Promise<Resource<T>>;
-  create(data: T, id?: string): Promise<Resource<T>>;
-  patch(id: string, update: Record<string, unknown>): Promise<Resource<T>>;
-  delete(id: string): Promise<void>;
-  action(action: string, args?: unknown, id?: string): Promise<unknown>;
+  create(data: T, id?: string, opts?: ChangeOptions): Promise<Resource<T>>;
+  patch(id: string, update: Record<string, unknown>, opts?: ChangeOptions): Promise<Resource<T>>;
+  delete(id: string, opts?: ChangeOptions): Promise<void>;
+  action(action: string, args?: unknown, id?: string, opts?: ChangeOptions): Promise<unknown>;
+}
+
+/** Options of a change. */
+export interface ChangeOptions {
+  /** Sent again with the same key (1-255 visible ASCII), the change answers its first answer and changes nothing. */
+  idempotencyKey?: string;
 }
 
 export interface RealtimeMessage {

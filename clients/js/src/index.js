@@ -55,9 +55,11 @@ export function createClient(url, options = {}) {
   const backoff = { ...DEFAULT_BACKOFF, ...(options.backoff || {}) };
   let token = options.token;
 
-  async function request(method, path, body) {
+  async function request(method, path, body, opts = {}) {
     const headers = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
+    // A retry with the same key answers the first answer and changes nothing (24 h).
+    if (opts.idempotencyKey) headers["idempotency-key"] = opts.idempotencyKey;
     if (token) headers.authorization = `Bearer ${token}`;
     const r = await doFetch(base + path, {
       method,
@@ -94,22 +96,25 @@ export function createClient(url, options = {}) {
       async get(id) {
         return (await request("GET", one(id))).json;
       },
-      /** Creates a resource (with `id` when given). */
-      async create(data, id) {
+      /**
+       * Creates a resource (with `id` when given). Every change takes `{idempotencyKey}`: sent
+       * again with the same key, it answers the first answer and changes nothing.
+       */
+      async create(data, id, opts) {
         const body = id === undefined ? data : { resource_id: id, resource_data: data };
-        return (await request("POST", `/${c}`, body)).json;
+        return (await request("POST", `/${c}`, body, opts)).json;
       },
       /** Applies an update document (`{"$set": {...}}`, ...). */
-      async patch(id, update) {
-        return (await request("PATCH", one(id), update)).json;
+      async patch(id, update, opts) {
+        return (await request("PATCH", one(id), update, opts)).json;
       },
-      async delete(id) {
-        await request("DELETE", one(id));
+      async delete(id, opts) {
+        await request("DELETE", one(id), undefined, opts);
       },
       /** A custom action, on the collection or on resource `id`. */
-      async action(action, args = {}, id) {
+      async action(action, args = {}, id, opts) {
         const path = id === undefined ? `/${c}/${encodeURIComponent(action)}` : `${one(id)}/${encodeURIComponent(action)}`;
-        return (await request("POST", path, args)).json;
+        return (await request("POST", path, args, opts)).json;
       },
     };
   }

@@ -81,6 +81,15 @@ test("CRUD and custom errors", async () => {
     await power.delete("five");
     await assert.rejects(power.get("five"), (e) => e instanceof ZeroServicesError && e.status === 404);
     await assert.rejects(power.create({ x: 1 }, "five/bad"), (e) => e.status === 400);
+    // A retried create with its idempotency key answers the first and creates nothing.
+    const once = await power.create({ value: 9 }, undefined, { idempotencyKey: "order-9" });
+    const again = await power.create({ value: 9 }, undefined, { idempotencyKey: "order-9" });
+    assert.deepEqual(again, once);
+    assert.equal((await power.list({ where: { value: 9 } })).total, 1);
+    await assert.rejects(
+      power.create({ value: 10 }, undefined, { idempotencyKey: "order-9" }),
+      (e) => e.status === 422 && e.code === "idempotency_key_reused",
+    );
   } finally {
     client.close();
     await stop(node);
