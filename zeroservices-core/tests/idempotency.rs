@@ -187,6 +187,8 @@ async fn a_running_request_is_not_run_twice_and_old_records_expire() {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
+    // The provider's fingerprint: JSON with sorted keys (one key per object here, so plain
+    // serialization gives the same text).
     let fp_of = |req: &ResourceRequest| {
         use sha2::Digest;
         let doc = json!([req.collection, req.action, req.resource_id, req.args]);

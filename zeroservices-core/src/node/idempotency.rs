@@ -85,12 +85,50 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What makes two requests "the same": collection, action, resource and arguments (objects
-/// serialize with sorted keys, so key order does not count).
+/// What makes two requests "the same": collection, action, resource and arguments, with
+/// object keys in sorted order (key order does not count, whatever order `serde_json` keeps).
 fn fingerprint(req: &ResourceRequest) -> Result<String> {
     let doc = json!([req.collection, req.action, req.resource_id, req.args]);
-    let bytes = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(hex(&Sha256::digest(bytes)))
+    let mut hasher = Sha256::new();
+    canonical(&doc, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Feeds `v` to `h` as JSON with every object's keys sorted.
+fn canonical(v: &Value, h: &mut Sha256) -> Result<()> {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            h.update(b"{");
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    h.update(b",");
+                }
+                h.update(text(k)?.as_bytes());
+                h.update(b":");
+                canonical(&m[k.as_str()], h)?;
+            }
+            h.update(b"}");
+        }
+        Value::Array(items) => {
+            h.update(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    h.update(b",");
+                }
+                canonical(item, h)?;
+            }
+            h.update(b"]");
+        }
+        scalar => h.update(text(scalar)?.as_bytes()),
+    }
+    Ok(())
+}
+
+/// The JSON text of a string or scalar.
+fn text<T: Serialize + ?Sized>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))
 }
 
 impl Idempotency {
@@ -211,5 +249,32 @@ impl Idempotency {
             }
             Err(e) => tracing::warn!(error = %e, "idempotency: expired records not swept"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_ignores_key_order_whatever_order_serde_json_keeps() {
+        // Built in two insertion orders: with serde_json's `preserve_order` (which another
+        // crate of a workspace may turn on) they serialize differently.
+        let mut a = serde_json::Map::new();
+        a.insert("title".into(), json!("x"));
+        a.insert("n".into(), json!([1, {"b": 2, "a": 1}]));
+        let mut b = serde_json::Map::new();
+        b.insert("n".into(), json!([1, {"a": 1, "b": 2}]));
+        b.insert("title".into(), json!("x"));
+        let req =
+            |m| ResourceRequest::new("c", "create", json!({"resource_data": Value::Object(m)}));
+        let (fa, fb) = (fingerprint(&req(a)).unwrap(), fingerprint(&req(b)).unwrap());
+        assert_eq!(fa, fb);
+        let other = ResourceRequest::new("c", "create", json!({"resource_data": {"title": "y"}}));
+        assert_ne!(fingerprint(&other).unwrap(), fa);
+        // Arrays keep their order.
+        let x = ResourceRequest::new("c", "create", json!({"resource_data": {"l": [1, 2]}}));
+        let y = ResourceRequest::new("c", "create", json!({"resource_data": {"l": [2, 1]}}));
+        assert_ne!(fingerprint(&x).unwrap(), fingerprint(&y).unwrap());
     }
 }
