@@ -202,7 +202,7 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
             },
         ))
     };
-    let routes = Router::new()
+    let api = Router::new()
         .route("/", get(rest::index))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
@@ -214,8 +214,13 @@ pub fn app(st: AppState, cfg: &HttpConfig) -> Router {
         .route("/{c}/{id}", resource_routes())
         .route("/{c}/{id}/", resource_routes())
         .route("/{c}/{id}/{action}", post(rest::resource_action))
-        .route("/{c}/{id}/{action}/", post(rest::resource_action))
-        .route_layer(axum::middleware::from_fn(traced::layer))
+        .route("/{c}/{id}/{action}/", post(rest::resource_action));
+    // A span per request only in a process that traces: otherwise not even the layer.
+    let api = match zeroservices_core::trace::enabled() {
+        true => api.route_layer(axum::middleware::from_fn(traced::layer)),
+        false => api,
+    };
+    let routes = api
         .merge(admin::routes(st.clone()))
         .fallback(rest::fallback)
         .with_state(st)
