@@ -309,7 +309,7 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
             // Idempotency records live next to the data: they survive a restart, and every
             // provider of a shared store (MongoDB) sees them.
             let mut spec = CollectionSpec::new(name, store.collection(name))
-                .idempotency_store(store.collection(&format!("_idempotency.{name}")));
+                .idempotency_store(store.collection(&format!("_idempotency_{name}")));
             if let Some(path) = schema {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading schema {}", path.display()))?;

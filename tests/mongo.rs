@@ -185,3 +185,42 @@ fn a_stale_copy_on_another_node_never_resurrects_a_deleted_document() {
     assert_eq!(v["resource_data"]["n"], 100, "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two providers of one MongoDB database share their idempotency records: a create sent to
+/// one with a key, retried through the other, is made once and answered the same; the key
+/// with another body is refused there too.
+#[test]
+fn idempotency_keys_are_shared_by_the_providers_of_one_database() {
+    let dir = std::env::temp_dir().join(format!("zs-mongo-idem-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let _db = start_nx(port, &dir);
+    let uri = format!("mongodb://127.0.0.1:{port}/idem");
+    let (ha, hb) = (free_port(), free_port());
+    let _a = serve(&uri, ha);
+    let _b = serve(&uri, hb);
+    let keyed = |http: u16, body: &str| -> (u16, Value) {
+        let r = ureq::post(&format!("http://127.0.0.1:{http}/power"))
+            .timeout(Duration::from_secs(15))
+            .set("Idempotency-Key", "order-1")
+            .send_string(body);
+        let read = |r: ureq::Response| {
+            serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null)
+        };
+        match r {
+            Ok(r) => (r.status(), read(r)),
+            Err(ureq::Error::Status(s, r)) => (s, read(r)),
+            Err(e) => panic!("POST: {e}"),
+        }
+    };
+    let first = keyed(ha, r#"{"value": 7}"#);
+    assert_eq!(first.0, 201, "{}", first.1);
+    let retry = keyed(hb, r#"{"value": 7}"#);
+    assert_eq!(retry, first, "the other provider answers the first answer");
+    let (_, list) = send("GET", &format!("http://127.0.0.1:{hb}/power"), None);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let other = keyed(hb, r#"{"value": 8}"#);
+    assert_eq!(other.0, 422, "{}", other.1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

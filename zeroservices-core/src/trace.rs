@@ -17,7 +17,11 @@
 //!     fn current(&self) -> Option<String> { None }
 //!     fn set_parent(&self, _span: &tracing::Span, traceparent: &str) { println!("{traceparent}"); }
 //! }
-//! assert!(!trace::enabled() || trace::install(Printing).is_err());
+//! assert!(!trace::enabled());
+//! trace::install(Printing).expect("the first propagator of the process");
+//! assert!(trace::enabled());
+//! // A remote parent is handed to the propagator when the span is made.
+//! let _span = trace::span("handle power.create", "server", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
 //! ```
 
 use std::sync::OnceLock;

@@ -195,6 +195,8 @@ pub(crate) async fn openapi(State(st): State<AppState>) -> Json<Value> {
     let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let res = json!({"description": "resource", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Resource"}}}});
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let key = json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255},
+        "description": "a retry with the same key within 24 h answers the first answer and changes nothing"});
     let mut paths = serde_json::Map::new();
     for c in &names {
         paths.insert(format!("/{c}"), json!({
@@ -206,14 +208,14 @@ pub(crate) async fn openapi(State(st): State<AppState>) -> Json<Value> {
                 {"name": "fields", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "resources", "headers": {"X-Total-Count": {"schema": {"type": "integer"}}},
                     "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}}}}}, "400": err}},
-            "post": {"summary": format!("Create in {c}"), "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+            "post": {"summary": format!("Create in {c}"), "parameters": [key], "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": {"201": res, "400": err, "409": err, "422": err, "503": err}},
         }));
         paths.insert(format!("/{c}/{{id}}"), json!({
             "parameters": [id],
             "get": {"responses": {"200": res, "404": err}},
-            "patch": {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": res, "400": err, "404": err, "422": err}},
-            "delete": {"responses": {"204": {"description": "deleted"}, "404": err}},
+            "patch": {"parameters": [key], "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": res, "400": err, "404": err, "422": err}},
+            "delete": {"parameters": [key], "responses": {"204": {"description": "deleted"}, "404": err}},
         }));
     }
     Json(json!({
