@@ -2,8 +2,8 @@
 //! each exporting to a small OTLP/HTTP receiver run by the test: the request's trace — begun
 //! by the caller's `traceparent` header — holds the HTTP span, the request to the service, its
 //! store write, the worker's job (reached through the event) and the job's patch with its own
-//! store write, each the child of the one before. Writes the trace as a tree to
-//! `target/power-trace.txt`.
+//! store write, each the child of the one before; on ZeroMQ and on NATS. Writes the trace as a
+//! tree to `target/power-trace-<medium>.txt`.
 
 mod common;
 
@@ -162,6 +162,34 @@ fn one_trace_follows_a_power_from_the_http_request_to_the_workers_patch() {
         otlp,
         &["--discovery", &seed, "--http", &format!("127.0.0.1:{http}")],
     );
+    check_one_trace(&spans, http, "zmq");
+}
+
+/// The same over NATS (the job comes from the JetStream work queue): the trace context
+/// travels in the same request and event bodies.
+#[test]
+fn one_trace_follows_a_power_on_nats_too() {
+    let nats = zeroservices_testkit::nats::NatsServer::start();
+    let url = nats.url();
+    let (otlp, spans) = receiver();
+    let _service = power("service", otlp, &["--medium", &url]);
+    let _worker = power(
+        "worker",
+        otlp,
+        &["--medium", &url, "--catch-up-ms", "60000"],
+    );
+    let http = free_port();
+    let _api = power(
+        "api",
+        otlp,
+        &["--medium", &url, "--http", &format!("127.0.0.1:{http}")],
+    );
+    check_one_trace(&spans, http, "nats");
+}
+
+/// Sends a pending power through the API node at `http` with the caller's own `traceparent`
+/// and checks the spans received as one trace with the right parents.
+fn check_one_trace(spans: &Arc<Mutex<Vec<Got>>>, http: u16, medium: &str) {
     let base = format!("http://127.0.0.1:{http}/power");
     common::eventually(
         "the API node to route power",
@@ -170,7 +198,10 @@ fn one_trace_follows_a_power_from_the_http_request_to_the_workers_patch() {
     );
 
     // The caller's own trace: everything below must join it.
-    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let trace_id = match medium {
+        "zmq" => "4bf92f3577b34da6a3ce929d0e0e4736",
+        _ => "5cf92f3577b34da6a3ce929d0e0e4737",
+    };
     let caller_span = "00f067aa0ba902b7";
     let r = ureq::post(&base)
         .set("traceparent", &format!("00-{trace_id}-{caller_span}-01"))
@@ -255,9 +286,11 @@ fn one_trace_follows_a_power_from_the_http_request_to_the_workers_patch() {
     );
     let text = tree(&trace, caller_span);
     eprintln!("{text}");
-    let target = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.ancestors().nth(3).map(|p| p.join("power-trace.txt")));
+    let target = std::env::current_exe().ok().and_then(|e| {
+        e.ancestors()
+            .nth(3)
+            .map(|p| p.join(format!("power-trace-{medium}.txt")))
+    });
     if let Some(path) = target {
         let _ = std::fs::write(path, &text);
     }
