@@ -11,6 +11,7 @@ use regex::Regex;
 const CORE_LAYERS: &[&str] = &[
     "error",
     "task",
+    "trace",
     "protocol",
     "cluster_key",
     "query",
